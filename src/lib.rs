@@ -1,0 +1,1 @@
+//! weir: a stream processor on actix actors, Kafka and ZooKeeper.
