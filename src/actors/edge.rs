@@ -1,0 +1,190 @@
+//! The output side of a task: partitioning batches and sending them with
+//! backpressure.
+//!
+//! Owns [`Partitioner`] (forward, round-robin, hash by key), [`Outputs`]
+//! (the targets of a stage, from which each upstream instance takes its
+//! [`Edge`]) and the send protocol: `try_send` while the target mailbox has
+//! room, otherwise the message is handed back as [`Blocked`] and the actor
+//! waits on it (`send().await`, which respects the mailbox bound) before it
+//! handles anything else. Never drops a message and never uses `do_send`
+//! on the data path: that would ignore the bound.
+
+use actix::dev::SendError;
+use actix::Recipient;
+use std::time::{Duration, Instant};
+
+use super::messages::Deliver;
+use crate::pipeline::keyed::{key_hash, key_partition};
+use crate::pipeline::{Batch, Signal};
+
+/// Splits a batch among the targets of an edge.
+pub trait Partitioner<T>: Clone + Send + 'static {
+    /// Moves every record of `batch` into one of `parts`.
+    fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]);
+}
+
+/// Whole batches to the single target (same parallelism both sides).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forward;
+
+impl<T> Partitioner<T> for Forward {
+    #[inline]
+    fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]) {
+        append(&mut parts[0], batch);
+    }
+}
+
+/// Whole batches to the targets in turn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundRobin {
+    next: usize,
+}
+
+impl<T> Partitioner<T> for RoundRobin {
+    #[inline]
+    fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]) {
+        let i = self.next % parts.len();
+        self.next = self.next.wrapping_add(1);
+        append(&mut parts[i], batch);
+    }
+}
+
+/// Each record to the target owning the hash of its key.
+#[derive(Clone)]
+pub struct HashBy<KF>(pub KF);
+
+impl<T, K, KF> Partitioner<T> for HashBy<KF>
+where
+    KF: Fn(&T) -> K + Clone + Send + 'static,
+    K: std::hash::Hash,
+{
+    #[inline]
+    fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]) {
+        let n = parts.len();
+        if n == 1 {
+            return append(&mut parts[0], batch);
+        }
+        let per = batch.len() / n + batch.len() / (4 * n) + 16;
+        for p in parts.iter_mut() {
+            p.reserve(per);
+        }
+        for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
+            let i = key_partition(key_hash(&(self.0)(&v)), n);
+            let p = &mut parts[i];
+            p.values.push(v);
+            p.timestamps.push(ts);
+        }
+    }
+}
+
+#[inline]
+fn append<T>(dst: &mut Batch<T>, src: &mut Batch<T>) {
+    if dst.is_empty() {
+        std::mem::swap(dst, src);
+    } else {
+        dst.values.append(&mut src.values);
+        dst.timestamps.append(&mut src.timestamps);
+    }
+}
+
+/// The targets of one stage's output, shared by every upstream instance.
+pub struct Outputs<T: Send + 'static, P> {
+    /// One recipient per downstream instance.
+    pub targets: Vec<Recipient<Deliver<T>>>,
+    /// How records are routed.
+    pub partitioner: P,
+    /// True: upstream instance `i` feeds only target `i`.
+    pub forward: bool,
+}
+
+impl<T: Send + 'static, P: Partitioner<T>> Outputs<T, P> {
+    /// The edge of upstream instance `subtask`.
+    pub fn edge(&self, subtask: usize) -> Edge<T, P> {
+        let (targets, input) = if self.forward {
+            (vec![self.targets[subtask].clone()], 0)
+        } else {
+            (self.targets.clone(), subtask)
+        };
+        let parts = targets.iter().map(|_| Batch::new()).collect();
+        Edge {
+            targets,
+            input,
+            partitioner: self.partitioner.clone(),
+            parts,
+        }
+    }
+}
+
+/// The output of one task instance.
+pub struct Edge<T: Send + 'static, P> {
+    targets: Vec<Recipient<Deliver<T>>>,
+    input: usize,
+    partitioner: P,
+    parts: Vec<Batch<T>>,
+}
+
+/// Messages that met a full mailbox, in send order: await [`Blocked::send`].
+pub struct Blocked<T: Send + 'static> {
+    sends: Vec<(Recipient<Deliver<T>>, Deliver<T>)>,
+}
+
+/// A downstream actor is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed;
+
+impl<T: Send + 'static> Blocked<T> {
+    /// Sends every blocked message, each waiting for room; returns the time
+    /// spent waiting.
+    pub async fn send(self) -> Result<Duration, Closed> {
+        let start = Instant::now();
+        for (target, msg) in self.sends {
+            target.send(msg).await.map_err(|_| Closed)?;
+        }
+        Ok(start.elapsed())
+    }
+}
+
+impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
+    /// Number of targets.
+    pub fn width(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Routes `batch` and sends each target its part followed by `signal`
+    /// (every target gets a signal; only non-empty parts are sent otherwise).
+    /// Returns the messages that must be awaited, if any mailbox was full.
+    pub fn emit(&mut self, batch: &mut Batch<T>, signal: Signal) -> Result<Option<Blocked<T>>, Closed> {
+        if batch.is_empty() && signal == Signal::None {
+            return Ok(None);
+        }
+        if !batch.is_empty() {
+            self.partitioner.split(batch, &mut self.parts);
+        }
+        let mut blocked: Option<Blocked<T>> = None;
+        for (i, target) in self.targets.iter().enumerate() {
+            let part = &mut self.parts[i];
+            if part.is_empty() && signal == Signal::None {
+                continue;
+            }
+            let cap = part.values.capacity().max(16);
+            let msg = Deliver {
+                input: self.input,
+                batch: part.take(cap),
+                signal,
+            };
+            match &mut blocked {
+                Some(b) => b.sends.push((target.clone(), msg)),
+                None => match target.try_send(msg) {
+                    Ok(()) => {}
+                    Err(SendError::Full(msg)) => {
+                        blocked = Some(Blocked {
+                            sends: vec![(target.clone(), msg)],
+                        })
+                    }
+                    Err(SendError::Closed(_)) => return Err(Closed),
+                },
+            }
+        }
+        Ok(blocked)
+    }
+}

@@ -1,0 +1,62 @@
+//! Starting one attempt of a job's actors.
+//!
+//! Owns [`Launch`]: what a stage needs to start its instances (arbiters to
+//! place them on, the supervisor to report to, per-task metrics and
+//! contexts) and what the supervisor needs back to control them (stop and
+//! drain handles, the number of sink instances to wait for). Placement rule:
+//! instance `i` of every stage runs on arbiter `i % arbiters`, so one
+//! parallel slice of a job stays on one thread and parallel slices spread.
+
+use actix::{ArbiterHandle, Recipient};
+use dashmap::DashMap;
+use std::sync::Arc;
+
+use super::messages::{Drain, Stop, TaskEvent};
+use crate::pipeline::{DeadLetters, JobConfig, TaskContext, TaskMetrics};
+
+/// The handles of one launched attempt.
+pub struct Launch<'a> {
+    pub(crate) job: &'a str,
+    pub(crate) config: &'a JobConfig,
+    pub(crate) attempt: u32,
+    pub(crate) arbiters: &'a [ArbiterHandle],
+    pub(crate) supervisor: Recipient<TaskEvent>,
+    pub(crate) metrics: &'a DashMap<String, Arc<TaskMetrics>>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) stops: Vec<Recipient<Stop>>,
+    pub(crate) drains: Vec<Recipient<Drain>>,
+    pub(crate) sinks: usize,
+}
+
+impl Launch<'_> {
+    /// The arbiter instance `subtask` runs on.
+    pub fn arbiter(&self, subtask: usize) -> &ArbiterHandle {
+        &self.arbiters[subtask % self.arbiters.len()]
+    }
+
+    /// The context of instance `subtask` of stage `stage`, registering its
+    /// metrics (kept across restarts so counters accumulate).
+    pub fn task_context(&self, stage: &str, subtask: usize, parallelism: usize) -> TaskContext {
+        let name = format!("{}/{}#{}", self.job, stage, subtask);
+        let metrics = self.metrics.entry(name).or_default().clone();
+        TaskContext {
+            job: self.job.to_string(),
+            stage: stage.to_string(),
+            subtask,
+            parallelism,
+            attempt: self.attempt,
+            metrics,
+            dead_letters: self.dead_letters.clone(),
+        }
+    }
+
+    /// The batch size sources read and operators aim for.
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
+    /// Mailbox capacity of every data-plane actor, in batches.
+    pub fn mailbox(&self) -> usize {
+        self.config.channel_capacity
+    }
+}

@@ -1,0 +1,60 @@
+//! The messages actors exchange.
+//!
+//! Owns [`Deliver`] (a batch plus an in-band [`Signal`], the only data-plane
+//! message), the control messages [`Pump`], [`Drain`], [`Stop`] and the
+//! [`TaskEvent`]s tasks report to their job's supervisor. Data messages are
+//! always batches, never single records.
+
+use actix::Message;
+
+use crate::pipeline::{Batch, Signal, TaskError};
+
+/// A batch from upstream input `input`, followed by `signal`.
+pub struct Deliver<T> {
+    /// Index of the sending input at the receiver (`0..inputs`).
+    pub input: usize,
+    /// The records (may be empty when only the signal matters).
+    pub batch: Batch<T>,
+    /// Watermark, idleness or end of input, applied after the batch.
+    pub signal: Signal,
+}
+
+impl<T: Send + 'static> Message for Deliver<T> {
+    type Result = ();
+}
+
+/// A source asks itself to read the next batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pump;
+
+/// Ask a source to stop reading, flush what it has and send end-of-input,
+/// so the whole pipeline drains.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Stop an actor at once (its job is restarting or being torn down).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// What a task reports to its job's supervisor.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum TaskEvent {
+    /// A sink instance received end-of-input on all its inputs and closed.
+    Finished {
+        /// The job attempt the task belongs to.
+        attempt: u32,
+        /// Task name.
+        task: String,
+    },
+    /// A task failed; it has stopped.
+    Failed {
+        /// The job attempt the task belongs to.
+        attempt: u32,
+        /// Why.
+        error: TaskError,
+    },
+}

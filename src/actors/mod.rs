@@ -1,0 +1,25 @@
+//! The actor runtime: source, operator and sink actors on actix, their
+//! per-job supervisor, and the local runtime.
+//!
+//! Owns everything that moves batches between threads: the [`Deliver`]
+//! message, the send protocol with backpressure ([`edge`]), the three task
+//! actors, the [`JobSupervisor`] with its [`RestartPolicy`], and
+//! [`LocalRuntime`]. Must never run user code outside `catch_unwind`, never
+//! send on the data path without respecting the mailbox bound, and never
+//! send single records: only batches.
+
+pub mod edge;
+pub mod launch;
+pub mod messages;
+pub mod operator_actor;
+pub mod restart;
+pub mod runtime;
+pub mod sink_actor;
+pub mod source_actor;
+pub mod supervisor;
+pub mod task;
+
+pub use messages::{Deliver, Drain, Stop, TaskEvent};
+pub use restart::RestartPolicy;
+pub use runtime::{shutdown_signal, LocalRuntime, RunError};
+pub use supervisor::{JobHandle, JobReport, JobStatus, JobSupervisor, LastError};

@@ -1,0 +1,135 @@
+//! The operator actor: receives batches from its inputs, runs the fused
+//! chain, emits.
+//!
+//! Owns one instance of a stage fed by an exchange (hash by key, or
+//! round-robin). It merges its inputs' watermarks (minimum over live,
+//! non-idle inputs), lets the chain fire windows when the watermark moves,
+//! and sends end-of-input once every input has ended. Its mailbox is
+//! bounded; it never handles a new batch while its own output is blocked.
+
+use actix::{Actor, ActorContext, Context, Handler};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::edge::{Edge, Partitioner};
+use super::messages::{Deliver, Stop};
+use super::task::{after_emit, guarded, TaskActor, TaskHandle};
+use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
+
+/// One instance of an operator stage.
+pub struct OperatorActor<Op: Operator, P> {
+    op: Op,
+    edge: Edge<Op::Out, P>,
+    task: TaskHandle,
+    inputs: InputWatermarks,
+    out: Batch<Op::Out>,
+    mailbox: usize,
+    done: bool,
+}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
+    /// An instance with `inputs` upstream channels.
+    pub fn new(op: Op, edge: Edge<Op::Out, P>, task: TaskHandle, inputs: usize, mailbox: usize) -> Self {
+        OperatorActor {
+            op,
+            edge,
+            task,
+            inputs: InputWatermarks::new(inputs),
+            out: Batch::new(),
+            mailbox,
+            done: false,
+        }
+    }
+
+    fn on_deliver(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let Deliver { input, mut batch, signal } = msg;
+        let m = self.task.ctx.metrics.clone();
+        if !batch.is_empty() {
+            m.records_in.fetch_add(batch.len() as u64, Relaxed);
+            m.batches_in.fetch_add(1, Relaxed);
+            self.inputs.on_data(input);
+            let (op, out) = (&mut self.op, &mut self.out);
+            if let Err(f) = guarded(|| op.process(&mut batch, out)) {
+                self.done = true;
+                self.task.fail(f, false);
+                return ctx.stop();
+            }
+        }
+        let advanced = match signal {
+            Signal::None => None,
+            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
+            Signal::Idle => self.inputs.on_idle(input),
+            Signal::End => self.inputs.on_end(input),
+        };
+        let ended = self.inputs.all_ended();
+        let mut out_signal = Signal::None;
+        if ended {
+            out_signal = Signal::End;
+        } else if let Some(w) = advanced {
+            out_signal = Signal::Watermark(w);
+        } else if signal == Signal::Idle && self.inputs.all_idle() {
+            out_signal = Signal::Idle;
+        }
+        let fire = if ended { Some(MAX_WATERMARK) } else { advanced };
+        if let Some(w) = fire {
+            m.watermark.store(w, Relaxed);
+            let (op, out) = (&mut self.op, &mut self.out);
+            if let Err(f) = guarded(|| op.on_watermark(w, out)) {
+                self.done = true;
+                self.task.fail(f, false);
+                return ctx.stop();
+            }
+        }
+        if !self.out.is_empty() {
+            m.records_out.fetch_add(self.out.len() as u64, Relaxed);
+            m.batches_out.fetch_add(1, Relaxed);
+        }
+        let sent = self.edge.emit(&mut self.out, out_signal);
+        if ended {
+            self.done = true;
+            after_emit(self, ctx, sent, |_, ctx| ctx.stop());
+        } else {
+            after_emit(self, ctx, sent, |_, _| {});
+        }
+    }
+}
+
+// Actors are moved, never pinned structurally: no field relies on pinning.
+impl<Op: Operator, P> Unpin for OperatorActor<Op, P> {}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> Actor for OperatorActor<Op, P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        let (op, tctx) = (&mut self.op, &self.task.ctx);
+        if let Err(f) = guarded(|| op.open(tctx)) {
+            self.done = true;
+            self.task.fail(f, false);
+            ctx.stop();
+        }
+    }
+}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> TaskActor for OperatorActor<Op, P> {
+    fn task(&self) -> &TaskHandle {
+        &self.task
+    }
+}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for OperatorActor<Op, P> {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
+        self.on_deliver(msg, ctx);
+    }
+}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Stop> for OperatorActor<Op, P> {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.done = true;
+        ctx.stop();
+    }
+}

@@ -1,0 +1,116 @@
+//! The sink actor: writes batches to an output and reports completion.
+//!
+//! Owns one sink instance's writer. It writes every batch it receives
+//! (under `catch_unwind`), and when every input has ended it closes the
+//! writer (flush) and reports `Finished` to the supervisor: a job is
+//! finished only when all its sinks have flushed. Its bounded mailbox is
+//! where backpressure starts when the output is slow.
+
+use actix::{Actor, ActorContext, Context, Handler};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::messages::{Deliver, Stop};
+use super::task::{guarded, TaskActor, TaskHandle};
+use crate::pipeline::{InputWatermarks, Signal, Sink, SinkWriter};
+
+/// One instance of a sink stage.
+pub struct SinkActor<S: Sink> {
+    sink: Arc<S>,
+    writer: Option<S::Writer>,
+    task: TaskHandle,
+    inputs: InputWatermarks,
+    mailbox: usize,
+    done: bool,
+}
+
+impl<S: Sink> SinkActor<S> {
+    /// An instance with `inputs` upstream channels; opens its writer when started.
+    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize, mailbox: usize) -> Self {
+        SinkActor {
+            sink,
+            writer: None,
+            task,
+            inputs: InputWatermarks::new(inputs),
+            mailbox,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, ctx: &mut Context<Self>, f: super::task::Failure) {
+        self.done = true;
+        self.task.fail(f, true);
+        ctx.stop();
+    }
+}
+
+// Actors are moved, never pinned structurally: no field relies on pinning.
+impl<S: Sink> Unpin for SinkActor<S> {}
+
+impl<S: Sink> Actor for SinkActor<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        let (sink, tctx) = (&self.sink, &self.task.ctx);
+        match guarded(|| sink.open(tctx)) {
+            Ok(w) => self.writer = Some(w),
+            Err(f) => self.fail(ctx, f),
+        }
+    }
+}
+
+impl<S: Sink> TaskActor for SinkActor<S> {
+    fn task(&self) -> &TaskHandle {
+        &self.task
+    }
+}
+
+impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let Deliver { input, mut batch, signal } = msg;
+        if !batch.is_empty() {
+            let m = &self.task.ctx.metrics;
+            let n = batch.len() as u64;
+            if let Err(f) = guarded(|| writer.write(&mut batch)) {
+                return self.fail(ctx, f);
+            }
+            m.records_in.fetch_add(n, Relaxed);
+            m.records_out.fetch_add(n, Relaxed);
+            m.batches_in.fetch_add(1, Relaxed);
+        }
+        let advanced = match signal {
+            Signal::None => None,
+            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
+            Signal::Idle => self.inputs.on_idle(input),
+            Signal::End => self.inputs.on_end(input),
+        };
+        if let Some(w) = advanced {
+            self.task.ctx.metrics.watermark.store(w, Relaxed);
+        }
+        if self.inputs.all_ended() {
+            let writer = self.writer.as_mut().expect("writer is open");
+            if let Err(f) = guarded(|| writer.close()) {
+                return self.fail(ctx, f);
+            }
+            self.done = true;
+            self.task.finished();
+            ctx.stop();
+        }
+    }
+}
+
+impl<S: Sink> Handler<Stop> for SinkActor<S> {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.done = true;
+        ctx.stop();
+    }
+}

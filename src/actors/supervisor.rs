@@ -1,0 +1,361 @@
+//! The per-job supervisor: starts a job's actors, restarts them on failure,
+//! and publishes the job's lifecycle.
+//!
+//! Owns [`JobSupervisor`] and the job's observable state ([`JobStatus`],
+//! restarts, last error, metrics) behind [`JobHandle`]. On a task failure it
+//! stops every actor of the attempt and, if the [`RestartPolicy`] allows,
+//! launches a new attempt after the backoff (sources reopen from their
+//! start or their last committed position); past the policy the job is
+//! FAILED with that error. Events from an older attempt are ignored, so a
+//! dying actor of a stopped attempt cannot disturb the new one.
+
+use actix::{Actor, ActorContext, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+use super::launch::Launch;
+use super::messages::{Drain, Stop, TaskEvent};
+use super::restart::RestartTracker;
+use crate::pipeline::{BuildError, JobConfig, TaskMetrics, TaskMetricsSnapshot};
+
+/// Something that can start all the actors of one job attempt.
+pub trait LaunchPlan: Send + 'static {
+    /// Starts every stage, registering stop/drain handles in `launch`.
+    fn launch(&self, launch: &mut Launch<'_>) -> Result<(), BuildError>;
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Built, not started.
+    Created,
+    /// Its actors are running.
+    Running,
+    /// A task failed; waiting out the backoff before the next attempt.
+    Restarting,
+    /// Every sink received end-of-input and flushed.
+    Finished,
+    /// Failed past its restart policy.
+    Failed,
+    /// Stopped on request after draining.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// True for FINISHED, FAILED and CANCELLED.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+/// The last error a job saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// The error, as text.
+    pub message: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A snapshot of a job's observable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// Job name.
+    pub name: String,
+    /// Lifecycle state.
+    pub status: JobStatus,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The last task error, if any.
+    pub last_error: Option<LastError>,
+    /// Per-task counters, by task name (`job/stage#subtask`).
+    pub tasks: BTreeMap<String, TaskMetricsSnapshot>,
+    /// Dead letters sent.
+    pub dead_letters: u64,
+}
+
+impl JobReport {
+    /// Sum of `records_out` over the tasks of a stage (name suffix match on
+    /// `/<stage>#`).
+    pub fn stage_records_out(&self, stage: &str) -> u64 {
+        let pat = format!("/{stage}#");
+        self.tasks.iter().filter(|(k, _)| k.contains(&pat)).map(|(_, m)| m.records_out).sum()
+    }
+}
+
+/// State shared between the supervisor and the job's handles.
+pub(crate) struct JobShared {
+    pub(crate) name: String,
+    pub(crate) state: Mutex<(JobStatus, u32, Option<LastError>)>,
+    pub(crate) metrics: DashMap<String, Arc<TaskMetrics>>,
+    pub(crate) done: watch::Sender<JobStatus>,
+    pub(crate) dead_letters: crate::pipeline::DeadLetters,
+}
+
+impl JobShared {
+    fn set_status(&self, status: JobStatus) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = status;
+        self.done.send_replace(status);
+    }
+
+    fn report(&self) -> JobReport {
+        let (status, restarts, last_error) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        JobReport {
+            name: self.name.clone(),
+            status,
+            restarts,
+            last_error,
+            tasks: self.metrics.iter().map(|e| (e.key().clone(), e.value().snapshot())).collect(),
+            dead_letters: self.dead_letters.count(),
+        }
+    }
+}
+
+/// A running job: observe it, cancel it, wait for it.
+#[derive(Clone)]
+pub struct JobHandle {
+    shared: Arc<JobShared>,
+    supervisor: Recipient<Cancel>,
+    done: watch::Receiver<JobStatus>,
+}
+
+impl JobHandle {
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Current lifecycle state.
+    pub fn status(&self) -> JobStatus {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Restarts so far.
+    pub fn restarts(&self) -> u32 {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// The last task error, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).2.clone()
+    }
+
+    /// Status, restarts, last error and per-task counters.
+    pub fn report(&self) -> JobReport {
+        self.shared.report()
+    }
+
+    /// Asks the job to drain: sources stop reading and send end-of-input,
+    /// in-flight batches are processed and sinks flush; then CANCELLED.
+    pub fn cancel(&self) {
+        self.supervisor.do_send(Cancel);
+    }
+
+    /// Waits until the job is FINISHED, FAILED or CANCELLED.
+    pub async fn wait(&self) -> JobReport {
+        let mut rx = self.done.clone();
+        let _ = rx.wait_for(|s| s.is_terminal()).await;
+        self.report()
+    }
+}
+
+/// Ask the supervisor to drain and cancel the job.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Cancel;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Relaunch;
+
+/// The per-job supervisor actor.
+pub struct JobSupervisor {
+    plan: Box<dyn LaunchPlan>,
+    config: JobConfig,
+    shared: Arc<JobShared>,
+    arbiters: Vec<ArbiterHandle>,
+    attempt: u32,
+    stops: Vec<Recipient<Stop>>,
+    drains: Vec<Recipient<Drain>>,
+    sinks_left: usize,
+    restarts: RestartTracker,
+    cancelling: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl JobSupervisor {
+    /// Starts a supervisor for `plan` on the current arbiter and launches the
+    /// job's first attempt on `arbiters`.
+    pub fn start(name: &str, plan: Box<dyn LaunchPlan>, config: JobConfig, arbiters: Vec<ArbiterHandle>) -> JobHandle {
+        let (tx, rx) = watch::channel(JobStatus::Created);
+        let shared = Arc::new(JobShared {
+            name: name.to_string(),
+            state: Mutex::new((JobStatus::Created, 0, None)),
+            metrics: DashMap::new(),
+            done: tx,
+            dead_letters: config.dead_letters.clone(),
+        });
+        let restarts = RestartTracker::new(config.restart.clone());
+        let sup = JobSupervisor {
+            plan,
+            config,
+            shared: shared.clone(),
+            arbiters,
+            attempt: 0,
+            stops: Vec::new(),
+            drains: Vec::new(),
+            sinks_left: 0,
+            restarts,
+            cancelling: false,
+        };
+        let addr = sup.start();
+        JobHandle {
+            shared,
+            supervisor: addr.recipient(),
+            done: rx,
+        }
+    }
+
+    fn launch(&mut self, ctx: &mut Context<Self>) {
+        let mut launch = Launch {
+            job: &self.shared.name,
+            config: &self.config,
+            attempt: self.attempt,
+            arbiters: &self.arbiters,
+            supervisor: ctx.address().recipient(),
+            metrics: &self.shared.metrics,
+            dead_letters: self.config.dead_letters.clone(),
+            stops: Vec::new(),
+            drains: Vec::new(),
+            sinks: 0,
+        };
+        let res = self.plan.launch(&mut launch);
+        let Launch { stops, drains, sinks, .. } = launch;
+        self.stops = stops;
+        self.drains = drains;
+        self.sinks_left = sinks;
+        match res {
+            Ok(()) => {
+                tracing::info!(job = %self.shared.name, attempt = self.attempt, "job running");
+                self.shared.set_status(JobStatus::Running);
+            }
+            Err(e) => {
+                self.record_error(e.to_string());
+                self.stop_all();
+                self.shared.set_status(JobStatus::Failed);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for s in self.stops.drain(..) {
+            s.do_send(Stop);
+        }
+        self.drains.clear();
+    }
+
+    fn record_error(&self, message: String) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.2 = Some(LastError { message, at_ms: now_ms() });
+    }
+}
+
+impl Actor for JobSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.launch(ctx);
+    }
+}
+
+impl Handler<TaskEvent> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ev: TaskEvent, ctx: &mut Context<Self>) {
+        match ev {
+            TaskEvent::Finished { attempt, task } if attempt == self.attempt => {
+                tracing::debug!(task, "sink finished");
+                self.sinks_left = self.sinks_left.saturating_sub(1);
+                if self.sinks_left == 0 {
+                    self.stops.clear();
+                    let status = if self.cancelling { JobStatus::Cancelled } else { JobStatus::Finished };
+                    tracing::info!(job = %self.shared.name, ?status, "job done");
+                    self.shared.set_status(status);
+                    ctx.stop();
+                }
+            }
+            TaskEvent::Failed { attempt, error } if attempt == self.attempt => {
+                self.record_error(error.to_string());
+                self.stop_all();
+                if self.cancelling {
+                    self.shared.set_status(JobStatus::Failed);
+                    return ctx.stop();
+                }
+                match self.restarts.on_failure(Instant::now()) {
+                    Some(backoff) => {
+                        {
+                            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                            st.1 += 1;
+                        }
+                        tracing::warn!(job = %self.shared.name, %error, ?backoff, "restarting job");
+                        self.shared.set_status(JobStatus::Restarting);
+                        self.attempt += 1;
+                        ctx.notify_later(Relaunch, backoff);
+                    }
+                    None => {
+                        tracing::error!(job = %self.shared.name, %error, "restart policy exhausted; job failed");
+                        self.shared.set_status(JobStatus::Failed);
+                        ctx.stop();
+                    }
+                }
+            }
+            _ => {} // an event of an older attempt
+        }
+    }
+}
+
+impl Handler<Relaunch> for JobSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: Relaunch, ctx: &mut Context<Self>) {
+        if self.cancelling {
+            self.shared.set_status(JobStatus::Cancelled);
+            return ctx.stop();
+        }
+        self.launch(ctx);
+    }
+}
+
+impl Handler<Cancel> for JobSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
+        if self.cancelling {
+            return;
+        }
+        self.cancelling = true;
+        if self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0 == JobStatus::Restarting {
+            return; // Relaunch will see the flag.
+        }
+        for d in &self.drains {
+            d.do_send(Drain);
+        }
+        let timeout: Duration = self.config.drain_timeout;
+        let attempt = self.attempt;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.attempt == attempt && !act.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0.is_terminal() {
+                tracing::warn!(job = %act.shared.name, "drain timed out; stopping actors");
+                act.stop_all();
+                act.shared.set_status(JobStatus::Cancelled);
+                ctx.stop();
+            }
+        });
+    }
+}

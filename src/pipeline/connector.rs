@@ -1,0 +1,113 @@
+//! The interfaces between the engine and the outside world.
+//!
+//! Owns [`Source`] / [`SourceReader`] (what the job reads) and [`Sink`] /
+//! [`SinkWriter`] (what it writes). A `Source` or `Sink` is a description,
+//! validated when the job is built and opened once per parallel instance
+//! (and again on each restart); readers and writers do the I/O. Readers can
+//! report and seek a position and writers can flush, so checkpoints can
+//! build on them. Implementations must never block an arbiter for long:
+//! `poll` returns what is there now, or [`SourceStatus::Idle`].
+
+use std::time::Duration;
+
+use super::batch::Batch;
+use super::context::TaskContext;
+use super::error::{BuildError, ConnectorError};
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Records were (or may soon be) added; poll again at once.
+    Ready,
+    /// Nothing now: poll again after this long.
+    Idle(Duration),
+    /// The input is exhausted (bounded sources): no more records.
+    Finished,
+}
+
+/// A description of an input, opened once per parallel instance.
+pub trait Source: Send + Sync + 'static {
+    /// Record type produced.
+    type Out: Send + 'static;
+    /// The per-instance reader.
+    type Reader: SourceReader<Out = Self::Out>;
+
+    /// Checks the configuration (paths exist, sizes positive), naming the
+    /// offending field.
+    fn validate(&self) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    /// The largest parallelism this source supports (`None`: any).
+    fn max_parallelism(&self) -> Option<usize> {
+        None
+    }
+
+    /// Opens instance `ctx.subtask` of `ctx.parallelism`.
+    fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError>;
+}
+
+/// One instance's reader.
+pub trait SourceReader: Send + 'static {
+    /// Record type produced.
+    type Out: Send + 'static;
+
+    /// Appends up to `max` records (with timestamps) to `out`.
+    fn poll(&mut self, out: &mut Batch<Self::Out>, max: usize) -> Result<SourceStatus, ConnectorError>;
+
+    /// The position after the last record returned, if the source can seek.
+    fn position(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Continues from a position returned by [`SourceReader::position`].
+    fn seek(&mut self, _position: &serde_json::Value) -> Result<(), ConnectorError> {
+        Err(ConnectorError::new("this source cannot seek"))
+    }
+
+    /// Everything up to the last position reported has been fully processed
+    /// and written by the sinks: commit it (e.g. Kafka offsets).
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A description of an output, opened once per parallel instance.
+pub trait Sink: Send + Sync + 'static {
+    /// Record type consumed.
+    type In: Send + 'static;
+    /// The per-instance writer.
+    type Writer: SinkWriter<In = Self::In>;
+
+    /// Checks the configuration, naming the offending field.
+    fn validate(&self) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    /// The largest parallelism this sink supports (`None`: any).
+    fn max_parallelism(&self) -> Option<usize> {
+        None
+    }
+
+    /// Opens instance `ctx.subtask` of `ctx.parallelism`.
+    fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError>;
+}
+
+/// One instance's writer.
+pub trait SinkWriter: Send + 'static {
+    /// Record type consumed.
+    type In: Send + 'static;
+
+    /// Writes (or buffers) every record of `batch`, leaving it empty.
+    fn write(&mut self, batch: &mut Batch<Self::In>) -> Result<(), ConnectorError>;
+
+    /// Makes everything written so far durable / visible.
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// The input ended: flush and release resources.
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        self.flush()
+    }
+}

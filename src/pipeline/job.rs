@@ -1,0 +1,644 @@
+//! The typed job builder: `Job::new(..).source(..).map(..)...sink(..)`.
+//!
+//! Owns the fluent API ([`Job`], [`Stream`], [`KeyedStream`],
+//! [`WindowedStream`], [`RunnableJob`]) and the static job graph it builds:
+//! each stage is a [`StageNode`] holding its input (a source or an exchange
+//! from the upstream stage) and the fused chain of operators after it, all
+//! as concrete generic types, so closures are monomorphised into the actor
+//! loops. Stateless steps extend the current stage's chain (operator
+//! chaining); `key_by` + aggregation and `rebalance` start a new stage.
+//! Invalid settings are collected while building and reported by
+//! [`RunnableJob::validate`], naming the field. Nothing runs here.
+
+use serde::{Deserialize, Serialize};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::aggregate::{Aggregator, Reduce};
+use super::batch::Timestamp;
+use super::connector::{Sink, Source};
+use super::dead_letter::DeadLetters;
+use super::error::BuildError;
+use super::keyed::{Key, KeyedAggregate};
+use super::operator::{AssignTimestamps, Chain, Filter, FlatMap, Identity, Map, Operator};
+use super::watermark::Watermarks;
+use super::window::{LateRecords, WindowAggregate, Windows};
+use crate::actors::edge::{HashBy, Outputs, Partitioner, RoundRobin};
+use crate::actors::launch::Launch;
+use crate::actors::operator_actor::OperatorActor;
+use crate::actors::sink_actor::SinkActor;
+use crate::actors::source_actor::SourceActor;
+use crate::actors::supervisor::LaunchPlan;
+use crate::actors::task::TaskHandle;
+use crate::actors::RestartPolicy;
+
+/// Settings shared by every stage of a job.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Default parallelism of each stage.
+    pub parallelism: usize,
+    /// Records per batch read by sources.
+    pub batch_size: usize,
+    /// Mailbox capacity of each operator and sink actor, in batches.
+    pub channel_capacity: usize,
+    /// What the supervisor does when a task fails.
+    pub restart: RestartPolicy,
+    /// Where malformed input goes.
+    pub dead_letters: DeadLetters,
+    /// How long a cancel may take to drain before actors are stopped.
+    pub drain_timeout: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            parallelism: 1,
+            batch_size: 1024,
+            channel_capacity: 8,
+            restart: RestartPolicy::default(),
+            dead_letters: DeadLetters::log(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a job carries while it is being built.
+struct Meta {
+    name: String,
+    config: JobConfig,
+    errors: Vec<BuildError>,
+    stages: usize,
+}
+
+impl Meta {
+    fn next_stage(&mut self, kind: &str) -> String {
+        let s = format!("{}-{kind}", self.stages);
+        self.stages += 1;
+        s
+    }
+}
+
+/// A job under construction: name and settings, then `.source(..)`.
+///
+/// ```
+/// use weir::pipeline::Job;
+/// use weir::connectors::{VecSource, CollectSink};
+/// let (sink, out) = CollectSink::new();
+/// let report = Job::new("double")
+///     .source(VecSource::new(vec![1u64, 2, 3]))
+///     .map(|x| x * 2)
+///     .sink(sink)
+///     .run_local()
+///     .unwrap();
+/// assert_eq!(report.status, weir::actors::JobStatus::Finished);
+/// let mut got = out.take();
+/// got.sort();
+/// assert_eq!(got, vec![2, 4, 6]);
+/// ```
+pub struct Job {
+    meta: Meta,
+}
+
+impl Job {
+    /// A job named `name` with default settings.
+    pub fn new(name: impl Into<String>) -> Job {
+        let name = name.into();
+        let mut errors = Vec::new();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            errors.push(BuildError::invalid("job.name", format!("{name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'")));
+        }
+        Job {
+            meta: Meta {
+                name,
+                config: JobConfig::default(),
+                errors,
+                stages: 0,
+            },
+        }
+    }
+
+    /// Default parallelism of every stage (at least 1).
+    pub fn parallelism(mut self, n: usize) -> Job {
+        if n == 0 {
+            self.meta.errors.push(BuildError::invalid("job.parallelism", "must be at least 1"));
+        }
+        self.meta.config.parallelism = n.max(1);
+        self
+    }
+
+    /// Records per batch (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Job {
+        if n == 0 {
+            self.meta.errors.push(BuildError::invalid("job.batch_size", "must be at least 1"));
+        }
+        self.meta.config.batch_size = n.max(1);
+        self
+    }
+
+    /// Mailbox capacity of operator and sink actors, in batches (at least 1).
+    pub fn channel_capacity(mut self, n: usize) -> Job {
+        if n == 0 {
+            self.meta.errors.push(BuildError::invalid("job.channel_capacity", "must be at least 1"));
+        }
+        self.meta.config.channel_capacity = n.max(1);
+        self
+    }
+
+    /// The supervisor's restart policy.
+    pub fn restart_policy(mut self, p: RestartPolicy) -> Job {
+        self.meta.config.restart = p;
+        self
+    }
+
+    /// Where malformed input goes (default: logged).
+    pub fn dead_letters(mut self, d: DeadLetters) -> Job {
+        self.meta.config.dead_letters = d;
+        self
+    }
+
+    /// How long a cancel may drain before actors are stopped.
+    pub fn drain_timeout(mut self, d: Duration) -> Job {
+        self.meta.config.drain_timeout = d;
+        self
+    }
+
+    /// Reads from `source`: the first stage.
+    pub fn source<S: Source>(mut self, source: S) -> Stream<FromSource<S>, Identity<S::Out>> {
+        let stage = self.meta.next_stage("source");
+        let parallelism = match source.max_parallelism() {
+            Some(m) => self.meta.config.parallelism.min(m.max(1)),
+            None => self.meta.config.parallelism,
+        };
+        Stream {
+            meta: self.meta,
+            node: StageNode {
+                input: FromSource {
+                    source: Arc::new(source),
+                    watermarks: Watermarks::none(),
+                },
+                op: Identity::default(),
+                stage,
+                parallelism,
+            },
+        }
+    }
+}
+
+/// A stage's input: a source.
+pub struct FromSource<S> {
+    source: Arc<S>,
+    watermarks: Watermarks,
+}
+
+/// A stage's input: the previous stage, through an exchange.
+pub struct FromExchange<U, X> {
+    upstream: U,
+    partitioner: X,
+}
+
+/// One stage of the graph: its input and the fused operator chain after it.
+pub struct StageNode<I, Op> {
+    input: I,
+    op: Op,
+    stage: String,
+    parallelism: usize,
+}
+
+/// A node that produces a stream of `T` in parallel instances.
+pub trait Upstream<T: Send + 'static>: Send + 'static {
+    /// Number of parallel instances.
+    fn parallelism(&self) -> usize;
+    /// Checks this node and everything upstream.
+    fn validate(&self) -> Result<(), BuildError>;
+    /// Starts this node's instances (and everything upstream), sending to `out`.
+    fn launch<P: Partitioner<T>>(&self, l: &mut Launch<'_>, out: Outputs<T, P>) -> Result<(), BuildError>;
+}
+
+fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
+    if p == 0 {
+        return Err(BuildError::invalid(format!("{stage}.parallelism"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+impl<S, Op> Upstream<Op::Out> for StageNode<FromSource<S>, Op>
+where
+    S: Source,
+    Op: Operator<In = S::Out>,
+{
+    fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        check_parallelism(&self.stage, self.parallelism)?;
+        if let Some(m) = self.input.source.max_parallelism() {
+            if self.parallelism > m {
+                return Err(BuildError::invalid(
+                    format!("{}.parallelism", self.stage),
+                    format!("{} exceeds what the source supports ({m})", self.parallelism),
+                ));
+            }
+        }
+        self.input.source.validate()
+    }
+
+    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+        for i in 0..self.parallelism {
+            let task = TaskHandle {
+                ctx: l.task_context(&self.stage, i, self.parallelism),
+                supervisor: l.supervisor.clone(),
+            };
+            let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
+            let (wm, batch) = (self.input.watermarks.generator(), l.batch_size());
+            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
+                SourceActor::new(source, op, edge, task, wm, batch)
+            });
+            l.stops.push(addr.clone().recipient());
+            l.drains.push(addr.recipient());
+        }
+        Ok(())
+    }
+}
+
+impl<U, X, Op> Upstream<Op::Out> for StageNode<FromExchange<U, X>, Op>
+where
+    Op: Operator,
+    U: Upstream<Op::In>,
+    X: Partitioner<Op::In>,
+{
+    fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        check_parallelism(&self.stage, self.parallelism)?;
+        self.input.upstream.validate()
+    }
+
+    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+        let inputs = self.input.upstream.parallelism();
+        let mut targets = Vec::with_capacity(self.parallelism);
+        for i in 0..self.parallelism {
+            let task = TaskHandle {
+                ctx: l.task_context(&self.stage, i, self.parallelism),
+                supervisor: l.supervisor.clone(),
+            };
+            let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
+            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
+                OperatorActor::new(op, edge, task, inputs, mailbox)
+            });
+            l.stops.push(addr.clone().recipient());
+            targets.push(addr.recipient());
+        }
+        self.input.upstream.launch(
+            l,
+            Outputs {
+                targets,
+                partitioner: self.input.partitioner.clone(),
+                forward: false,
+            },
+        )
+    }
+}
+
+/// A stream of `Op::Out` records: a stage being built.
+pub struct Stream<I, Op> {
+    meta: Meta,
+    node: StageNode<I, Op>,
+}
+
+impl<I, Op> Stream<I, Op>
+where
+    Op: Operator,
+    StageNode<I, Op>: Upstream<Op::Out>,
+{
+    fn then<O2: Operator<In = Op::Out>>(self, op: O2) -> Stream<I, Chain<Op, O2>> {
+        let StageNode { input, op: cur, stage, parallelism } = self.node;
+        Stream {
+            meta: self.meta,
+            node: StageNode {
+                input,
+                op: Chain::new(cur, op),
+                stage,
+                parallelism,
+            },
+        }
+    }
+
+    /// Applies `f` to every record (fused into the current stage).
+    pub fn map<O, F>(self, f: F) -> Stream<I, Chain<Op, Map<F, Op::Out, O>>>
+    where
+        F: FnMut(Op::Out) -> O + Clone + Send + 'static,
+        O: Send + 'static,
+    {
+        self.then(Map::new(f))
+    }
+
+    /// Keeps records for which `f` holds (fused into the current stage).
+    pub fn filter<F>(self, f: F) -> Stream<I, Chain<Op, Filter<F, Op::Out>>>
+    where
+        F: FnMut(&Op::Out) -> bool + Clone + Send + 'static,
+    {
+        self.then(Filter::new(f))
+    }
+
+    /// Maps each record to zero or more (fused into the current stage).
+    pub fn flat_map<O, It, F>(self, f: F) -> Stream<I, Chain<Op, FlatMap<F, Op::Out, O>>>
+    where
+        F: FnMut(Op::Out) -> It + Clone + Send + 'static,
+        It: IntoIterator<Item = O>,
+        O: Send + 'static,
+    {
+        self.then(FlatMap::new(f))
+    }
+
+    /// Sets each record's event time from the record (fused). Watermarks are
+    /// generated at the source: prefer the source's own timestamp extractor
+    /// when windows follow.
+    pub fn assign_timestamps<F>(self, f: F) -> Stream<I, Chain<Op, AssignTimestamps<F, Op::Out>>>
+    where
+        F: FnMut(&Op::Out) -> Timestamp + Clone + Send + 'static,
+    {
+        self.then(AssignTimestamps::new(f))
+    }
+
+    /// Parallelism of the current stage.
+    pub fn parallelism(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.meta.errors.push(BuildError::invalid(format!("{}.parallelism", self.node.stage), "must be at least 1"));
+        }
+        self.node.parallelism = n;
+        self
+    }
+
+    /// Spreads batches round-robin over a new stage with the job's default
+    /// parallelism (change it with `.parallelism(n)`).
+    pub fn rebalance(mut self) -> Stream<FromExchange<StageNode<I, Op>, RoundRobin>, Identity<Op::Out>> {
+        let stage = self.meta.next_stage("rebalance");
+        let parallelism = self.meta.config.parallelism;
+        Stream {
+            meta: self.meta,
+            node: StageNode {
+                input: FromExchange {
+                    upstream: self.node,
+                    partitioner: RoundRobin::default(),
+                },
+                op: Identity::default(),
+                stage,
+                parallelism,
+            },
+        }
+    }
+
+    /// Partitions by `key(record)`: records with equal keys meet in one
+    /// instance of the next (keyed) stage.
+    pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<I, Op, KF>
+    where
+        KF: Fn(&Op::Out) -> K + Clone + Send + Sync + 'static,
+        K: Key,
+    {
+        KeyedStream { stream: self, key }
+    }
+
+    /// Writes to `sink`: the last stage. The sink runs with the parallelism
+    /// of the stage before it (or the sink's maximum, rebalanced).
+    pub fn sink<S: Sink<In = Op::Out>>(mut self, sink: S) -> RunnableJob {
+        let stage = self.meta.next_stage("sink");
+        let upstream_p = self.node.parallelism;
+        let parallelism = sink.max_parallelism().map_or(upstream_p, |m| upstream_p.min(m.max(1)));
+        let plan = SinkNode {
+            upstream: self.node,
+            sink: Arc::new(sink),
+            stage,
+            parallelism,
+        };
+        RunnableJob {
+            name: self.meta.name,
+            config: self.meta.config,
+            errors: self.meta.errors,
+            plan: Box::new(plan),
+        }
+    }
+}
+
+impl<S, Op> Stream<FromSource<S>, Op>
+where
+    S: Source,
+    Op: Operator<In = S::Out>,
+{
+    /// How the source generates watermarks from its records' timestamps.
+    pub fn watermarks(mut self, w: Watermarks) -> Self {
+        self.node.input.watermarks = w;
+        self
+    }
+}
+
+/// A stream partitioned by key, before its aggregation.
+pub struct KeyedStream<I, Op, KF> {
+    stream: Stream<I, Op>,
+    key: KF,
+}
+
+/// The stage type a keyed aggregation creates.
+pub type KeyedStage<I, Op, KF, O2> = Stream<FromExchange<StageNode<I, Op>, HashBy<KF>>, O2>;
+
+impl<I, Op, KF, K> KeyedStream<I, Op, KF>
+where
+    Op: Operator,
+    StageNode<I, Op>: Upstream<Op::Out>,
+    KF: Fn(&Op::Out) -> K + Clone + Send + Sync + 'static,
+    K: Key + Hash,
+{
+    fn keyed<O2: Operator<In = Op::Out>>(self, kind: &str, op: O2) -> KeyedStage<I, Op, KF, O2> {
+        let Stream { mut meta, node } = self.stream;
+        let stage = meta.next_stage(kind);
+        let parallelism = meta.config.parallelism;
+        Stream {
+            meta,
+            node: StageNode {
+                input: FromExchange {
+                    upstream: node,
+                    partitioner: HashBy(self.key.clone()),
+                },
+                op,
+                stage,
+                parallelism,
+            },
+        }
+    }
+
+    /// Rolling aggregation per key: after each batch, one `(key, result)`
+    /// per key the batch updated.
+    pub fn aggregate<A: Aggregator<Op::Out>>(self, agg: A) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, A, Op::Out, K>> {
+        let op = KeyedAggregate::new(self.key.clone(), agg);
+        self.keyed("aggregate", op)
+    }
+
+    /// Rolling reduce per key with `f(acc, record)`.
+    pub fn reduce<F>(self, f: F) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, Reduce<F, Op::Out>, Op::Out, K>>
+    where
+        F: Fn(&Op::Out, &Op::Out) -> Op::Out + Clone + Send + Sync + 'static,
+        Op::Out: Clone + Serialize + for<'de> Deserialize<'de>,
+    {
+        self.aggregate(Reduce::with(f))
+    }
+
+    /// Groups each key's records into event-time windows.
+    pub fn window(self, windows: Windows) -> WindowedStream<I, Op, KF> {
+        WindowedStream {
+            keyed: self,
+            windows,
+            lateness: Duration::ZERO,
+            late: LateRecords::count_only(),
+        }
+    }
+}
+
+/// A keyed stream grouped into windows, before its aggregation.
+pub struct WindowedStream<I, Op: Operator, KF> {
+    keyed: KeyedStream<I, Op, KF>,
+    windows: Windows,
+    lateness: Duration,
+    late: LateRecords<Op::Out>,
+}
+
+impl<I, Op, KF, K> WindowedStream<I, Op, KF>
+where
+    Op: Operator,
+    StageNode<I, Op>: Upstream<Op::Out>,
+    KF: Fn(&Op::Out) -> K + Clone + Send + Sync + 'static,
+    K: Key + Hash,
+{
+    /// Keeps fired windows open this long for late records, which update
+    /// and re-fire them.
+    pub fn allowed_lateness(mut self, d: Duration) -> Self {
+        self.lateness = d;
+        self
+    }
+
+    /// Where records too late for every window go (default: counted, logged).
+    pub fn late_records(mut self, late: LateRecords<Op::Out>) -> Self {
+        self.late = late;
+        self
+    }
+
+    /// Aggregates each key's window with `agg`; emits one
+    /// [`Windowed`](super::window::Windowed) per key and window when it fires.
+    pub fn aggregate<A: Aggregator<Op::Out>>(mut self, agg: A) -> KeyedStage<I, Op, KF, WindowAggregate<KF, A, Op::Out, K>> {
+        if let Err(e) = self.windows.validate() {
+            self.keyed.stream.meta.errors.push(e);
+        }
+        let lateness = i64::try_from(self.lateness.as_millis()).unwrap_or(i64::MAX);
+        let op = WindowAggregate::new(self.keyed.key.clone(), agg, self.windows, lateness, self.late);
+        self.keyed.keyed("window", op)
+    }
+}
+
+struct SinkNode<U, S> {
+    upstream: U,
+    sink: Arc<S>,
+    stage: String,
+    parallelism: usize,
+}
+
+impl<U, S> LaunchPlan for SinkNode<U, S>
+where
+    S: Sink,
+    U: Upstream<S::In>,
+{
+    fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
+        let up = self.upstream.parallelism();
+        let forward = up == self.parallelism;
+        let inputs = if forward { 1 } else { up };
+        let mut targets = Vec::with_capacity(self.parallelism);
+        for i in 0..self.parallelism {
+            let task = TaskHandle {
+                ctx: l.task_context(&self.stage, i, self.parallelism),
+                supervisor: l.supervisor.clone(),
+            };
+            let (sink, mailbox) = (self.sink.clone(), l.mailbox());
+            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| SinkActor::new(sink, task, inputs, mailbox));
+            l.stops.push(addr.clone().recipient());
+            targets.push(addr.recipient());
+        }
+        l.sinks += self.parallelism;
+        self.upstream.launch(
+            l,
+            Outputs {
+                targets,
+                partitioner: RoundRobin::default(),
+                forward,
+            },
+        )
+    }
+}
+
+trait ValidatePlan {
+    fn validate_plan(&self) -> Result<(), BuildError>;
+}
+
+impl<U, S> ValidatePlan for SinkNode<U, S>
+where
+    S: Sink,
+    U: Upstream<S::In>,
+{
+    fn validate_plan(&self) -> Result<(), BuildError> {
+        self.upstream.validate()?;
+        check_parallelism(&self.stage, self.parallelism)?;
+        self.sink.validate()
+    }
+}
+
+/// Both faces of a finished plan, behind one box.
+pub(crate) trait Plan: LaunchPlan + ValidatePlanDyn {}
+impl<T: LaunchPlan + ValidatePlan> Plan for T {}
+
+/// Object-safe validation.
+pub(crate) trait ValidatePlanDyn {
+    fn validate_dyn(&self) -> Result<(), BuildError>;
+}
+impl<T: ValidatePlan> ValidatePlanDyn for T {
+    fn validate_dyn(&self) -> Result<(), BuildError> {
+        self.validate_plan()
+    }
+}
+
+/// A complete job: validate it, run it locally, or start it on a runtime.
+pub struct RunnableJob {
+    name: String,
+    config: JobConfig,
+    errors: Vec<BuildError>,
+    plan: Box<dyn Plan>,
+}
+
+impl RunnableJob {
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job's settings.
+    pub fn config(&self) -> &JobConfig {
+        &self.config
+    }
+
+    /// The first configuration error, naming its field.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        if let Some(e) = self.errors.first() {
+            return Err(e.clone());
+        }
+        self.plan.validate_dyn()
+    }
+
+    pub(crate) fn into_parts(self) -> (String, JobConfig, Box<dyn LaunchPlan>) {
+        struct Erased(Box<dyn Plan>);
+        impl LaunchPlan for Erased {
+            fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
+                self.0.launch(l)
+            }
+        }
+        (self.name, self.config, Box::new(Erased(self.plan)))
+    }
+}

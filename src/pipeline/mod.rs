@@ -1,0 +1,36 @@
+//! The typed job API and the operators it is made of.
+//!
+//! Owns the data model ([`Batch`], [`Signal`], timestamps), the builder
+//! ([`Job`] → [`Stream`] → [`RunnableJob`]), the operators (stateless ones
+//! fused into chains, keyed aggregation, event-time windows), watermarks,
+//! the connector interfaces ([`Source`], [`Sink`]), dead letters and task
+//! metrics. Knows nothing about actors beyond handing them a plan; never
+//! does I/O itself.
+
+pub mod aggregate;
+pub mod batch;
+pub mod connector;
+pub mod context;
+pub mod dead_letter;
+pub mod error;
+pub mod job;
+pub mod keyed;
+pub mod metrics;
+pub mod operator;
+pub mod watermark;
+pub mod window;
+
+pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
+pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
+pub use connector::{Sink, SinkWriter, Source, SourceReader, SourceStatus};
+pub use context::TaskContext;
+pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};
+pub use error::{BuildError, ConnectorError, TaskError};
+pub use job::{Job, JobConfig, KeyedStream, RunnableJob, Stream, WindowedStream};
+pub use keyed::{Key, KeyedAggregate};
+pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
+pub use operator::{Chain, Filter, FlatMap, Identity, Map, Operator};
+pub use watermark::{InputWatermarks, WatermarkGenerator, Watermarks};
+pub use window::{
+    CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate, Windowed, Windows,
+};

@@ -1,0 +1,411 @@
+//! The operator interface and the stateless operators that chain into one actor.
+//!
+//! Owns [`Operator`] (batch in, batch out, watermark hook, state snapshot) and
+//! the stateless operators [`Map`], [`Filter`], [`FlatMap`] plus [`Chain`],
+//! which fuses two operators into one so consecutive stateless steps run in
+//! one actor without a channel between them (Flink's operator chaining).
+//!
+//! Must never allocate, lock or dispatch dynamically per record: closures are
+//! generic type parameters, monomorphised into the loop.
+
+use std::marker::PhantomData;
+
+use super::batch::{Batch, Timestamp};
+use super::context::TaskContext;
+use super::error::ConnectorError;
+
+/// A step of a pipeline: consumes batches of `In`, appends `Out` records to
+/// an output batch.
+///
+/// Operators are cloned once per parallel instance (and again on restart),
+/// so a clone must be a fresh, independent instance.
+pub trait Operator: Clone + Send + 'static {
+    /// Record type consumed.
+    type In: Send + 'static;
+    /// Record type produced.
+    type Out: Send + 'static;
+
+    /// Called once when the task starts, before any batch.
+    fn open(&mut self, _ctx: &TaskContext) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Moves every record out of `input` (leaving it empty, buffers kept)
+    /// and appends results to `out`.
+    fn process(
+        &mut self,
+        input: &mut Batch<Self::In>,
+        out: &mut Batch<Self::Out>,
+    ) -> Result<(), ConnectorError>;
+
+    /// The combined input watermark advanced to `watermark`: emit what it
+    /// completes (window results) into `out`. Stateless operators do nothing.
+    fn on_watermark(
+        &mut self,
+        _watermark: Timestamp,
+        _out: &mut Batch<Self::Out>,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Serialises the operator's state (empty for stateless operators).
+    fn snapshot(&self) -> Result<Vec<u8>, ConnectorError> {
+        Ok(Vec::new())
+    }
+
+    /// Restores state produced by [`Operator::snapshot`].
+    fn restore(&mut self, _state: &[u8]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// The operator that passes records through unchanged: the start of a chain.
+pub struct Identity<T>(PhantomData<fn(T) -> T>);
+
+impl<T> Clone for Identity<T> {
+    fn clone(&self) -> Self {
+        Identity(PhantomData)
+    }
+}
+
+impl<T> Default for Identity<T> {
+    fn default() -> Self {
+        Identity(PhantomData)
+    }
+}
+
+impl<T: Send + 'static> Operator for Identity<T> {
+    type In = T;
+    type Out = T;
+
+    #[inline]
+    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
+        if out.is_empty() {
+            std::mem::swap(input, out);
+        } else {
+            out.values.append(&mut input.values);
+            out.timestamps.append(&mut input.timestamps);
+        }
+        Ok(())
+    }
+}
+
+/// Applies a function to every record.
+pub struct Map<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F: Clone, I, O> Clone for Map<F, I, O> {
+    fn clone(&self) -> Self {
+        Map {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O> Map<F, I, O> {
+    /// A map operator over `f`.
+    pub fn new(f: F) -> Self {
+        Map {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O> Operator for Map<F, I, O>
+where
+    F: FnMut(I) -> O + Clone + Send + 'static,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    type In = I;
+    type Out = O;
+
+    #[inline]
+    fn process(&mut self, input: &mut Batch<I>, out: &mut Batch<O>) -> Result<(), ConnectorError> {
+        let f = &mut self.f;
+        out.values.extend(input.values.drain(..).map(f));
+        out.timestamps.append(&mut input.timestamps);
+        Ok(())
+    }
+}
+
+/// Keeps the records for which a predicate holds.
+pub struct Filter<F, T> {
+    f: F,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+impl<F: Clone, T> Clone for Filter<F, T> {
+    fn clone(&self) -> Self {
+        Filter {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> Filter<F, T> {
+    /// A filter operator over `f`.
+    pub fn new(f: F) -> Self {
+        Filter {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> Operator for Filter<F, T>
+where
+    F: FnMut(&T) -> bool + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Out = T;
+
+    #[inline]
+    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
+        let f = &mut self.f;
+        out.reserve(input.len());
+        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+            if f(&v) {
+                out.values.push(v);
+                out.timestamps.push(ts);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps every record to zero or more records, which keep its timestamp.
+pub struct FlatMap<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F: Clone, I, O> Clone for FlatMap<F, I, O> {
+    fn clone(&self) -> Self {
+        FlatMap {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O> FlatMap<F, I, O> {
+    /// A flat-map operator over `f`.
+    pub fn new(f: F) -> Self {
+        FlatMap {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O, It> Operator for FlatMap<F, I, O>
+where
+    F: FnMut(I) -> It + Clone + Send + 'static,
+    It: IntoIterator<Item = O>,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    type In = I;
+    type Out = O;
+
+    #[inline]
+    fn process(&mut self, input: &mut Batch<I>, out: &mut Batch<O>) -> Result<(), ConnectorError> {
+        let f = &mut self.f;
+        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+            for o in f(v) {
+                out.values.push(o);
+                out.timestamps.push(ts);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Overwrites each record's event timestamp with one taken from the record.
+pub struct AssignTimestamps<F, T> {
+    f: F,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+impl<F: Clone, T> Clone for AssignTimestamps<F, T> {
+    fn clone(&self) -> Self {
+        AssignTimestamps {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> AssignTimestamps<F, T> {
+    /// Stamps records with `f(record)`.
+    pub fn new(f: F) -> Self {
+        AssignTimestamps {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> Operator for AssignTimestamps<F, T>
+where
+    F: FnMut(&T) -> Timestamp + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Out = T;
+
+    #[inline]
+    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
+        let f = &mut self.f;
+        for (v, ts) in input.values.iter().zip(input.timestamps.iter_mut()) {
+            *ts = f(v);
+        }
+        Identity::default().process(input, out)
+    }
+}
+
+/// Two operators fused: `A`'s output feeds `B` through a reused buffer.
+pub struct Chain<A: Operator, B> {
+    a: A,
+    b: B,
+    mid: Batch<A::Out>,
+}
+
+impl<A: Operator, B: Clone> Clone for Chain<A, B> {
+    fn clone(&self) -> Self {
+        Chain::new(self.a.clone(), self.b.clone())
+    }
+}
+
+impl<A: Operator, B> Chain<A, B> {
+    /// Fuses `a` then `b`.
+    pub fn new(a: A, b: B) -> Self {
+        Chain {
+            a,
+            b,
+            mid: Batch::new(),
+        }
+    }
+}
+
+impl<A, B> Operator for Chain<A, B>
+where
+    A: Operator,
+    B: Operator<In = A::Out>,
+{
+    type In = A::In;
+    type Out = B::Out;
+
+    #[inline]
+    fn process(
+        &mut self,
+        input: &mut Batch<A::In>,
+        out: &mut Batch<B::Out>,
+    ) -> Result<(), ConnectorError> {
+        self.a.process(input, &mut self.mid)?;
+        self.b.process(&mut self.mid, out)
+    }
+
+    fn open(&mut self, ctx: &TaskContext) -> Result<(), ConnectorError> {
+        self.a.open(ctx)?;
+        self.b.open(ctx)
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Batch<B::Out>) -> Result<(), ConnectorError> {
+        self.a.on_watermark(wm, &mut self.mid)?;
+        if !self.mid.is_empty() {
+            self.b.process(&mut self.mid, out)?;
+        }
+        self.b.on_watermark(wm, out)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, ConnectorError> {
+        let a = self.a.snapshot()?;
+        let b = self.b.snapshot()?;
+        let mut buf = Vec::with_capacity(8 + a.len() + b.len());
+        buf.extend_from_slice(&(a.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&a);
+        buf.extend_from_slice(&b);
+        Ok(buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
+        if state.len() < 8 {
+            return Err(ConnectorError::new("chain state truncated"));
+        }
+        let (len, rest) = state.split_at(8);
+        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+        if rest.len() < len {
+            return Err(ConnectorError::new("chain state truncated"));
+        }
+        self.a.restore(&rest[..len])?;
+        self.b.restore(&rest[len..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(v: &[u64]) -> Batch<u64> {
+        Batch::from_parts(v.to_vec(), v.iter().map(|x| *x as i64 * 10).collect())
+    }
+
+    #[test]
+    fn map_keeps_timestamps() {
+        let mut op = Map::new(|x: u64| x * 2);
+        let mut out = Batch::new();
+        op.process(&mut batch(&[1, 2, 3]), &mut out).unwrap();
+        assert_eq!(out.values, vec![2, 4, 6]);
+        assert_eq!(out.timestamps, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn filter_drops_with_timestamps() {
+        let mut op = Filter::new(|x: &u64| x % 2 == 1);
+        let mut out = Batch::new();
+        let mut input = batch(&[1, 2, 3, 4, 5]);
+        op.process(&mut input, &mut out).unwrap();
+        assert!(input.is_empty());
+        assert_eq!(out.values, vec![1, 3, 5]);
+        assert_eq!(out.timestamps, vec![10, 30, 50]);
+    }
+
+    #[test]
+    fn flat_map_repeats_timestamp() {
+        let mut op = FlatMap::new(|x: u64| vec![x; x as usize]);
+        let mut out = Batch::new();
+        op.process(&mut batch(&[0, 1, 2]), &mut out).unwrap();
+        assert_eq!(out.values, vec![1, 2, 2]);
+        assert_eq!(out.timestamps, vec![10, 20, 20]);
+    }
+
+    #[test]
+    fn assign_timestamps_overwrites() {
+        let mut op = AssignTimestamps::new(|x: &u64| *x as i64 + 1000);
+        let mut out = Batch::new();
+        op.process(&mut batch(&[1, 2]), &mut out).unwrap();
+        assert_eq!(out.timestamps, vec![1001, 1002]);
+    }
+
+    #[test]
+    fn chain_fuses_in_order() {
+        let mut op = Chain::new(
+            Chain::new(Filter::new(|x: &u64| x % 3 != 0), Map::new(|x: u64| x * 2)),
+            Map::new(|x: u64| x + 1),
+        );
+        let mut out = Batch::new();
+        for _ in 0..2 {
+            out.clear();
+            op.process(&mut batch(&[1, 2, 3, 4]), &mut out).unwrap();
+            assert_eq!(out.values, vec![3, 5, 9]);
+        }
+    }
+}

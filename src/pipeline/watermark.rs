@@ -1,0 +1,237 @@
+//! Watermarks: generating them at sources and merging them at inputs.
+//!
+//! Owns [`Watermarks`] (the strategy a source is configured with: bounded
+//! out-of-orderness and an idle timeout), [`WatermarkGenerator`] (its state
+//! inside one source task) and [`InputWatermarks`] (the minimum over a
+//! task's inputs, leaving idle inputs out). Never reads record payloads:
+//! only timestamps.
+
+use std::time::{Duration, Instant};
+
+use super::batch::{Timestamp, MAX_WATERMARK};
+
+/// How a source derives watermarks from its records' timestamps.
+///
+/// ```
+/// use std::time::Duration;
+/// use weir::pipeline::Watermarks;
+/// let w = Watermarks::bounded_out_of_orderness(Duration::from_secs(2))
+///     .with_idle_timeout(Duration::from_secs(5));
+/// # let _ = w;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermarks {
+    bound_ms: Option<i64>,
+    idle_timeout: Option<Duration>,
+}
+
+impl Watermarks {
+    /// No watermarks until the input ends (then the final one fires all).
+    pub fn none() -> Self {
+        Watermarks::default()
+    }
+
+    /// Watermark = largest timestamp seen − `bound`: records may arrive up
+    /// to `bound` out of order without being late.
+    pub fn bounded_out_of_orderness(bound: Duration) -> Self {
+        Watermarks {
+            bound_ms: Some(i64::try_from(bound.as_millis()).unwrap_or(i64::MAX)),
+            idle_timeout: None,
+        }
+    }
+
+    /// Timestamps only increase (a bound of zero).
+    pub fn ascending() -> Self {
+        Self::bounded_out_of_orderness(Duration::ZERO)
+    }
+
+    /// After `timeout` without records, the source declares itself idle so it
+    /// does not hold back the watermark of the tasks it feeds.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The idle timeout, if any.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// A generator for one source task.
+    pub fn generator(&self) -> WatermarkGenerator {
+        WatermarkGenerator {
+            strategy: *self,
+            max_ts: i64::MIN,
+            emitted: i64::MIN,
+            last_data: Instant::now(),
+            idle: false,
+        }
+    }
+}
+
+/// Per-source-task watermark state.
+#[derive(Debug, Clone)]
+pub struct WatermarkGenerator {
+    strategy: Watermarks,
+    max_ts: Timestamp,
+    emitted: Timestamp,
+    last_data: Instant,
+    idle: bool,
+}
+
+impl WatermarkGenerator {
+    /// Observes a batch's timestamps; returns a new watermark if it advanced.
+    pub fn on_batch(&mut self, timestamps: &[Timestamp]) -> Option<Timestamp> {
+        if timestamps.is_empty() {
+            return None;
+        }
+        self.last_data = Instant::now();
+        let was_idle = std::mem::replace(&mut self.idle, false);
+        let bound = self.strategy.bound_ms?;
+        if let Some(m) = timestamps.iter().copied().max() {
+            self.max_ts = self.max_ts.max(m);
+        }
+        let wm = self.max_ts.saturating_sub(bound);
+        if wm > self.emitted || (was_idle && self.emitted > i64::MIN) {
+            self.emitted = self.emitted.max(wm);
+            Some(self.emitted)
+        } else {
+            None
+        }
+    }
+
+    /// Called when the source had nothing to read: true once, when it has
+    /// now been quiet for longer than the idle timeout.
+    pub fn check_idle(&mut self) -> bool {
+        match self.strategy.idle_timeout {
+            Some(t) if !self.idle && self.last_data.elapsed() >= t => {
+                self.idle = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The watermark of a task with several inputs: the minimum over inputs
+/// that are neither idle nor ended.
+#[derive(Debug, Clone)]
+pub struct InputWatermarks {
+    marks: Vec<Timestamp>,
+    idle: Vec<bool>,
+    ended: Vec<bool>,
+    current: Timestamp,
+}
+
+impl InputWatermarks {
+    /// State for `n` inputs.
+    pub fn new(n: usize) -> Self {
+        InputWatermarks {
+            marks: vec![i64::MIN; n],
+            idle: vec![false; n],
+            ended: vec![false; n],
+            current: i64::MIN,
+        }
+    }
+
+    /// The combined watermark.
+    pub fn current(&self) -> Timestamp {
+        self.current
+    }
+
+    /// True when every input has ended.
+    pub fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    /// True when every live input is idle.
+    pub fn all_idle(&self) -> bool {
+        self.idle.iter().zip(&self.ended).all(|(i, e)| *i || *e)
+    }
+
+    /// Input `i` sent data: it is active again.
+    pub fn on_data(&mut self, i: usize) {
+        self.idle[i] = false;
+    }
+
+    /// Input `i` sent a watermark; returns the combined one if it advanced.
+    pub fn on_watermark(&mut self, i: usize, wm: Timestamp) -> Option<Timestamp> {
+        self.idle[i] = false;
+        if wm > self.marks[i] {
+            self.marks[i] = wm;
+        }
+        self.recompute()
+    }
+
+    /// Input `i` is idle; returns the combined watermark if that advanced it.
+    pub fn on_idle(&mut self, i: usize) -> Option<Timestamp> {
+        self.idle[i] = true;
+        self.recompute()
+    }
+
+    /// Input `i` ended; returns the combined watermark if it advanced.
+    pub fn on_end(&mut self, i: usize) -> Option<Timestamp> {
+        self.ended[i] = true;
+        self.marks[i] = MAX_WATERMARK;
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<Timestamp> {
+        let min = self
+            .marks
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(m, _)| *m)
+            .min();
+        match min {
+            Some(m) if m > self.current => {
+                self.current = m;
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_generator_trails_max_by_bound() {
+        let mut g = Watermarks::bounded_out_of_orderness(Duration::from_millis(100)).generator();
+        assert_eq!(g.on_batch(&[1000, 900]), Some(900));
+        assert_eq!(g.on_batch(&[950]), None);
+        assert_eq!(g.on_batch(&[1200]), Some(1100));
+    }
+
+    #[test]
+    fn none_strategy_emits_nothing() {
+        let mut g = Watermarks::none().generator();
+        assert_eq!(g.on_batch(&[1000]), None);
+    }
+
+    #[test]
+    fn idle_after_timeout_once() {
+        let mut g = Watermarks::ascending().with_idle_timeout(Duration::from_millis(0)).generator();
+        assert!(g.check_idle());
+        assert!(!g.check_idle());
+        g.on_batch(&[5]);
+        assert!(g.check_idle());
+    }
+
+    #[test]
+    fn min_over_inputs_skips_idle_and_ended() {
+        let mut w = InputWatermarks::new(3);
+        assert_eq!(w.on_watermark(0, 10), None);
+        assert_eq!(w.on_watermark(1, 20), None);
+        assert_eq!(w.on_idle(2), Some(10));
+        assert_eq!(w.on_end(0), Some(20));
+        assert_eq!(w.on_watermark(2, 5), None, "a resumed input cannot move the watermark back");
+        assert_eq!(w.current(), 20);
+        assert_eq!(w.on_end(1), None);
+        assert_eq!(w.on_end(2), Some(MAX_WATERMARK));
+        assert!(w.all_ended());
+    }
+}

@@ -1,0 +1,679 @@
+//! Event-time windows: assignment, firing on the watermark, lateness.
+//!
+//! Owns the window shapes ([`Tumbling`], [`Sliding`], [`Session`],
+//! [`Windows::global`]), the result type [`Windowed`], the late-record side
+//! output [`LateRecords`] and [`WindowAggregate`], the keyed operator that
+//! keeps one accumulator per key and window.
+//!
+//! Semantics (recorded in ARCHITECTURE.md): a watermark `W` promises no
+//! further record with timestamp `< W`. A window `[start, end)` fires when
+//! the watermark reaches `end`; its result is stamped `end - 1`. A record is
+//! late when every window it belongs to has `end + allowed_lateness <= W`;
+//! late records go to the side output and are counted, never dropped
+//! silently. A record for a window that fired but is still within the
+//! allowed lateness updates it and fires it again.
+//!
+//! Never reads the clock: everything here is driven by record timestamps and
+//! watermarks, so results are deterministic.
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::aggregate::Aggregator;
+use super::batch::{Batch, Timestamp};
+use super::context::TaskContext;
+use super::error::{BuildError, ConnectorError};
+use super::keyed::Key;
+use super::metrics::TaskMetrics;
+use super::operator::Operator;
+
+/// A half-open interval of event time, `[start, end)`, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TimeWindow {
+    /// First millisecond included.
+    pub start: Timestamp,
+    /// First millisecond excluded.
+    pub end: Timestamp,
+}
+
+/// One window's result for one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Windowed<K, V> {
+    /// The key.
+    pub key: K,
+    /// The window.
+    pub window: TimeWindow,
+    /// The aggregate.
+    pub value: V,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Tumbling { size: i64, offset: i64 },
+    Sliding { size: i64, slide: i64 },
+    Session { gap: i64 },
+    Global,
+}
+
+/// A window shape, built by [`Tumbling`], [`Sliding`], [`Session`] or
+/// [`Windows::global`]. Invalid sizes are reported when the job is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    shape: Shape,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Fixed-size, non-overlapping windows aligned to multiples of the size.
+pub struct Tumbling;
+
+impl Tumbling {
+    /// Tumbling windows of `size` over event time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::pipeline::Tumbling;
+    /// let w = Tumbling::event_time(Duration::from_secs(10));
+    /// assert!(w.validate().is_ok());
+    /// assert!(Tumbling::event_time(Duration::ZERO).validate().is_err());
+    /// ```
+    pub fn event_time(size: Duration) -> Windows {
+        Windows {
+            shape: Shape::Tumbling {
+                size: millis(size),
+                offset: 0,
+            },
+        }
+    }
+}
+
+/// Fixed-size windows that start every `slide`, so a record is in
+/// `size / slide` windows.
+pub struct Sliding;
+
+impl Sliding {
+    /// Sliding windows of `size` starting every `slide`.
+    pub fn event_time(size: Duration, slide: Duration) -> Windows {
+        Windows {
+            shape: Shape::Sliding {
+                size: millis(size),
+                slide: millis(slide),
+            },
+        }
+    }
+}
+
+/// Per-key windows that close after `gap` without records; overlapping
+/// sessions merge.
+pub struct Session;
+
+impl Session {
+    /// Session windows with inactivity `gap`.
+    pub fn event_time(gap: Duration) -> Windows {
+        Windows {
+            shape: Shape::Session { gap: millis(gap) },
+        }
+    }
+}
+
+impl Windows {
+    /// One window over all time, which fires when the input ends.
+    pub fn global() -> Windows {
+        Windows {
+            shape: Shape::Global,
+        }
+    }
+
+    /// Rejects zero or negative sizes, naming the field.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        match self.shape {
+            Shape::Tumbling { size, .. } if size <= 0 => {
+                Err(BuildError::invalid("window.size", "a tumbling window must be longer than 0 ms"))
+            }
+            Shape::Sliding { size, .. } if size <= 0 => {
+                Err(BuildError::invalid("window.size", "a sliding window must be longer than 0 ms"))
+            }
+            Shape::Sliding { slide, .. } if slide <= 0 => {
+                Err(BuildError::invalid("window.slide", "a sliding window's slide must be longer than 0 ms"))
+            }
+            Shape::Session { gap } if gap <= 0 => {
+                Err(BuildError::invalid("window.gap", "a session gap must be longer than 0 ms"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The fixed windows containing `ts` (none for sessions), in `out`.
+    fn assign(&self, ts: Timestamp, out: &mut Vec<TimeWindow>) {
+        out.clear();
+        match self.shape {
+            Shape::Tumbling { size, offset } => {
+                let start = ts - (ts - offset).rem_euclid(size);
+                out.push(TimeWindow { start, end: start.saturating_add(size) });
+            }
+            Shape::Sliding { size, slide } => {
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts - size {
+                    out.push(TimeWindow { start, end: start.saturating_add(size) });
+                    start -= slide;
+                }
+            }
+            Shape::Global => out.push(TimeWindow {
+                start: i64::MIN,
+                end: i64::MAX,
+            }),
+            Shape::Session { .. } => {}
+        }
+    }
+}
+
+/// Where late records go.
+pub trait LateSink<T>: Send + Sync + 'static {
+    /// Receives the late records of one batch with their timestamps.
+    fn write(&self, records: Vec<(T, Timestamp)>);
+}
+
+/// The late-record side output of a window: counted always, and passed to a
+/// sink when one is set (otherwise logged).
+///
+/// ```
+/// use weir::pipeline::LateRecords;
+/// let (late, seen) = LateRecords::<u32>::collect();
+/// # let _ = (late, seen);
+/// ```
+pub struct LateRecords<T> {
+    sink: Option<Arc<dyn LateSink<T>>>,
+}
+
+impl<T> Clone for LateRecords<T> {
+    fn clone(&self) -> Self {
+        LateRecords { sink: self.sink.clone() }
+    }
+}
+
+impl<T: Send + 'static> LateRecords<T> {
+    /// Late records are counted and logged.
+    pub fn count_only() -> Self {
+        LateRecords { sink: None }
+    }
+
+    /// Late records go to `sink`.
+    pub fn to(sink: impl LateSink<T>) -> Self {
+        LateRecords {
+            sink: Some(Arc::new(sink)),
+        }
+    }
+
+    /// Late records are kept in memory; read them from the second value.
+    pub fn collect() -> (Self, CollectedLate<T>) {
+        let store = CollectedLate(Arc::new(Mutex::new(Vec::new())));
+        (LateRecords::to(store.clone()), store)
+    }
+
+    fn send(&self, records: Vec<(T, Timestamp)>, ctx: Option<&TaskContext>) {
+        match &self.sink {
+            Some(s) => s.write(records),
+            None => {
+                let task = ctx.map(|c| c.task_name()).unwrap_or_default();
+                tracing::warn!(task, n = records.len(), "late records dropped from windows (no late output set)");
+            }
+        }
+    }
+}
+
+/// Late records kept in memory by [`LateRecords::collect`].
+pub struct CollectedLate<T>(Arc<Mutex<Vec<(T, Timestamp)>>>);
+
+impl<T> Clone for CollectedLate<T> {
+    fn clone(&self) -> Self {
+        CollectedLate(self.0.clone())
+    }
+}
+
+impl<T> CollectedLate<T> {
+    /// Takes the late records collected so far.
+    pub fn take(&self) -> Vec<(T, Timestamp)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl<T: Send + 'static> LateSink<T> for CollectedLate<T> {
+    fn write(&self, records: Vec<(T, Timestamp)>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct SessionState<Acc> {
+    window: TimeWindow,
+    acc: Acc,
+    fired: bool,
+}
+
+/// Keyed window aggregation: one accumulator per key and window, fired by
+/// the watermark.
+pub struct WindowAggregate<KF, A: Aggregator<T>, T, K> {
+    key: KF,
+    agg: A,
+    windows: Windows,
+    lateness: i64,
+    late: LateRecords<T>,
+    watermark: Timestamp,
+    /// Fixed windows by end, then by key.
+    fixed: BTreeMap<Timestamp, FxHashMap<K, A::Acc>>,
+    /// Sessions per key, sorted by start.
+    sessions: FxHashMap<K, Vec<SessionState<A::Acc>>>,
+    assigned: Vec<TimeWindow>,
+    late_buf: Vec<(T, Timestamp)>,
+    refire: Vec<(TimeWindow, K)>,
+    ctx: Option<TaskContext>,
+    metrics: Option<Arc<TaskMetrics>>,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<KF: Clone, A: Aggregator<T>, T: Send + 'static, K> Clone for WindowAggregate<KF, A, T, K> {
+    fn clone(&self) -> Self {
+        WindowAggregate::new(self.key.clone(), self.agg.clone(), self.windows, self.lateness, self.late.clone())
+    }
+}
+
+impl<KF, A: Aggregator<T>, T: Send + 'static, K> WindowAggregate<KF, A, T, K> {
+    /// Aggregates `agg` per `key(record)` over `windows`, keeping fired
+    /// windows open for `lateness_ms` more and sending later records to `late`.
+    pub fn new(key: KF, agg: A, windows: Windows, lateness_ms: i64, late: LateRecords<T>) -> Self {
+        WindowAggregate {
+            key,
+            agg,
+            windows,
+            lateness: lateness_ms.max(0),
+            late,
+            watermark: i64::MIN,
+            fixed: BTreeMap::new(),
+            sessions: FxHashMap::default(),
+            assigned: Vec::new(),
+            late_buf: Vec::new(),
+            refire: Vec::new(),
+            ctx: None,
+            metrics: None,
+            _types: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn expired(&self, w: &TimeWindow) -> bool {
+        w.end.saturating_add(self.lateness) <= self.watermark
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot<K, Acc> {
+    watermark: Timestamp,
+    fixed: Vec<(Timestamp, Vec<(K, Acc)>)>,
+    sessions: Vec<(K, Vec<SessionState<Acc>>)>,
+}
+
+impl<KF, A, T, K> Operator for WindowAggregate<KF, A, T, K>
+where
+    KF: Fn(&T) -> K + Clone + Send + 'static,
+    A: Aggregator<T>,
+    T: Send + 'static,
+    K: Key,
+{
+    type In = T;
+    type Out = Windowed<K, A::Out>;
+
+    fn open(&mut self, ctx: &TaskContext) -> Result<(), ConnectorError> {
+        self.metrics = Some(ctx.metrics.clone());
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+
+    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<Self::Out>) -> Result<(), ConnectorError> {
+        let session_gap = match self.windows.shape {
+            Shape::Session { gap } => Some(gap),
+            _ => None,
+        };
+        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+            let k = (self.key)(&v);
+            if let Some(gap) = session_gap {
+                if !self.add_to_session(k, &v, ts, gap) {
+                    self.late_buf.push((v, ts));
+                }
+                continue;
+            }
+            let mut assigned = std::mem::take(&mut self.assigned);
+            self.windows.assign(ts, &mut assigned);
+            let mut placed = false;
+            for w in &assigned {
+                if self.expired(w) {
+                    continue;
+                }
+                placed = true;
+                let per_key = self.fixed.entry(w.end).or_default();
+                match per_key.get_mut(&k) {
+                    Some(acc) => self.agg.add(acc, &v),
+                    None => {
+                        let mut acc = self.agg.init();
+                        self.agg.add(&mut acc, &v);
+                        per_key.insert(k.clone(), acc);
+                    }
+                }
+                if w.end <= self.watermark {
+                    self.refire.push((*w, k.clone()));
+                }
+            }
+            self.assigned = assigned;
+            if !placed {
+                self.late_buf.push((v, ts));
+            }
+        }
+        self.emit_refires(out);
+        if !self.late_buf.is_empty() {
+            let late = std::mem::take(&mut self.late_buf);
+            if let Some(m) = &self.metrics {
+                m.late_records.fetch_add(late.len() as u64, Relaxed);
+            }
+            self.late.send(late, self.ctx.as_ref());
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Batch<Self::Out>) -> Result<(), ConnectorError> {
+        if wm <= self.watermark {
+            return Ok(());
+        }
+        let previous = self.watermark;
+        self.watermark = wm;
+        // Fixed windows: fire those whose end is now reached, purge expired.
+        let size_of = |end: Timestamp| -> Timestamp {
+            match self.windows.shape {
+                Shape::Tumbling { size, .. } | Shape::Sliding { size, .. } => end.saturating_sub(size),
+                _ => i64::MIN,
+            }
+        };
+        for (&end, per_key) in self.fixed.range((previous.saturating_add(1))..=wm) {
+            let window = TimeWindow { start: size_of(end), end };
+            for (k, acc) in per_key {
+                out.push(
+                    Windowed {
+                        key: k.clone(),
+                        window,
+                        value: self.agg.result(acc),
+                    },
+                    end - 1,
+                );
+            }
+        }
+        let lateness = self.lateness;
+        // Keep windows with end + lateness > wm.
+        self.fixed = self.fixed.split_off(&wm.saturating_sub(lateness).saturating_add(1));
+        // Sessions: fire the ones whose end is reached, purge expired.
+        if !self.sessions.is_empty() {
+            let agg = &self.agg;
+            self.sessions.retain(|k, list| {
+                list.retain_mut(|s| {
+                    if !s.fired && s.window.end <= wm {
+                        s.fired = true;
+                        out.push(
+                            Windowed {
+                                key: k.clone(),
+                                window: s.window,
+                                value: agg.result(&s.acc),
+                            },
+                            s.window.end - 1,
+                        );
+                    }
+                    s.window.end.saturating_add(lateness) > wm
+                });
+                !list.is_empty()
+            });
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, ConnectorError> {
+        let snap = Snapshot {
+            watermark: self.watermark,
+            fixed: self
+                .fixed
+                .iter()
+                .map(|(e, m)| (*e, m.iter().map(|(k, a)| (k.clone(), a.clone())).collect()))
+                .collect(),
+            sessions: self.sessions.iter().map(|(k, l)| (k.clone(), l.clone())).collect(),
+        };
+        serde_json::to_vec(&snap).map_err(|e| ConnectorError::new(format!("window state snapshot: {e}")))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
+        let snap: Snapshot<K, A::Acc> = serde_json::from_slice(state)
+            .map_err(|e| ConnectorError::new(format!("window state restore: {e}")))?;
+        self.watermark = snap.watermark;
+        self.fixed = snap.fixed.into_iter().map(|(e, l)| (e, l.into_iter().collect())).collect();
+        self.sessions = snap.sessions.into_iter().collect();
+        Ok(())
+    }
+}
+
+impl<KF, A, T, K> WindowAggregate<KF, A, T, K>
+where
+    KF: Fn(&T) -> K + Clone + Send + 'static,
+    A: Aggregator<T>,
+    T: Send + 'static,
+    K: Key,
+{
+    /// Adds a record to its key's sessions, merging overlapping ones.
+    /// Returns false when the record is late.
+    fn add_to_session(&mut self, k: K, v: &T, ts: Timestamp, gap: i64) -> bool {
+        let mut merged = TimeWindow {
+            start: ts,
+            end: ts.saturating_add(gap),
+        };
+        let list = self.sessions.entry(k.clone()).or_default();
+        // Sessions that touch the new one merge with it (Flink: adjacent too).
+        for s in list.iter() {
+            if s.window.start <= merged.end && s.window.end >= merged.start {
+                merged.start = merged.start.min(s.window.start);
+                merged.end = merged.end.max(s.window.end);
+            }
+        }
+        // Merging can chain: repeat until no other session touches the union.
+        loop {
+            let mut grew = false;
+            for s in list.iter() {
+                let touches = s.window.start <= merged.end && s.window.end >= merged.start;
+                let inside = s.window.start >= merged.start && s.window.end <= merged.end;
+                if touches && !inside {
+                    merged.start = merged.start.min(s.window.start);
+                    merged.end = merged.end.max(s.window.end);
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        if merged.end.saturating_add(self.lateness) <= self.watermark {
+            if list.is_empty() {
+                self.sessions.remove(&k);
+            }
+            return false;
+        }
+        let mut acc = self.agg.init();
+        self.agg.add(&mut acc, v);
+        list.retain_mut(|s| {
+            let inside = s.window.start >= merged.start && s.window.end <= merged.end;
+            if inside {
+                let old = std::mem::replace(&mut s.acc, self.agg.init());
+                self.agg.merge(&mut acc, old);
+            }
+            !inside
+        });
+        let pos = list.partition_point(|s| s.window.start < merged.start);
+        list.insert(
+            pos,
+            SessionState {
+                window: merged,
+                acc,
+                fired: false,
+            },
+        );
+        if merged.end <= self.watermark {
+            // Within the allowed lateness: fire the updated session again.
+            self.refire.push((merged, k));
+        }
+        true
+    }
+
+    fn emit_refires(&mut self, out: &mut Batch<Windowed<K, A::Out>>) {
+        if self.refire.is_empty() {
+            return;
+        }
+        let mut refire = std::mem::take(&mut self.refire);
+        refire.dedup();
+        for (w, k) in refire.drain(..) {
+            let value = match self.windows.shape {
+                Shape::Session { .. } => self
+                    .sessions
+                    .get_mut(&k)
+                    .and_then(|l| l.iter_mut().find(|s| s.window == w))
+                    .map(|s| {
+                        s.fired = true;
+                        self.agg.result(&s.acc)
+                    }),
+                _ => self.fixed.get(&w.end).and_then(|m| m.get(&k)).map(|a| self.agg.result(a)),
+            };
+            if let Some(value) = value {
+                out.push(Windowed { key: k, window: w, value }, w.end - 1);
+            }
+        }
+        self.refire = refire;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::aggregate::{Count, Sum};
+
+    type Ev = (&'static str, i64);
+
+    fn feed<O: Operator<In = Ev>>(op: &mut O, recs: &[Ev]) -> Vec<O::Out> {
+        let mut b = Batch::new();
+        for r in recs {
+            b.push(*r, r.1);
+        }
+        let mut out = Batch::new();
+        op.process(&mut b, &mut out).unwrap();
+        out.values
+    }
+
+    fn wm<O: Operator>(op: &mut O, w: i64) -> Vec<O::Out> {
+        let mut out = Batch::new();
+        op.on_watermark(w, &mut out).unwrap();
+        out.values
+    }
+
+    fn key(e: &Ev) -> String {
+        e.0.to_string()
+    }
+
+    fn sorted(mut v: Vec<Windowed<String, u64>>) -> Vec<(String, i64, i64, u64)> {
+        let mut r: Vec<_> = v.drain(..).map(|w| (w.key, w.window.start, w.window.end, w.value)).collect();
+        r.sort();
+        r
+    }
+
+    fn exp(v: &[(&str, i64, i64, u64)]) -> Vec<(String, i64, i64, u64)> {
+        v.iter().map(|(k, s, e, n)| (k.to_string(), *s, *e, *n)).collect()
+    }
+
+    #[test]
+    fn tumbling_out_of_order_fires_on_watermark() {
+        let (late, seen) = LateRecords::collect();
+        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 0, late);
+        assert!(feed(&mut op, &[("a", 5), ("a", 12), ("b", 3), ("a", 1)]).is_empty());
+        assert!(sorted(wm(&mut op, 9)).is_empty());
+        assert_eq!(sorted(wm(&mut op, 10)), exp(&[("a", 0, 10, 2), ("b", 0, 10, 1)]));
+        // Late: window [0,10) has fired and lateness is 0.
+        assert!(feed(&mut op, &[("a", 7), ("a", 15)]).is_empty());
+        assert_eq!(seen.take(), vec![(("a", 7), 7)]);
+        assert_eq!(sorted(wm(&mut op, i64::MAX)), exp(&[("a", 10, 20, 2)]));
+    }
+
+    #[test]
+    fn allowed_lateness_refires_then_expires() {
+        let (late, seen) = LateRecords::collect();
+        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 5, late);
+        feed(&mut op, &[("a", 1)]);
+        assert_eq!(sorted(wm(&mut op, 10)), exp(&[("a", 0, 10, 1)]));
+        // Within lateness: updates and fires again.
+        assert_eq!(sorted(feed(&mut op, &[("a", 2)])), exp(&[("a", 0, 10, 2)]));
+        wm(&mut op, 15);
+        assert!(feed(&mut op, &[("a", 3)]).is_empty());
+        assert_eq!(seen.take().len(), 1);
+    }
+
+    #[test]
+    fn sliding_counts_each_window() {
+        let mut op = WindowAggregate::new(
+            key,
+            Sum::of(|e: &Ev| e.1),
+            Sliding::event_time(Duration::from_millis(10), Duration::from_millis(5)),
+            0,
+            LateRecords::count_only(),
+        );
+        feed(&mut op, &[("a", 7)]);
+        let mut got: Vec<_> = wm(&mut op, i64::MAX).into_iter().map(|w| (w.window.start, w.value)).collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 7), (5, 7)]);
+    }
+
+    #[test]
+    fn sessions_merge_when_a_record_bridges_them() {
+        let (late, seen) = LateRecords::collect();
+        let mut op = WindowAggregate::new(key, Count, Session::event_time(Duration::from_millis(10)), 0, late);
+        feed(&mut op, &[("a", 0), ("a", 25), ("b", 3)]);
+        // a: [0,10) and [25,35); 8 extends the first to [0,18).
+        feed(&mut op, &[("a", 8)]);
+        assert_eq!(sorted(wm(&mut op, 14)), exp(&[("b", 3, 13, 1)]));
+        // 17 makes [17,27), which touches [0,18) and [25,35): all merge.
+        feed(&mut op, &[("a", 17)]);
+        assert_eq!(sorted(wm(&mut op, 100)), exp(&[("a", 0, 35, 4)]));
+        // Late: the session window [1, 11) would end before the watermark.
+        feed(&mut op, &[("a", 1)]);
+        assert_eq!(seen.take().len(), 1);
+    }
+
+    #[test]
+    fn global_window_fires_at_end() {
+        let mut op = WindowAggregate::new(key, Count, Windows::global(), 0, LateRecords::count_only());
+        feed(&mut op, &[("a", 1), ("a", 1_000_000)]);
+        assert!(wm(&mut op, 5_000_000).is_empty());
+        assert_eq!(wm(&mut op, i64::MAX)[0].value, 2);
+    }
+
+    #[test]
+    fn snapshot_restore_keeps_open_windows() {
+        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 0, LateRecords::count_only());
+        feed(&mut op, &[("a", 1), ("a", 2)]);
+        let snap = op.snapshot().unwrap();
+        let mut fresh = op.clone();
+        fresh.restore(&snap).unwrap();
+        assert_eq!(sorted(wm(&mut fresh, 10)), exp(&[("a", 0, 10, 2)]));
+    }
+
+    #[test]
+    fn zero_sizes_are_rejected_naming_the_field() {
+        let e = Session::event_time(Duration::ZERO).validate().unwrap_err();
+        assert!(e.to_string().contains("window.gap"), "{e}");
+        let e = Sliding::event_time(Duration::from_secs(1), Duration::ZERO).validate().unwrap_err();
+        assert!(e.to_string().contains("window.slide"), "{e}");
+    }
+}
