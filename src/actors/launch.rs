@@ -47,6 +47,7 @@ impl Launch<'_> {
             attempt: self.attempt,
             metrics,
             dead_letters: self.dead_letters.clone(),
+            watermarks: crate::pipeline::Watermarks::none(),
         }
     }
 

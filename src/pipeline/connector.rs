@@ -65,10 +65,20 @@ pub trait SourceReader: Send + 'static {
         Err(ConnectorError::new("this source cannot seek"))
     }
 
-    /// Everything up to the last position reported has been fully processed
-    /// and written by the sinks: commit it (e.g. Kafka offsets).
-    fn commit(&mut self) -> Result<(), ConnectorError> {
+    /// A checkpoint that recorded `position` (from [`SourceReader::position`])
+    /// has completed: every record before it was processed and flushed by
+    /// the sinks. Commit it (e.g. Kafka offsets). Never called for a
+    /// position whose records are still in flight.
+    fn commit(&mut self, _position: &serde_json::Value) -> Result<(), ConnectorError> {
         Ok(())
+    }
+
+    /// The reader's own watermark, for readers that track event time per
+    /// partition (merged by minimum, idle partitions left out). When it
+    /// returns `Some`, the source uses it instead of deriving one from batch
+    /// timestamps. The strategy to apply is `TaskContext::watermarks`.
+    fn watermark(&mut self) -> Option<super::batch::Timestamp> {
+        None
     }
 }
 
@@ -101,7 +111,9 @@ pub trait SinkWriter: Send + 'static {
     /// Writes (or buffers) every record of `batch`, leaving it empty.
     fn write(&mut self, batch: &mut Batch<Self::In>) -> Result<(), ConnectorError>;
 
-    /// Makes everything written so far durable / visible.
+    /// Makes everything written so far durable / visible (e.g. waits for
+    /// Kafka delivery reports). Called at every checkpoint barrier and at
+    /// the end; an error fails the task, so no record is silently lost.
     fn flush(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }

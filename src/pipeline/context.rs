@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::dead_letter::DeadLetters;
 use super::metrics::TaskMetrics;
+use super::watermark::Watermarks;
 
 /// Identity and shared handles of one task.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct TaskContext {
     pub metrics: Arc<TaskMetrics>,
     /// The job's dead-letter output.
     pub dead_letters: DeadLetters,
+    /// The watermark strategy of this task's source stage (sources only;
+    /// `Watermarks::none()` elsewhere).
+    pub watermarks: Watermarks,
 }
 
 impl TaskContext {
@@ -44,6 +48,7 @@ impl TaskContext {
             attempt: 0,
             metrics: Arc::new(TaskMetrics::default()),
             dead_letters: DeadLetters::log(),
+            watermarks: Watermarks::none(),
         }
     }
 }

@@ -246,8 +246,10 @@ where
 
     fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
         for i in 0..self.parallelism {
+            let mut ctx = l.task_context(&self.stage, i, self.parallelism);
+            ctx.watermarks = self.input.watermarks;
             let task = TaskHandle {
-                ctx: l.task_context(&self.stage, i, self.parallelism),
+                ctx,
                 supervisor: l.supervisor.clone(),
             };
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
