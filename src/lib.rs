@@ -1,1 +1,2 @@
 //! weir: a stream processor on actix actors, Kafka and ZooKeeper.
+pub mod coord;
