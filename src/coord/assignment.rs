@@ -25,7 +25,7 @@
 //! Without job-type constraints steps 1–3 already give loads within one and
 //! the fewest possible moves (checked against brute force in the tests).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::model::{TaskId, WorkerInfo};
 
@@ -264,6 +264,8 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     /// xorshift64*: a tiny deterministic PRNG for property checks.
