@@ -44,22 +44,39 @@ async fn three_candidates_one_leader_and_failover() {
     .await;
     // Stays unique for a while, and ZooKeeper agrees who leads.
     for _ in 0..10 {
-        assert_eq!(leaders(handles.clone()).await, vec![first], "exactly one leader");
+        assert_eq!(
+            leaders(handles.clone()).await,
+            vec![first],
+            "exactly one leader"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let observer = connect(Duration::from_secs(5)).await;
-    assert_eq!(current_leader(&observer, &root.paths).await.unwrap().as_deref(), Some(first));
+    assert_eq!(
+        current_leader(&observer, &root.paths)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(first)
+    );
     let (_, leader_addr, leader_events) = actors.iter().find(|(id, _, _)| *id == first).unwrap();
     assert!(leader_events.any(|e| matches!(e, CoordEvent::BecameLeader)));
     for (id, _, ev) in &actors {
         if *id != first {
-            assert!(!ev.any(|e| matches!(e, CoordEvent::BecameLeader)), "{id} must not have led");
+            assert!(
+                !ev.any(|e| matches!(e, CoordEvent::BecameLeader)),
+                "{id} must not have led"
+            );
         }
     }
 
     // Kill the leader's session: another candidate takes over.
     leader_addr.send(Shutdown).await.unwrap();
-    let rest: Vec<_> = handles.iter().filter(|(id, _)| *id != first).cloned().collect();
+    let rest: Vec<_> = handles
+        .iter()
+        .filter(|(id, _)| *id != first)
+        .cloned()
+        .collect();
     let second = wait_for("a new leader", Duration::from_secs(10), || {
         let h = rest.clone();
         async move {
@@ -71,7 +88,13 @@ async fn three_candidates_one_leader_and_failover() {
     assert_ne!(second, first);
     let (_, _, ev2) = actors.iter().find(|(id, _, _)| *id == second).unwrap();
     assert!(ev2.any(|e| matches!(e, CoordEvent::BecameLeader)));
-    assert_eq!(current_leader(&observer, &root.paths).await.unwrap().as_deref(), Some(second));
+    assert_eq!(
+        current_leader(&observer, &root.paths)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(second)
+    );
     for (_, a, _) in &actors {
         if a.connected() {
             a.send(Shutdown).await.unwrap();

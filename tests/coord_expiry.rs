@@ -47,15 +47,33 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
 
     wait_for("L to lead", Duration::from_secs(10), || {
         let ev = l_events.clone();
-        async move { ev.any(|e| matches!(e, CoordEvent::BecameLeader)).then_some(()) }
+        async move {
+            ev.any(|e| matches!(e, CoordEvent::BecameLeader))
+                .then_some(())
+        }
     })
     .await;
-    let spec = JobSpec { name: "j".into(), job_type: "t".into(), parallelism: 4, config: BTreeMap::new() };
+    let spec = JobSpec {
+        name: "j".into(),
+        job_type: "t".into(),
+        parallelism: 4,
+        config: BTreeMap::new(),
+    };
     l.send(CreateJob(spec)).await.unwrap().unwrap();
-    let read = |l: Addr<CoordActor>| async move { l.send(ReadAssignment { job: "j".into() }).await.ok()?.ok()?.map(|x| x.0) };
+    let read = |l: Addr<CoordActor>| async move {
+        l.send(ReadAssignment { job: "j".into() })
+            .await
+            .ok()?
+            .ok()?
+            .map(|x| x.0)
+    };
     let before = wait_for("2 tasks each on wl and wa", Duration::from_secs(10), || {
         let l = l.clone();
-        async move { read(l).await.filter(|a| on(a, "wa") == 2 && on(a, "wl") == 2) }
+        async move {
+            read(l)
+                .await
+                .filter(|a| on(a, "wa") == 2 && on(a, "wl") == 2)
+        }
     })
     .await;
     // A learns its assignment through its own watch.
@@ -76,13 +94,18 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
         let ev = a_events.clone();
         async move {
             ev.snapshot().into_iter().find_map(|e| match e {
-                CoordEvent::SessionState(SessionEvent::Disconnected { may_be_alive_until }) => Some(may_be_alive_until),
+                CoordEvent::SessionState(SessionEvent::Disconnected { may_be_alive_until }) => {
+                    Some(may_be_alive_until)
+                }
                 _ => None,
             })
         }
     })
     .await;
-    assert!(until > cut_at && until <= Instant::now() + Duration::from_secs(2), "deadline within one session timeout");
+    assert!(
+        until > cut_at && until <= Instant::now() + Duration::from_secs(2),
+        "deadline within one session timeout"
+    );
     let st = a.send(GetStatus).await.unwrap();
     if matches!(st.phase, Phase::Disconnected { .. }) {
         assert!(st.may_be_alive_until().is_some());
@@ -100,23 +123,41 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
         async move { read(l).await.filter(|a| on(a, "wl") == 4) }
     })
     .await;
-    assert!(cut_at.elapsed() >= Duration::from_millis(1500), "not before the session could expire");
+    assert!(
+        cut_at.elapsed() >= Duration::from_millis(1500),
+        "not before the session could expire"
+    );
     for (t, was) in &before.tasks {
         if was.worker == "wl" {
             assert_eq!(&moved.tasks[t], was, "wl's own tasks untouched");
         } else {
-            assert!(moved.tasks[t].epoch > was.epoch, "moved task got a new epoch");
+            assert!(
+                moved.tasks[t].epoch > was.epoch,
+                "moved task got a new epoch"
+            );
         }
     }
 
     // A itself learns it expired (client-side deadline, or the server says so on reconnect).
     wait_for("A's Expired", Duration::from_secs(15), || {
         let ev = a_events.clone();
-        async move { ev.any(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Expired))).then_some(()) }
+        async move {
+            ev.any(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Expired)))
+                .then_some(())
+        }
     })
     .await;
-    let d = a_events.position(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Disconnected { .. }))).unwrap();
-    let x = a_events.position(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Expired))).unwrap();
+    let d = a_events
+        .position(|e| {
+            matches!(
+                e,
+                CoordEvent::SessionState(SessionEvent::Disconnected { .. })
+            )
+        })
+        .unwrap();
+    let x = a_events
+        .position(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Expired)))
+        .unwrap();
     assert!(d < x, "Disconnected is reported before Expired");
 
     // Forward again: A opens a NEW session, registers again, and gets tasks back.
@@ -125,20 +166,36 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
         let s = a_status.clone();
         async move {
             let st = s.get();
-            (st.is_connected() && st.session_id.is_some() && st.session_id != Some(old_session)).then(|| st.session_id.unwrap())
+            (st.is_connected() && st.session_id.is_some() && st.session_id != Some(old_session))
+                .then(|| st.session_id.unwrap())
         }
     })
     .await;
     assert_eq!(a_status.get().generation, 2);
     let observer = connect(Duration::from_secs(5)).await;
-    wait_for("wa registered by the new session", Duration::from_secs(10), || {
-        let (o, path) = (observer.clone(), root.paths.worker("wa"));
-        async move { o.check_stat(&path).await.ok().flatten().filter(|s| s.ephemeral_owner == new_session).map(|_| ()) }
-    })
+    wait_for(
+        "wa registered by the new session",
+        Duration::from_secs(10),
+        || {
+            let (o, path) = (observer.clone(), root.paths.worker("wa"));
+            async move {
+                o.check_stat(&path)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|s| s.ephemeral_owner == new_session)
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
     let after = wait_for("2+2 again", Duration::from_secs(10), || {
         let l = l.clone();
-        async move { read(l).await.filter(|a| on(a, "wa") == 2 && on(a, "wl") == 2) }
+        async move {
+            read(l)
+                .await
+                .filter(|a| on(a, "wa") == 2 && on(a, "wl") == 2)
+        }
     })
     .await;
     assert!(after.epoch > moved.epoch);

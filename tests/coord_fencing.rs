@@ -11,10 +11,18 @@ use coord_common::*;
 use weir::coord::actor::{CoordActor, CoordConfig, Shutdown, WriteOutcome, WriteTaskState};
 use weir::coord::fencing::{write_checkpoint, write_task_state, FenceToken};
 use weir::coord::store::{create_job, persistent, read_job};
-use weir::coord::{CheckpointMeta, CoordError, JobAssignment, JobSpec, TaskAssignment, TaskId, TaskState, TaskStatus};
+use weir::coord::{
+    CheckpointMeta, CoordError, JobAssignment, JobSpec, TaskAssignment, TaskId, TaskState,
+    TaskStatus,
+};
 
 fn spec(name: &str, p: u32) -> JobSpec {
-    JobSpec { name: name.into(), job_type: "t".into(), parallelism: p, config: BTreeMap::new() }
+    JobSpec {
+        name: name.into(),
+        job_type: "t".into(),
+        parallelism: p,
+        config: BTreeMap::new(),
+    }
 }
 
 fn assignment(epoch: u64, tasks: &[(u32, &str, u64)]) -> JobAssignment {
@@ -22,7 +30,15 @@ fn assignment(epoch: u64, tasks: &[(u32, &str, u64)]) -> JobAssignment {
         epoch,
         tasks: tasks
             .iter()
-            .map(|(i, w, e)| (TaskId::new("j", *i), TaskAssignment { worker: (*w).into(), epoch: *e }))
+            .map(|(i, w, e)| {
+                (
+                    TaskId::new("j", *i),
+                    TaskAssignment {
+                        worker: (*w).into(),
+                        epoch: *e,
+                    },
+                )
+            })
             .collect(),
     }
 }
@@ -35,33 +51,58 @@ async fn old_epoch_is_fenced_and_znode_unchanged() {
     create_job(&c, p, &spec("j", 2)).await.unwrap();
     let apath = p.assignment("j");
     let a1 = assignment(1, &[(0, "w1", 1), (1, "w2", 1)]);
-    c.create(&apath, &serde_json::to_vec(&a1).unwrap(), &persistent()).await.unwrap();
+    c.create(&apath, &serde_json::to_vec(&a1).unwrap(), &persistent())
+        .await
+        .unwrap();
 
-    let tok0 = FenceToken { job: "j".into(), task: TaskId::new("j", 0), worker: "w1".into(), epoch: 1 };
+    let tok0 = FenceToken {
+        job: "j".into(),
+        task: TaskId::new("j", 0),
+        worker: "w1".into(),
+        epoch: 1,
+    };
     let mut st = TaskState::scheduled("w1", 1);
     st.state = TaskStatus::Running;
     st.records_in = 10;
-    let v = write_task_state(&c, p, &tok0, &st, None).await.expect("current writer may write");
+    let v = write_task_state(&c, p, &tok0, &st, None)
+        .await
+        .expect("current writer may write");
 
     // Another task moves (w2 -> w3): w1's token is still good (revalidated at the new version).
     let a2 = assignment(2, &[(0, "w1", 1), (1, "w3", 2)]);
-    c.set_data(&apath, &serde_json::to_vec(&a2).unwrap(), Some(0)).await.unwrap();
+    c.set_data(&apath, &serde_json::to_vec(&a2).unwrap(), Some(0))
+        .await
+        .unwrap();
     st.records_in = 20;
-    let v2 = write_task_state(&c, p, &tok0, &st, Some(v)).await.expect("unrelated move must not fence");
+    let v2 = write_task_state(&c, p, &tok0, &st, Some(v))
+        .await
+        .expect("unrelated move must not fence");
     assert_ne!(v, v2, "the version hint was refreshed");
 
     // Task 0 moves to w3: w1 is now a zombie for it.
     let a3 = assignment(3, &[(0, "w3", 3), (1, "w3", 2)]);
-    c.set_data(&apath, &serde_json::to_vec(&a3).unwrap(), Some(1)).await.unwrap();
+    c.set_data(&apath, &serde_json::to_vec(&a3).unwrap(), Some(1))
+        .await
+        .unwrap();
     let spath = p.task_state("j", "j-0");
     let before = c.get_data(&spath).await.unwrap();
     st.records_in = 999;
     for hint in [Some(v2), None] {
         let err = write_task_state(&c, p, &tok0, &st, hint).await.unwrap_err();
-        assert_eq!(err, CoordError::Fenced { path: spath.clone(), held_epoch: 1 }, "hint {hint:?}");
+        assert_eq!(
+            err,
+            CoordError::Fenced {
+                path: spath.clone(),
+                held_epoch: 1
+            },
+            "hint {hint:?}"
+        );
     }
     let after = c.get_data(&spath).await.unwrap();
-    assert_eq!(before, after, "a fenced write changes nothing (data and version)");
+    assert_eq!(
+        before, after,
+        "a fenced write changes nothing (data and version)"
+    );
     let stored: TaskState = serde_json::from_slice(&after.0).unwrap();
     assert_eq!(stored.records_in, 20);
 
@@ -72,19 +113,45 @@ async fn old_epoch_is_fenced_and_znode_unchanged() {
         state_paths: BTreeMap::new(),
         completed_at_ms: 1,
     };
-    let err = write_checkpoint(&c, p, &tok0, &meta, None).await.unwrap_err();
-    assert!(matches!(err, CoordError::Fenced { ref path, held_epoch: 1 } if *path == p.checkpoint_latest("j")), "{err}");
-    assert!(c.check_stat(&p.checkpoint_latest("j")).await.unwrap().is_none(), "nothing written");
-    let tok_new = FenceToken { job: "j".into(), task: TaskId::new("j", 0), worker: "w3".into(), epoch: 3 };
-    write_checkpoint(&c, p, &tok_new, &meta, None).await.unwrap();
-    let err = write_checkpoint(&c, p, &tok_new, &meta, None).await.unwrap_err();
-    assert!(matches!(err, CoordError::Invalid { ref field, .. } if field == "CheckpointMeta.id"), "never backwards: {err}");
+    let err = write_checkpoint(&c, p, &tok0, &meta, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::Fenced { ref path, held_epoch: 1 } if *path == p.checkpoint_latest("j")),
+        "{err}"
+    );
+    assert!(
+        c.check_stat(&p.checkpoint_latest("j"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing written"
+    );
+    let tok_new = FenceToken {
+        job: "j".into(),
+        task: TaskId::new("j", 0),
+        worker: "w3".into(),
+        epoch: 3,
+    };
+    write_checkpoint(&c, p, &tok_new, &meta, None)
+        .await
+        .unwrap();
+    let err = write_checkpoint(&c, p, &tok_new, &meta, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::Invalid { ref field, .. } if field == "CheckpointMeta.id"),
+        "never backwards: {err}"
+    );
     let view = read_job(&c, p, "j").await.unwrap();
     assert_eq!(view.checkpoint, Some(meta));
 
     // A cancelled job (assignment gone) fences everyone.
     c.delete(&apath, None).await.unwrap();
-    assert!(matches!(write_task_state(&c, p, &tok_new, &st, None).await, Err(CoordError::Fenced { .. })));
+    assert!(matches!(
+        write_task_state(&c, p, &tok_new, &st, None).await,
+        Err(CoordError::Fenced { .. })
+    ));
 }
 
 #[actix::test]
@@ -94,26 +161,58 @@ async fn actor_write_task_state_is_fenced_too() {
     let c = connect(Duration::from_secs(5)).await;
     create_job(&c, &p, &spec("j", 1)).await.unwrap();
     let apath = p.assignment("j");
-    c.create(&apath, &serde_json::to_vec(&assignment(1, &[(0, "w1", 1)])).unwrap(), &persistent()).await.unwrap();
+    c.create(
+        &apath,
+        &serde_json::to_vec(&assignment(1, &[(0, "w1", 1)])).unwrap(),
+        &persistent(),
+    )
+    .await
+    .unwrap();
 
     let mut cfg = CoordConfig::new(zk_addr());
     cfg.root = root.root.clone();
     let coord = CoordActor::new(cfg, None).start();
-    let tok = FenceToken { job: "j".into(), task: TaskId::new("j", 0), worker: "w1".into(), epoch: 1 };
+    let tok = FenceToken {
+        job: "j".into(),
+        task: TaskId::new("j", 0),
+        worker: "w1".into(),
+        epoch: 1,
+    };
     let st = TaskState::scheduled("w1", 1);
     let out = wait_for("the actor's session", Duration::from_secs(10), || {
         let (co, t, s) = (coord.clone(), tok.clone(), st.clone());
-        async move { co.send(WriteTaskState { token: t, state: s }).await.unwrap().ok() }
+        async move {
+            co.send(WriteTaskState { token: t, state: s })
+                .await
+                .unwrap()
+                .ok()
+        }
     })
     .await;
     assert_eq!(out, WriteOutcome::Written);
 
-    c.set_data(&apath, &serde_json::to_vec(&assignment(2, &[(0, "w2", 2)])).unwrap(), None).await.unwrap();
+    c.set_data(
+        &apath,
+        &serde_json::to_vec(&assignment(2, &[(0, "w2", 2)])).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let before = c.get_data(&p.task_state("j", "j-0")).await.unwrap();
     let mut failed = st.clone();
     failed.state = TaskStatus::Failed; // a status change: written at once, not deferred
-    let err = coord.send(WriteTaskState { token: tok, state: failed }).await.unwrap().unwrap_err();
-    assert!(matches!(err, CoordError::Fenced { held_epoch: 1, .. }), "{err}");
+    let err = coord
+        .send(WriteTaskState {
+            token: tok,
+            state: failed,
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::Fenced { held_epoch: 1, .. }),
+        "{err}"
+    );
     assert_eq!(c.get_data(&p.task_state("j", "j-0")).await.unwrap(), before);
     coord.send(Shutdown).await.unwrap();
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use coord_common::*;
 use weir::coord::actor::{CoordActor, CoordConfig, ReadJob, Shutdown};
-use weir::coord::store::{create_job, ephemeral, list_workers, persistent, read_assignment, read_job};
+use weir::coord::store::{
+    create_job, ephemeral, list_workers, persistent, read_assignment, read_job,
+};
 use weir::coord::{CoordError, JobSpec};
 
 fn malformed_at(err: &CoordError) -> &str {
@@ -24,17 +26,30 @@ async fn malformed_spec_state_and_assignment_name_the_path() {
     let root = TestRoot::new("malformed").await;
     let p = &root.paths;
     let c = connect(Duration::from_secs(5)).await;
-    let spec = JobSpec { name: "j".into(), job_type: "t".into(), parallelism: 2, config: BTreeMap::new() };
+    let spec = JobSpec {
+        name: "j".into(),
+        job_type: "t".into(),
+        parallelism: 2,
+        config: BTreeMap::new(),
+    };
     create_job(&c, p, &spec).await.unwrap();
 
     // Spec.
-    c.set_data(&p.spec("j"), b"{\"name\": \"j\", \"parallelism\": ", None).await.unwrap();
+    c.set_data(&p.spec("j"), b"{\"name\": \"j\", \"parallelism\": ", None)
+        .await
+        .unwrap();
     let err = read_job(&c, p, "j").await.unwrap_err();
     assert_eq!(malformed_at(&err), p.spec("j"));
-    assert!(err.to_string().contains(&p.spec("j")), "message names the znode: {err}");
+    assert!(
+        err.to_string().contains(&p.spec("j")),
+        "message names the znode: {err}"
+    );
     // Valid JSON, wrong shape.
     c.set_data(&p.spec("j"), b"[1,2,3]", None).await.unwrap();
-    assert_eq!(malformed_at(&read_job(&c, p, "j").await.unwrap_err()), p.spec("j"));
+    assert_eq!(
+        malformed_at(&read_job(&c, p, "j").await.unwrap_err()),
+        p.spec("j")
+    );
 
     // Through the actor as well.
     let mut cfg = CoordConfig::new(zk_addr());
@@ -54,21 +69,33 @@ async fn malformed_spec_state_and_assignment_name_the_path() {
     assert_eq!(malformed_at(&err), p.spec("j"));
 
     // Task state (unknown status spelling).
-    c.set_data(&p.spec("j"), &serde_json::to_vec(&spec).unwrap(), None).await.unwrap();
-    c.create(&p.task("j", "j-0"), b"", &persistent()).await.unwrap();
-    c.create(&p.task_state("j", "j-0"), br#"{"state":"running","worker":"w","epoch":1}"#, &persistent())
+    c.set_data(&p.spec("j"), &serde_json::to_vec(&spec).unwrap(), None)
         .await
         .unwrap();
+    c.create(&p.task("j", "j-0"), b"", &persistent())
+        .await
+        .unwrap();
+    c.create(
+        &p.task_state("j", "j-0"),
+        br#"{"state":"running","worker":"w","epoch":1}"#,
+        &persistent(),
+    )
+    .await
+    .unwrap();
     let err = read_job(&c, p, "j").await.unwrap_err();
     assert_eq!(malformed_at(&err), p.task_state("j", "j-0"));
 
     // Assignment.
-    c.create(&p.assignment("j"), b"\xff\xfe", &persistent()).await.unwrap();
+    c.create(&p.assignment("j"), b"\xff\xfe", &persistent())
+        .await
+        .unwrap();
     let err = read_assignment(&c, p, "j").await.unwrap_err();
     assert_eq!(malformed_at(&err), p.assignment("j"));
 
     // A malformed worker registration is skipped (it cannot be given tasks), not fatal.
-    c.create(&p.worker("junk"), b"not json", &ephemeral()).await.unwrap();
+    c.create(&p.worker("junk"), b"not json", &ephemeral())
+        .await
+        .unwrap();
     assert!(list_workers(&c, p).await.unwrap().is_empty());
     coord.send(Shutdown).await.unwrap();
 }

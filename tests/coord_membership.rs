@@ -30,24 +30,43 @@ async fn registration_creates_ephemeral_json_and_closing_the_session_removes_it(
         async move { o.get_data(&p).await.ok() }
     })
     .await;
-    let info: WorkerInfo = serde_json::from_slice(&data).expect("worker node holds WorkerInfo JSON");
+    let info: WorkerInfo =
+        serde_json::from_slice(&data).expect("worker node holds WorkerInfo JSON");
     assert_eq!(info, worker("w1", 3));
-    let session = status.get().session_id.expect("a session id once connected");
-    assert_eq!(stat.ephemeral_owner, session, "the node is ephemeral and owned by the actor's session");
+    let session = status
+        .get()
+        .session_id
+        .expect("a session id once connected");
+    assert_eq!(
+        stat.ephemeral_owner, session,
+        "the node is ephemeral and owned by the actor's session"
+    );
     assert!(events.any(|e| matches!(e, CoordEvent::SessionState(SessionEvent::Connected { session_id }) if *session_id == session)));
     wait_for("WorkersChanged with w1", Duration::from_secs(5), || {
         let ev = events.clone();
-        async move { ev.any(|e| matches!(e, CoordEvent::WorkersChanged(ws) if ws.iter().any(|w| w.id == "w1"))).then_some(()) }
+        async move {
+            ev.any(
+                |e| matches!(e, CoordEvent::WorkersChanged(ws) if ws.iter().any(|w| w.id == "w1")),
+            )
+            .then_some(())
+        }
     })
     .await;
     let listed = coord.send(ListWorkers).await.unwrap().unwrap();
-    assert_eq!(listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1"]);
+    assert_eq!(
+        listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["w1"]
+    );
 
     coord.send(Shutdown).await.unwrap();
-    wait_for("the ephemeral node to vanish after the session closed", Duration::from_secs(5), || {
-        let (o, p) = (observer.clone(), path.clone());
-        async move { matches!(o.check_stat(&p).await, Ok(None)).then_some(()) }
-    })
+    wait_for(
+        "the ephemeral node to vanish after the session closed",
+        Duration::from_secs(5),
+        || {
+            let (o, p) = (observer.clone(), path.clone());
+            async move { matches!(o.check_stat(&p).await, Ok(None)).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(status.get().phase, Phase::Closed);
 }
@@ -68,9 +87,22 @@ async fn unreachable_zookeeper_is_reported_not_fatal() {
         }
     })
     .await;
-    assert!(status.describe().starts_with("waiting for ZooKeeper at 127.0.0.1:1"), "{}", status.describe());
+    assert!(
+        status
+            .describe()
+            .starts_with("waiting for ZooKeeper at 127.0.0.1:1"),
+        "{}",
+        status.describe()
+    );
     assert!(status.may_be_alive_until().is_none());
-    let err = coord.send(ReadJob { job: "j".into() }).await.unwrap().unwrap_err();
-    assert!(matches!(err, CoordError::NoSession(ref m) if m.contains("waiting for ZooKeeper at 127.0.0.1:1")), "{err}");
+    let err = coord
+        .send(ReadJob { job: "j".into() })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::NoSession(ref m) if m.contains("waiting for ZooKeeper at 127.0.0.1:1")),
+        "{err}"
+    );
     coord.send(Shutdown).await.unwrap();
 }

@@ -210,7 +210,9 @@ impl CoordActor {
     }
 
     fn client(&self) -> CoordResult<Client> {
-        self.client.clone().ok_or_else(|| CoordError::NoSession(self.status.get().describe()))
+        self.client
+            .clone()
+            .ok_or_else(|| CoordError::NoSession(self.status.get().describe()))
     }
 
     fn start_session(&mut self, ctx: &mut Context<Self>) {
@@ -219,7 +221,12 @@ impl CoordActor {
         let cfg = self.cfg.session.clone();
         let status = self.status.clone();
         let paths = self.paths.clone();
-        status.update(|s| s.phase = Phase::Connecting { attempt: 0, last_error: None });
+        status.update(|s| {
+            s.phase = Phase::Connecting {
+                attempt: 0,
+                last_error: None,
+            }
+        });
         let fut = async move {
             loop {
                 let client = connect_with_backoff(&cfg, &status).await;
@@ -232,7 +239,10 @@ impl CoordActor {
                 }
             }
         };
-        let h = ctx.spawn(fut.into_actor(self).map(move |client, act, ctx| act.on_connected(gen, client, ctx)));
+        let h = ctx.spawn(
+            fut.into_actor(self)
+                .map(move |client, act, ctx| act.on_connected(gen, client, ctx)),
+        );
         self.connecting = Some(h);
     }
 
@@ -244,7 +254,9 @@ impl CoordActor {
         let (stop_tx, stop_rx) = watch::channel(false);
         self.stop = Some(stop_tx);
         self.client = Some(client.clone());
-        self.emit(CoordEvent::SessionState(SessionEvent::Connected { session_id: client.session_id().0 }));
+        self.emit(CoordEvent::SessionState(SessionEvent::Connected {
+            session_id: client.session_id().0,
+        }));
         let addr = ctx.address();
 
         // Session state -> actor.
@@ -281,8 +293,20 @@ impl CoordActor {
         }
 
         // Watches.
-        spawn_until(stop_rx.clone(), watch_workers_loop(client.clone(), self.paths.clone(), addr.clone(), gen));
-        spawn_until(stop_rx.clone(), watch_jobs_loop(client.clone(), self.paths.clone(), addr.clone(), gen, stop_rx.clone()));
+        spawn_until(
+            stop_rx.clone(),
+            watch_workers_loop(client.clone(), self.paths.clone(), addr.clone(), gen),
+        );
+        spawn_until(
+            stop_rx.clone(),
+            watch_jobs_loop(
+                client.clone(),
+                self.paths.clone(),
+                addr.clone(),
+                gen,
+                stop_rx.clone(),
+            ),
+        );
 
         // Election and leading.
         if let Some(candidate) = self.cfg.candidate.clone() {
@@ -292,9 +316,18 @@ impl CoordActor {
                 loop {
                     match campaign(&c, &p, &candidate).await {
                         Ok(l) => {
-                            a.do_send(LeadershipChanged { gen, leadership: Some(l.clone()) });
-                            let r = Leader::new(c.clone(), p.clone(), l).with_resync(resync).run().await;
-                            a.do_send(LeadershipChanged { gen, leadership: None });
+                            a.do_send(LeadershipChanged {
+                                gen,
+                                leadership: Some(l.clone()),
+                            });
+                            let r = Leader::new(c.clone(), p.clone(), l)
+                                .with_resync(resync)
+                                .run()
+                                .await;
+                            a.do_send(LeadershipChanged {
+                                gen,
+                                leadership: None,
+                            });
                             if matches!(&r, Err(e) if e.is_session_lost()) {
                                 break;
                             }
@@ -338,9 +371,17 @@ impl CoordActor {
     }
 
     fn flush_due(&mut self, ctx: &mut Context<Self>) {
-        let Some(client) = self.client.clone() else { return };
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         for (token, state) in self.limiter.due(Instant::now()) {
-            let fut = write_state(client.clone(), self.paths.clone(), self.versions.clone(), token.clone(), state);
+            let fut = write_state(
+                client.clone(),
+                self.paths.clone(),
+                self.versions.clone(),
+                token.clone(),
+                state,
+            );
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.limiter.completed(&token.task);
                 if let Err(error) = res {
@@ -352,7 +393,10 @@ impl CoordActor {
     }
 }
 
-fn spawn_until(mut stop: watch::Receiver<bool>, fut: impl std::future::Future<Output = ()> + 'static) {
+fn spawn_until(
+    mut stop: watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = ()> + 'static,
+) {
     actix::spawn(async move {
         tokio::select! {
             _ = stop.wait_for(|v| *v) => {}
@@ -397,7 +441,10 @@ async fn watch_workers_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActo
             Ok((workers, w)) => {
                 if last.as_ref() != Some(&workers) {
                     last = Some(workers.clone());
-                    addr.do_send(Internal { gen, event: CoordEvent::WorkersChanged(workers) });
+                    addr.do_send(Internal {
+                        gen,
+                        event: CoordEvent::WorkersChanged(workers),
+                    });
                 }
                 if w.changed().await.session_state.is_terminated() {
                     return;
@@ -412,7 +459,13 @@ async fn watch_workers_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActo
     }
 }
 
-async fn watch_jobs_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActor>, gen: u64, stop: watch::Receiver<bool>) {
+async fn watch_jobs_loop(
+    client: Client,
+    paths: ZkPaths,
+    addr: Addr<CoordActor>,
+    gen: u64,
+    stop: watch::Receiver<bool>,
+) {
     let active: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let dir = paths.jobs();
     let mut last = None;
@@ -421,9 +474,18 @@ async fn watch_jobs_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActor>,
             Ok((mut jobs, w)) => {
                 jobs.sort();
                 for job in &jobs {
-                    let fresh = active.lock().map(|mut s| s.insert(job.clone())).unwrap_or(false);
+                    let fresh = active
+                        .lock()
+                        .map(|mut s| s.insert(job.clone()))
+                        .unwrap_or(false);
                     if fresh {
-                        let (c, p, a, act, j) = (client.clone(), paths.clone(), addr.clone(), active.clone(), job.clone());
+                        let (c, p, a, act, j) = (
+                            client.clone(),
+                            paths.clone(),
+                            addr.clone(),
+                            active.clone(),
+                            job.clone(),
+                        );
                         spawn_until(stop.clone(), async move {
                             watch_assignment_loop(c, p, a, gen, j.clone()).await;
                             if let Ok(mut s) = act.lock() {
@@ -434,7 +496,10 @@ async fn watch_jobs_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActor>,
                 }
                 if last.as_ref() != Some(&jobs) {
                     last = Some(jobs.clone());
-                    addr.do_send(Internal { gen, event: CoordEvent::JobsChanged(jobs) });
+                    addr.do_send(Internal {
+                        gen,
+                        event: CoordEvent::JobsChanged(jobs),
+                    });
                 }
                 if w.changed().await.session_state.is_terminated() {
                     return;
@@ -450,7 +515,13 @@ async fn watch_jobs_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActor>,
 }
 
 /// Follows `/jobs/<job>/assignment` until the job directory is gone.
-async fn watch_assignment_loop(client: Client, paths: ZkPaths, addr: Addr<CoordActor>, gen: u64, job: String) {
+async fn watch_assignment_loop(
+    client: Client,
+    paths: ZkPaths,
+    addr: Addr<CoordActor>,
+    gen: u64,
+    job: String,
+) {
     let apath = paths.assignment(&job);
     let mut last: Option<Option<JobAssignment>> = None;
     let send = |a: Option<JobAssignment>, last: &mut Option<Option<JobAssignment>>| {
@@ -459,7 +530,13 @@ async fn watch_assignment_loop(client: Client, paths: ZkPaths, addr: Addr<CoordA
             let news = !(last.is_none() && a.is_none());
             *last = Some(a.clone());
             if news {
-                addr.do_send(Internal { gen, event: CoordEvent::AssignmentChanged { job: job.clone(), assignment: a } });
+                addr.do_send(Internal {
+                    gen,
+                    event: CoordEvent::AssignmentChanged {
+                        job: job.clone(),
+                        assignment: a,
+                    },
+                });
             }
         }
     };
@@ -549,12 +626,18 @@ impl Handler<ZkStateChanged> for CoordActor {
         match msg.state {
             SessionState::Disconnected => {
                 self.status.mark_disconnected();
-                let until = self.status.get().may_be_alive_until().unwrap_or_else(Instant::now);
+                let until = self
+                    .status
+                    .get()
+                    .may_be_alive_until()
+                    .unwrap_or_else(Instant::now);
                 tracing::warn!(
                     alive_for = ?until.saturating_duration_since(Instant::now()),
                     "disconnected from ZooKeeper; session not expired (yet)"
                 );
-                self.emit(CoordEvent::SessionState(SessionEvent::Disconnected { may_be_alive_until: until }));
+                self.emit(CoordEvent::SessionState(SessionEvent::Disconnected {
+                    may_be_alive_until: until,
+                }));
             }
             SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                 self.status.update(|s| {
@@ -562,9 +645,13 @@ impl Handler<ZkStateChanged> for CoordActor {
                     s.last_heard = Some(Instant::now());
                 });
                 let id = self.client.as_ref().map(|c| c.session_id().0).unwrap_or(0);
-                self.emit(CoordEvent::SessionState(SessionEvent::Connected { session_id: id }));
+                self.emit(CoordEvent::SessionState(SessionEvent::Connected {
+                    session_id: id,
+                }));
             }
-            SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => self.on_expired(ctx),
+            SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => {
+                self.on_expired(ctx)
+            }
         }
     }
 }
@@ -777,7 +864,9 @@ impl Handler<Register> for CoordActor {
 impl Handler<Deregister> for CoordActor {
     type Result = ResponseFuture<CoordResult<()>>;
     fn handle(&mut self, _: Deregister, _: &mut Context<Self>) -> Self::Result {
-        let Some(info) = self.cfg.worker.take() else { return Box::pin(async { Ok(()) }) };
+        let Some(info) = self.cfg.worker.take() else {
+            return Box::pin(async { Ok(()) });
+        };
         with_client!(self, |c, p| deregister(&c, &p, &info.id).await)
     }
 }
@@ -840,10 +929,16 @@ impl Handler<WriteAssignment> for CoordActor {
             match msg.expected_version {
                 Some(v) => match c.set_data(&path, &data, Some(v)).await {
                     Ok(stat) => Ok(stat.version),
-                    Err(zookeeper_client::Error::BadVersion) => Err(CoordError::Conflict { path, expected: v }),
+                    Err(zookeeper_client::Error::BadVersion) => {
+                        Err(CoordError::Conflict { path, expected: v })
+                    }
                     Err(e) => Err(CoordError::zk(&path, e)),
                 },
-                None => c.create(&path, &data, &persistent()).await.map(|_| 0).map_err(|e| CoordError::zk(&path, e)),
+                None => c
+                    .create(&path, &data, &persistent())
+                    .await
+                    .map(|_| 0)
+                    .map_err(|e| CoordError::zk(&path, e)),
             }
         })
     }
@@ -860,7 +955,13 @@ impl Handler<WriteTaskState> for CoordActor {
             Decision::Deferred => Box::pin(fut::ready(Ok(WriteOutcome::Deferred))),
             Decision::WriteNow => {
                 let task = msg.token.task.clone();
-                let f = write_state(client, self.paths.clone(), self.versions.clone(), msg.token, msg.state);
+                let f = write_state(
+                    client,
+                    self.paths.clone(),
+                    self.versions.clone(),
+                    msg.token,
+                    msg.state,
+                );
                 Box::pin(f.into_actor(self).map(move |r, act, _| {
                     act.limiter.completed(&task);
                     r.map(|_| WriteOutcome::Written)
@@ -906,7 +1007,9 @@ impl Handler<Delete> for CoordActor {
             if msg.recursive {
                 store::delete_recursive(&c, &path).await
             } else {
-                c.delete(&path, None).await.map_err(|e| CoordError::zk(&path, e))
+                c.delete(&path, None)
+                    .await
+                    .map_err(|e| CoordError::zk(&path, e))
             }
         })
     }

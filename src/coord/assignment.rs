@@ -58,8 +58,14 @@ impl Placement {
     }
 
     /// Tasks whose worker differs from `previous` (including new and orphaned tasks).
-    pub fn moved_from<'a>(&'a self, previous: &'a BTreeMap<TaskId, String>) -> impl Iterator<Item = &'a TaskId> + 'a {
-        self.tasks.iter().filter(move |(t, w)| previous.get(*t) != Some(*w)).map(|(t, _)| t)
+    pub fn moved_from<'a>(
+        &'a self,
+        previous: &'a BTreeMap<TaskId, String>,
+    ) -> impl Iterator<Item = &'a TaskId> + 'a {
+        self.tasks
+            .iter()
+            .filter(move |(t, w)| previous.get(*t) != Some(*w))
+            .map(|(t, _)| t)
     }
 }
 
@@ -90,7 +96,11 @@ fn eligible(w: &WorkerInfo, t: &TaskRequest) -> bool {
 /// let second = assign(&tasks, &[w("a"), w("b")], &first.tasks);
 /// assert_eq!(second.moved_from(&first.tasks).count(), 2);
 /// ```
-pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap<TaskId, String>) -> Placement {
+pub fn assign(
+    tasks: &[TaskRequest],
+    workers: &[WorkerInfo],
+    previous: &BTreeMap<TaskId, String>,
+) -> Placement {
     // Deterministic worker order, duplicates (same id) collapsed.
     let mut ws: Vec<&WorkerInfo> = workers.iter().collect();
     ws.sort_by(|a, b| a.id.cmp(&b.id));
@@ -99,7 +109,11 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
 
-    let index: BTreeMap<&str, usize> = ws.iter().enumerate().map(|(i, w)| (w.id.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = ws
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.as_str(), i))
+        .collect();
 
     // Previous tasks each live worker could keep.
     let mut keepable: Vec<Vec<&TaskRequest>> = vec![Vec::new(); ws.len()];
@@ -145,7 +159,15 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
         }
     }
 
-    let mut slots: Vec<Slot> = ws.iter().zip(&targets).map(|(w, &t)| Slot { info: w, target: t, load: 0 }).collect();
+    let mut slots: Vec<Slot> = ws
+        .iter()
+        .zip(&targets)
+        .map(|(w, &t)| Slot {
+            info: w,
+            target: t,
+            load: 0,
+        })
+        .collect();
     let mut placed: BTreeMap<TaskId, usize> = BTreeMap::new();
     // per (worker, job) counts, to spread a job's tasks.
     let mut job_load: BTreeMap<(usize, &str), usize> = BTreeMap::new();
@@ -172,12 +194,20 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
             (0..slots.len())
                 .filter(|&i| eligible(slots[i].info, t) && below(&slots[i]))
                 .min_by_key(|&i| {
-                    let was_here = previous.get(&t.id).map(|w| *w == slots[i].info.id).unwrap_or(false);
-                    (!was_here, slots[i].load, job_load.get(&(i, t.id.job.as_str())).copied().unwrap_or(0), i)
+                    let was_here = previous
+                        .get(&t.id)
+                        .map(|w| *w == slots[i].info.id)
+                        .unwrap_or(false);
+                    (
+                        !was_here,
+                        slots[i].load,
+                        job_load.get(&(i, t.id.job.as_str())).copied().unwrap_or(0),
+                        i,
+                    )
                 })
         };
-        let choice =
-            pick(&|s: &Slot| s.load < s.target).or_else(|| pick(&|s: &Slot| s.load < s.info.capacity as usize));
+        let choice = pick(&|s: &Slot| s.load < s.target)
+            .or_else(|| pick(&|s: &Slot| s.load < s.info.capacity as usize));
         match choice {
             Some(i) => {
                 placed.insert(t.id.clone(), i);
@@ -198,7 +228,9 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
         unassigned.retain(|id| {
             let t = by_id[id];
             let room = (0..slots.len())
-                .filter(|&i| eligible(slots[i].info, t) && slots[i].load < slots[i].info.capacity as usize)
+                .filter(|&i| {
+                    eligible(slots[i].info, t) && slots[i].load < slots[i].info.capacity as usize
+                })
                 .min_by_key(|&i| (slots[i].load, i));
             match room {
                 Some(i) => {
@@ -217,14 +249,24 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
         order.sort_by_key(|&i| (std::cmp::Reverse(slots[i].load), i));
         for &a in &order {
             for &b in order.iter().rev() {
-                if slots[a].load < slots[b].load + 2 || slots[b].load >= slots[b].info.capacity as usize {
+                if slots[a].load < slots[b].load + 2
+                    || slots[b].load >= slots[b].info.capacity as usize
+                {
                     continue;
                 }
                 // A task on `a` that `b` accepts; prefer one that is not sticky.
                 let candidate = placed
                     .iter()
                     .filter(|(id, &w)| w == a && eligible(slots[b].info, by_id[id]))
-                    .min_by_key(|(id, _)| (previous.get(*id).map(|w| w == &slots[a].info.id).unwrap_or(false), *id))
+                    .min_by_key(|(id, _)| {
+                        (
+                            previous
+                                .get(*id)
+                                .map(|w| w == &slots[a].info.id)
+                                .unwrap_or(false),
+                            *id,
+                        )
+                    })
                     .map(|(id, _)| (*id).clone());
                 if let Some(id) = candidate {
                     placed.insert(id, b);
@@ -259,7 +301,13 @@ pub fn assign(tasks: &[TaskRequest], workers: &[WorkerInfo], previous: &BTreeMap
             }
         }
     }
-    Placement { tasks: placed.into_iter().map(|(t, i)| (t, slots[i].info.id.clone())).collect(), unassigned }
+    Placement {
+        tasks: placed
+            .into_iter()
+            .map(|(t, i)| (t, slots[i].info.id.clone()))
+            .collect(),
+        unassigned,
+    }
 }
 
 #[cfg(test)]
@@ -287,15 +335,29 @@ mod tests {
     }
 
     fn worker(id: &str, capacity: u32) -> WorkerInfo {
-        WorkerInfo { id: id.into(), address: String::new(), capacity, job_types: vec![], version: String::new() }
+        WorkerInfo {
+            id: id.into(),
+            address: String::new(),
+            capacity,
+            job_types: vec![],
+            version: String::new(),
+        }
     }
 
     fn tasks(job: &str, n: u32) -> Vec<TaskRequest> {
-        (0..n).map(|i| TaskRequest { id: TaskId::new(job, i), job_type: None }).collect()
+        (0..n)
+            .map(|i| TaskRequest {
+                id: TaskId::new(job, i),
+                job_type: None,
+            })
+            .collect()
     }
 
     fn kept(p: &Placement, prev: &BTreeMap<TaskId, String>) -> usize {
-        p.tasks.iter().filter(|(t, w)| prev.get(*t) == Some(*w)).count()
+        p.tasks
+            .iter()
+            .filter(|(t, w)| prev.get(*t) == Some(*w))
+            .count()
     }
 
     fn assert_balanced(p: &Placement, workers: &[WorkerInfo]) {
@@ -331,25 +393,45 @@ mod tests {
         let ws: Vec<_> = ["a", "b", "c"].iter().map(|id| worker(id, 100)).collect();
         let ts = tasks("j", 12);
         let first = assign(&ts, &ws, &BTreeMap::new());
-        assert_eq!(first.loads().values().copied().collect::<Vec<_>>(), [4, 4, 4]);
+        assert_eq!(
+            first.loads().values().copied().collect::<Vec<_>>(),
+            [4, 4, 4]
+        );
         let mut ws2 = ws.clone();
         ws2.push(worker("d", 100));
         let second = assign(&ts, &ws2, &first.tasks);
-        assert_eq!(second.loads().values().copied().collect::<Vec<_>>(), [3, 3, 3, 3]);
-        assert_eq!(second.moved_from(&first.tasks).count(), 3, "only the joiner's share moves");
-        assert!(second.moved_from(&first.tasks).all(|t| second.tasks[t] == "d"));
+        assert_eq!(
+            second.loads().values().copied().collect::<Vec<_>>(),
+            [3, 3, 3, 3]
+        );
+        assert_eq!(
+            second.moved_from(&first.tasks).count(),
+            3,
+            "only the joiner's share moves"
+        );
+        assert!(second
+            .moved_from(&first.tasks)
+            .all(|t| second.tasks[t] == "d"));
     }
 
     #[test]
     fn leave_moves_only_the_leavers_tasks() {
-        let ws: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| worker(id, 100)).collect();
+        let ws: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| worker(id, 100))
+            .collect();
         let ts = tasks("j", 13);
         let first = assign(&ts, &ws, &BTreeMap::new());
         for leaver in ["a", "b", "c", "d"] {
             let rest: Vec<_> = ws.iter().filter(|w| w.id != leaver).cloned().collect();
             let second = assign(&ts, &rest, &first.tasks);
             let moved: BTreeSet<_> = second.moved_from(&first.tasks).cloned().collect();
-            let leavers: BTreeSet<_> = first.tasks.iter().filter(|(_, w)| *w == leaver).map(|(t, _)| t.clone()).collect();
+            let leavers: BTreeSet<_> = first
+                .tasks
+                .iter()
+                .filter(|(_, w)| *w == leaver)
+                .map(|(t, _)| t.clone())
+                .collect();
             assert_eq!(moved, leavers, "leaver {leaver}");
             assert_balanced(&second, &rest);
         }
@@ -375,10 +457,20 @@ mod tests {
         let mut b = worker("b", 10);
         b.job_types = vec!["y".into()];
         let c = worker("c", 10); // accepts any
-        let mut ts: Vec<TaskRequest> =
-            (0..4).map(|i| TaskRequest { id: TaskId::new("x", i), job_type: Some("x".into()) }).collect();
-        ts.extend((0..4).map(|i| TaskRequest { id: TaskId::new("y", i), job_type: Some("y".into()) }));
-        ts.push(TaskRequest { id: TaskId::new("z", 0), job_type: Some("z".into()) });
+        let mut ts: Vec<TaskRequest> = (0..4)
+            .map(|i| TaskRequest {
+                id: TaskId::new("x", i),
+                job_type: Some("x".into()),
+            })
+            .collect();
+        ts.extend((0..4).map(|i| TaskRequest {
+            id: TaskId::new("y", i),
+            job_type: Some("y".into()),
+        }));
+        ts.push(TaskRequest {
+            id: TaskId::new("z", 0),
+            job_type: Some("z".into()),
+        });
         let ws = [a, b, c];
         let p = assign(&ts, &ws, &BTreeMap::new());
         assert!(p.unassigned.is_empty());
@@ -402,7 +494,12 @@ mod tests {
         ts.extend(tasks("j2", 2));
         let p = assign(&ts, &ws, &BTreeMap::new());
         for job in ["j1", "j2"] {
-            let on: BTreeSet<_> = p.tasks.iter().filter(|(t, _)| t.job == job).map(|(_, w)| w.clone()).collect();
+            let on: BTreeSet<_> = p
+                .tasks
+                .iter()
+                .filter(|(t, _)| t.job == job)
+                .map(|(_, w)| w.clone())
+                .collect();
             assert_eq!(on.len(), 2, "{job} should use both workers: {p:?}");
         }
     }
@@ -411,8 +508,10 @@ mod tests {
     fn best_kept(ts: &[TaskRequest], ws: &[WorkerInfo], prev: &BTreeMap<TaskId, String>) -> usize {
         let n = ts.len();
         let caps: Vec<usize> = ws.iter().map(|w| w.capacity as usize).collect();
-        let prev_on: Vec<usize> =
-            ws.iter().map(|w| ts.iter().filter(|t| prev.get(&t.id) == Some(&w.id)).count()).collect();
+        let prev_on: Vec<usize> = ws
+            .iter()
+            .map(|w| ts.iter().filter(|t| prev.get(&t.id) == Some(&w.id)).count())
+            .collect();
         let mut best = 0;
         // All load vectors with loads <= cap that sum to min(n, Σcap) and are balanced.
         let total = n.min(caps.iter().sum());
@@ -454,8 +553,14 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         for case in 0..400 {
             let nw = rng.below(6) as usize;
-            let ws: Vec<WorkerInfo> =
-                (0..nw).map(|i| worker(&format!("w{i}"), 1 + rng.below(if case % 2 == 0 { 12 } else { 4 }) as u32)).collect();
+            let ws: Vec<WorkerInfo> = (0..nw)
+                .map(|i| {
+                    worker(
+                        &format!("w{i}"),
+                        1 + rng.below(if case % 2 == 0 { 12 } else { 4 }) as u32,
+                    )
+                })
+                .collect();
             let njobs = 1 + rng.below(3);
             let mut ts = Vec::new();
             for j in 0..njobs {
@@ -477,13 +582,24 @@ mod tests {
             }
             let p = assign(&ts, &ws, &prev);
             let cap: usize = ws.iter().map(|w| w.capacity as usize).sum();
-            assert_eq!(p.tasks.len(), ts.len().min(cap), "case {case}: every task placed while capacity lasts");
+            assert_eq!(
+                p.tasks.len(),
+                ts.len().min(cap),
+                "case {case}: every task placed while capacity lasts"
+            );
             assert_eq!(p.tasks.len() + p.unassigned.len(), ts.len(), "case {case}");
             for w in p.tasks.values() {
-                assert!(ws.iter().any(|x| &x.id == w), "case {case}: placed on a dead worker {w}");
+                assert!(
+                    ws.iter().any(|x| &x.id == w),
+                    "case {case}: placed on a dead worker {w}"
+                );
             }
             assert_balanced(&p, &ws);
-            assert_eq!(kept(&p, &prev), best_kept(&ts, &ws, &prev), "case {case}: not minimal moves; {ws:?} {prev:?} {p:?}");
+            assert_eq!(
+                kept(&p, &prev),
+                best_kept(&ts, &ws, &prev),
+                "case {case}: not minimal moves; {ws:?} {prev:?} {p:?}"
+            );
             // Stable: running again on its own output moves nothing.
             let again = assign(&ts, &ws, &p.tasks);
             assert_eq!(again.tasks, p.tasks, "case {case}: not a fixed point");
@@ -510,7 +626,10 @@ mod tests {
             let ts: Vec<TaskRequest> = (0..rng.below(20) as u32)
                 .map(|i| {
                     let ty = types[rng.below(3) as usize];
-                    TaskRequest { id: TaskId::new(ty, i), job_type: Some(ty.to_string()) }
+                    TaskRequest {
+                        id: TaskId::new(ty, i),
+                        job_type: Some(ty.to_string()),
+                    }
                 })
                 .collect();
             let p = assign(&ts, &ws, &BTreeMap::new());
@@ -524,7 +643,11 @@ mod tests {
             // Anything unassigned really had no eligible worker with room.
             for t in &p.unassigned {
                 for w in ws.iter().filter(|w| w.accepts(&t.job)) {
-                    assert_eq!(p.loads().get(w.id.as_str()).copied().unwrap_or(0), w.capacity as usize, "case {case}");
+                    assert_eq!(
+                        p.loads().get(w.id.as_str()).copied().unwrap_or(0),
+                        w.capacity as usize,
+                        "case {case}"
+                    );
                 }
             }
             // Locally balanced: no task could move from a worker 2+ above an eligible one with room.
@@ -542,7 +665,11 @@ mod tests {
                 }
             }
             let again = assign(&ts, &ws, &p.tasks);
-            assert_eq!(again.moved_from(&p.tasks).count(), 0, "case {case}: not a fixed point: {ws:?} {p:?} {again:?}");
+            assert_eq!(
+                again.moved_from(&p.tasks).count(),
+                0,
+                "case {case}: not a fixed point: {ws:?} {p:?} {again:?}"
+            );
         }
     }
 }

@@ -43,9 +43,16 @@ fn sequence_of(name: &str) -> Option<i64> {
 
 /// Finds a candidate node of `candidate` created by this session (after a connection loss
 /// during create, the node may exist without our knowing its name).
-async fn own_node(client: &Client, paths: &ZkPaths, candidate: &str) -> CoordResult<Option<String>> {
+async fn own_node(
+    client: &Client,
+    paths: &ZkPaths,
+    candidate: &str,
+) -> CoordResult<Option<String>> {
     let dir = paths.leader();
-    let children = client.list_children(&dir).await.map_err(|e| CoordError::zk(&dir, e))?;
+    let children = client
+        .list_children(&dir)
+        .await
+        .map_err(|e| CoordError::zk(&dir, e))?;
     let prefix = format!("{candidate}-");
     for name in children.iter().filter(|n| n.starts_with(&prefix)) {
         let path = format!("{dir}/{name}");
@@ -63,7 +70,11 @@ async fn own_node(client: &Client, paths: &ZkPaths, candidate: &str) -> CoordRes
 /// Returns only once we lead; after winning it `sync`s the root so the caller's next reads
 /// see everything the previous leader wrote (SAMZA-2301). Fails only when the session is
 /// lost (or on unexpected server errors); transient connection losses are retried.
-pub async fn campaign(client: &Client, paths: &ZkPaths, candidate: &str) -> CoordResult<Leadership> {
+pub async fn campaign(
+    client: &Client,
+    paths: &ZkPaths,
+    candidate: &str,
+) -> CoordResult<Leadership> {
     let dir = paths.leader();
     let prefix = paths.leader_candidate_prefix(candidate);
     let data = serde_json::json!({ "candidate": candidate }).to_string();
@@ -105,9 +116,15 @@ pub async fn campaign(client: &Client, paths: &ZkPaths, candidate: &str) -> Coor
             .map(|(_, n)| format!("{dir}/{n}"));
         match predecessor {
             None => {
-                client.sync(paths.root()).await.map_err(|e| CoordError::zk(paths.root(), e))?;
+                client
+                    .sync(paths.root())
+                    .await
+                    .map_err(|e| CoordError::zk(paths.root(), e))?;
                 tracing::info!(candidate, node = %node, "won leader election");
-                return Ok(Leadership { candidate: candidate.to_string(), node });
+                return Ok(Leadership {
+                    candidate: candidate.to_string(),
+                    node,
+                });
             }
             Some(pred) => match client.check_and_watch_stat(&pred).await {
                 Ok((Some(_), watcher)) => {
@@ -128,8 +145,15 @@ pub async fn campaign(client: &Client, paths: &ZkPaths, candidate: &str) -> Coor
 /// The current leader's candidate id, by reading the lowest election node (for CLIs).
 pub async fn current_leader(client: &Client, paths: &ZkPaths) -> CoordResult<Option<String>> {
     let dir = paths.leader();
-    let children = client.list_children(&dir).await.map_err(|e| CoordError::zk(&dir, e))?;
-    let Some(first) = children.iter().filter_map(|n| sequence_of(n).map(|s| (s, n))).min_by_key(|(s, _)| *s) else {
+    let children = client
+        .list_children(&dir)
+        .await
+        .map_err(|e| CoordError::zk(&dir, e))?;
+    let Some(first) = children
+        .iter()
+        .filter_map(|n| sequence_of(n).map(|s| (s, n)))
+        .min_by_key(|(s, _)| *s)
+    else {
         return Ok(None);
     };
     Ok(first.1.rsplit_once('-').map(|(c, _)| c.to_string()))

@@ -15,7 +15,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum CoordError {
     /// ZooKeeper could not be reached (yet) at `address`.
-    #[error("waiting for ZooKeeper at {address}: {reason} (is it running? try `scripts/services up`)")]
+    #[error(
+        "waiting for ZooKeeper at {address}: {reason} (is it running? try `scripts/services up`)"
+    )]
     Unreachable {
         /// `host:port` (or connect string) being tried.
         address: String,
@@ -94,10 +96,19 @@ impl CoordError {
     pub fn zk(path: &str, err: zookeeper_client::Error) -> Self {
         use zookeeper_client::Error as E;
         match err {
-            E::NoNode => CoordError::NoNode { path: path.to_string() },
-            E::NodeExists => CoordError::AlreadyExists { path: path.to_string() },
-            E::SessionExpired => CoordError::SessionExpired { path: path.to_string() },
-            other => CoordError::Zk { path: path.to_string(), source: other },
+            E::NoNode => CoordError::NoNode {
+                path: path.to_string(),
+            },
+            E::NodeExists => CoordError::AlreadyExists {
+                path: path.to_string(),
+            },
+            E::SessionExpired => CoordError::SessionExpired {
+                path: path.to_string(),
+            },
+            other => CoordError::Zk {
+                path: path.to_string(),
+                source: other,
+            },
         }
     }
 
@@ -106,7 +117,10 @@ impl CoordError {
         use zookeeper_client::Error as E;
         matches!(
             self,
-            CoordError::Zk { source: E::ConnectionLoss | E::Timeout | E::Throttled, .. } | CoordError::NoSession(_)
+            CoordError::Zk {
+                source: E::ConnectionLoss | E::Timeout | E::Throttled,
+                ..
+            } | CoordError::NoSession(_)
         )
     }
 
@@ -116,7 +130,10 @@ impl CoordError {
         matches!(
             self,
             CoordError::SessionExpired { .. }
-                | CoordError::Zk { source: E::ClientClosed | E::SessionExpired | E::AuthFailed, .. }
+                | CoordError::Zk {
+                    source: E::ClientClosed | E::SessionExpired | E::AuthFailed,
+                    ..
+                }
         )
     }
 }

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use zookeeper_client::{Client, MultiWriteError};
 
 use super::error::{CoordError, CoordResult};
-use super::model::{decode, encode, now_ms, CheckpointMeta, JobAssignment, TaskId, TaskState, TaskStatus};
+use super::model::{
+    decode, encode, now_ms, CheckpointMeta, JobAssignment, TaskId, TaskState, TaskStatus,
+};
 use super::paths::ZkPaths;
 use super::store::persistent;
 
@@ -48,15 +50,28 @@ impl FenceToken {
     pub fn for_worker(job: &str, assignment: &JobAssignment, worker: &str) -> Vec<FenceToken> {
         assignment
             .tasks_of(worker)
-            .map(|(t, epoch)| FenceToken { job: job.to_string(), task: t.clone(), worker: worker.to_string(), epoch })
+            .map(|(t, epoch)| FenceToken {
+                job: job.to_string(),
+                task: t.clone(),
+                worker: worker.to_string(),
+                epoch,
+            })
             .collect()
     }
 }
 
 /// Reads the assignment and returns its version if `token` is still current; `Fenced` otherwise.
-pub async fn validate(client: &Client, paths: &ZkPaths, token: &FenceToken, target: &str) -> CoordResult<i32> {
+pub async fn validate(
+    client: &Client,
+    paths: &ZkPaths,
+    token: &FenceToken,
+    target: &str,
+) -> CoordResult<i32> {
     let apath = paths.assignment(&token.job);
-    let fenced = || CoordError::Fenced { path: target.to_string(), held_epoch: token.epoch };
+    let fenced = || CoordError::Fenced {
+        path: target.to_string(),
+        held_epoch: token.epoch,
+    };
     let (data, stat) = match client.get_data(&apath).await {
         Ok(x) => x,
         Err(zookeeper_client::Error::NoNode) => return Err(fenced()),
@@ -91,22 +106,37 @@ pub async fn fenced_write(
     write: FencedWrite<'_>,
     version_hint: Option<i32>,
 ) -> CoordResult<i32> {
-    let FencedWrite { target, parents, data, expected } = write;
+    let FencedWrite {
+        target,
+        parents,
+        data,
+        expected,
+    } = write;
     let apath = paths.assignment(&token.job);
     let mut version = match version_hint {
         Some(v) => v,
         None => validate(client, paths, token, target).await?,
     };
     for _ in 0..8 {
-        let exists = client.check_stat(target).await.map_err(|e| CoordError::zk(target, e))?.is_some();
+        let exists = client
+            .check_stat(target)
+            .await
+            .map_err(|e| CoordError::zk(target, e))?
+            .is_some();
         let mut w = client.new_multi_writer();
-        let add = |r: Result<(), zookeeper_client::Error>, p: &str| r.map_err(|e| CoordError::zk(p, e));
+        let add =
+            |r: Result<(), zookeeper_client::Error>, p: &str| r.map_err(|e| CoordError::zk(p, e));
         add(w.add_check_version(&apath, version), &apath)?;
         if exists {
             add(w.add_set_data(target, data, expected), target)?;
         } else {
             for p in parents {
-                if client.check_stat(p).await.map_err(|e| CoordError::zk(p, e))?.is_none() {
+                if client
+                    .check_stat(p)
+                    .await
+                    .map_err(|e| CoordError::zk(p, e))?
+                    .is_none()
+                {
                     add(w.add_create(p, b"", &persistent()), p)?;
                 }
             }
@@ -122,13 +152,22 @@ pub async fn fenced_write(
                 source: zookeeper_client::Error::NoNode | zookeeper_client::Error::NodeExists,
                 ..
             }) => {} // target or a parent appeared / vanished meanwhile: redo with fresh existence
-            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::BadVersion, .. }) => {
-                return Err(CoordError::Conflict { path: target.to_string(), expected: expected.unwrap_or(-1) })
+            Err(MultiWriteError::OperationFailed {
+                source: zookeeper_client::Error::BadVersion,
+                ..
+            }) => {
+                return Err(CoordError::Conflict {
+                    path: target.to_string(),
+                    expected: expected.unwrap_or(-1),
+                })
             }
             Err(e) => return Err(CoordError::zk(target, e.into())),
         }
     }
-    Err(CoordError::Conflict { path: target.to_string(), expected: version })
+    Err(CoordError::Conflict {
+        path: target.to_string(),
+        expected: version,
+    })
 }
 
 /// Writes a task's state, fenced by `token`. The state's `worker` and `epoch` are set from
@@ -148,7 +187,12 @@ pub async fn write_task_state(
     state.updated_at_ms = now_ms();
     let data = encode(&target, &state)?;
     let parents = [paths.task(&token.job, &task)];
-    let write = FencedWrite { target: &target, parents: &parents, data: &data, expected: None };
+    let write = FencedWrite {
+        target: &target,
+        parents: &parents,
+        data: &data,
+        expected: None,
+    };
     fenced_write(client, paths, token, write, version_hint).await
 }
 
@@ -169,7 +213,10 @@ pub async fn write_checkpoint(
             if old.id >= meta.id {
                 return Err(CoordError::Invalid {
                     field: "CheckpointMeta.id".into(),
-                    reason: format!("checkpoint {} is not newer than the stored {} at {target}", meta.id, old.id),
+                    reason: format!(
+                        "checkpoint {} is not newer than the stored {} at {target}",
+                        meta.id, old.id
+                    ),
                 });
             }
             Some(stat.version)
@@ -178,7 +225,12 @@ pub async fn write_checkpoint(
         Err(e) => return Err(CoordError::zk(&target, e)),
     };
     let parents = [paths.checkpoints(&token.job)];
-    let write = FencedWrite { target: &target, parents: &parents, data: &data, expected };
+    let write = FencedWrite {
+        target: &target,
+        parents: &parents,
+        data: &data,
+        expected,
+    };
     fenced_write(client, paths, token, write, version_hint).await
 }
 
@@ -228,21 +280,46 @@ pub struct TaskStateLimiter {
 impl TaskStateLimiter {
     /// At most one progress write per `interval` per task.
     pub fn new(interval: Duration) -> Self {
-        TaskStateLimiter { interval, last: BTreeMap::new(), pending: BTreeMap::new(), in_flight: BTreeSet::new() }
+        TaskStateLimiter {
+            interval,
+            last: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+        }
     }
 
     /// Offers a new state for `token.task`. On `WriteNow` the caller must write it and then
     /// call [`completed`](Self::completed).
     pub fn offer(&mut self, token: &FenceToken, state: &TaskState, now: Instant) -> Decision {
-        let changed = self.last.get(&token.task).map(|(_, s)| *s != state.state).unwrap_or(true);
-        let due = self.last.get(&token.task).map(|(t, _)| now.duration_since(*t) >= self.interval).unwrap_or(true);
+        let changed = self
+            .last
+            .get(&token.task)
+            .map(|(_, s)| *s != state.state)
+            .unwrap_or(true);
+        let due = self
+            .last
+            .get(&token.task)
+            .map(|(t, _)| now.duration_since(*t) >= self.interval)
+            .unwrap_or(true);
         if (changed || due) && !self.in_flight.contains(&token.task) {
             self.pending.remove(&token.task);
             self.start(token.task.clone(), state.state, now);
             Decision::WriteNow
         } else {
-            let urgent = changed || self.pending.get(&token.task).map(|p| p.urgent).unwrap_or(false);
-            self.pending.insert(token.task.clone(), Pending { token: token.clone(), state: state.clone(), urgent });
+            let urgent = changed
+                || self
+                    .pending
+                    .get(&token.task)
+                    .map(|p| p.urgent)
+                    .unwrap_or(false);
+            self.pending.insert(
+                token.task.clone(),
+                Pending {
+                    token: token.clone(),
+                    state: state.clone(),
+                    urgent,
+                },
+            );
             Decision::Deferred
         }
     }
@@ -266,7 +343,11 @@ impl TaskStateLimiter {
             .filter(|(t, p)| {
                 !self.in_flight.contains(*t)
                     && (p.urgent
-                        || self.last.get(*t).map(|(at, _)| now.duration_since(*at) >= self.interval).unwrap_or(true))
+                        || self
+                            .last
+                            .get(*t)
+                            .map(|(at, _)| now.duration_since(*at) >= self.interval)
+                            .unwrap_or(true))
             })
             .map(|(t, _)| t.clone())
             .collect();
@@ -284,6 +365,7 @@ impl TaskStateLimiter {
     pub fn forget(&mut self, task: &TaskId) {
         self.pending.remove(task);
         self.last.remove(task);
+        self.in_flight.remove(task);
     }
 
     /// Number of deferred states waiting.
@@ -297,7 +379,12 @@ mod tests {
     use super::*;
 
     fn tok(i: u32) -> FenceToken {
-        FenceToken { job: "j".into(), task: TaskId::new("j", i), worker: "w".into(), epoch: 1 }
+        FenceToken {
+            job: "j".into(),
+            task: TaskId::new("j", i),
+            worker: "w".into(),
+            epoch: 1,
+        }
     }
 
     #[test]
@@ -310,12 +397,18 @@ mod tests {
         l.completed(&tok(0).task);
         for i in 1..=50 {
             s.records_in = i;
-            assert_eq!(l.offer(&tok(0), &s, t0 + Duration::from_millis(i * 10)), Decision::Deferred);
+            assert_eq!(
+                l.offer(&tok(0), &s, t0 + Duration::from_millis(i * 10)),
+                Decision::Deferred
+            );
         }
         assert!(l.due(t0 + Duration::from_millis(900)).is_empty());
         let due = l.due(t0 + Duration::from_millis(1000));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].1.records_in, 50, "the newest deferred state is written");
+        assert_eq!(
+            due[0].1.records_in, 50,
+            "the newest deferred state is written"
+        );
         assert_eq!(l.pending_len(), 0);
     }
 
@@ -326,7 +419,11 @@ mod tests {
         let mut s = TaskState::scheduled("w", 1);
         assert_eq!(l.offer(&tok(1), &s, t0), Decision::WriteNow);
         s.state = TaskStatus::Failed;
-        assert_eq!(l.offer(&tok(1), &s, t0), Decision::Deferred, "one write in flight per task");
+        assert_eq!(
+            l.offer(&tok(1), &s, t0),
+            Decision::Deferred,
+            "one write in flight per task"
+        );
         assert!(l.due(t0).is_empty(), "still in flight");
         l.completed(&tok(1).task);
         let due = l.due(t0);
@@ -343,6 +440,10 @@ mod tests {
         assert_eq!(l.offer(&tok(2), &s, t0), Decision::WriteNow);
         l.forget(&tok(1).task);
         l.completed(&tok(2).task);
-        assert_eq!(l.offer(&tok(1), &s, t0), Decision::WriteNow, "forgotten task starts afresh");
+        assert_eq!(
+            l.offer(&tok(1), &s, t0),
+            Decision::WriteNow,
+            "forgotten task starts afresh"
+        );
     }
 }

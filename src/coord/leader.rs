@@ -21,7 +21,9 @@ use super::election::Leadership;
 use super::error::{CoordError, CoordResult};
 use super::fencing::{fenced_write, FenceToken, FencedWrite};
 use super::membership::watch_workers;
-use super::model::{decode, encode, now_ms, JobAssignment, JobSpec, TaskAssignment, TaskId, TaskState};
+use super::model::{
+    decode, encode, now_ms, JobAssignment, JobSpec, TaskAssignment, TaskId, TaskState,
+};
 use super::paths::ZkPaths;
 use super::store::{delete_recursive, persistent};
 
@@ -63,7 +65,12 @@ pub struct Leader {
 impl Leader {
     /// A leader for the session of `client`, which won `leadership`.
     pub fn new(client: Client, paths: ZkPaths, leadership: Leadership) -> Self {
-        Leader { client, paths, leadership, resync: Duration::from_secs(30) }
+        Leader {
+            client,
+            paths,
+            leadership,
+            resync: Duration::from_secs(30),
+        }
     }
 
     /// Full reconciliation at least this often even without watch events (default 30 s).
@@ -86,7 +93,9 @@ impl Leader {
                     if watches.is_empty() {
                         tokio::time::sleep(self.resync).await;
                     } else {
-                        let _ = tokio::time::timeout(self.resync, futures::future::select_all(watches)).await;
+                        let _ =
+                            tokio::time::timeout(self.resync, futures::future::select_all(watches))
+                                .await;
                     }
                 }
                 Err(e) if e.is_session_lost() => return Err(e),
@@ -110,14 +119,19 @@ impl Leader {
         let p = &self.paths;
         let mut watches: Vec<WatchFuture> = Vec::new();
         let mut report = ReconcileReport::default();
-        c.sync(p.root()).await.map_err(|e| CoordError::zk(p.root(), e))?;
+        c.sync(p.root())
+            .await
+            .map_err(|e| CoordError::zk(p.root(), e))?;
 
         let (workers, ww) = watch_workers(c, p).await?;
         watches.push(to_future(ww));
         report.workers = workers.len();
 
         let jobs_dir = p.jobs();
-        let (job_names, jw) = c.list_and_watch_children(&jobs_dir).await.map_err(|e| CoordError::zk(&jobs_dir, e))?;
+        let (job_names, jw) = c
+            .list_and_watch_children(&jobs_dir)
+            .await
+            .map_err(|e| CoordError::zk(&jobs_dir, e))?;
         watches.push(to_future(jw));
 
         let mut jobs = Vec::new();
@@ -126,7 +140,8 @@ impl Leader {
             let spec = match c.get_and_watch_data(&spec_path).await {
                 Ok((data, _, w)) => {
                     watches.push(to_future(w));
-                    match decode::<JobSpec>(&spec_path, &data).and_then(|s| s.validate().map(|_| s)) {
+                    match decode::<JobSpec>(&spec_path, &data).and_then(|s| s.validate().map(|_| s))
+                    {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::warn!(error = %e, job = %name, "skipping job with a bad spec");
@@ -153,24 +168,40 @@ impl Leader {
                 Err(zookeeper_client::Error::NoNode) => (JobAssignment::default(), None),
                 Err(e) => return Err(CoordError::zk(&apath, e)),
             };
-            jobs.push(JobInput { name, spec, assignment, version });
+            jobs.push(JobInput {
+                name,
+                spec,
+                assignment,
+                version,
+            });
         }
         report.jobs = jobs.len();
 
         let tasks: Vec<TaskRequest> = jobs
             .iter()
             .flat_map(|j| {
-                j.spec.task_ids().into_iter().map(|id| TaskRequest { id, job_type: Some(j.spec.job_type.clone()) })
+                j.spec.task_ids().into_iter().map(|id| TaskRequest {
+                    id,
+                    job_type: Some(j.spec.job_type.clone()),
+                })
             })
             .collect();
         let previous: BTreeMap<TaskId, String> = jobs
             .iter()
-            .flat_map(|j| j.assignment.tasks.iter().map(|(t, a)| (t.clone(), a.worker.clone())))
+            .flat_map(|j| {
+                j.assignment
+                    .tasks
+                    .iter()
+                    .map(|(t, a)| (t.clone(), a.worker.clone()))
+            })
             .collect();
         let placement = assign(&tasks, &workers, &previous);
         report.unassigned = placement.unassigned.clone();
         if !placement.unassigned.is_empty() {
-            tracing::warn!(count = placement.unassigned.len(), "tasks left unassigned: not enough worker capacity");
+            tracing::warn!(
+                count = placement.unassigned.len(),
+                "tasks left unassigned: not enough worker capacity"
+            );
         }
 
         for job in &jobs {
@@ -178,7 +209,9 @@ impl Leader {
             let mut tasks = BTreeMap::new();
             let mut moved = Vec::new();
             for id in job.spec.task_ids() {
-                let Some(worker) = placement.tasks.get(&id) else { continue };
+                let Some(worker) = placement.tasks.get(&id) else {
+                    continue;
+                };
                 let epoch = match job.assignment.tasks.get(&id) {
                     Some(old) if &old.worker == worker => old.epoch,
                     _ => {
@@ -186,14 +219,28 @@ impl Leader {
                         new_epoch
                     }
                 };
-                tasks.insert(id, TaskAssignment { worker: worker.clone(), epoch });
+                tasks.insert(
+                    id,
+                    TaskAssignment {
+                        worker: worker.clone(),
+                        epoch,
+                    },
+                );
             }
             if tasks == job.assignment.tasks && job.version.is_some() {
                 continue;
             }
-            let removed: Vec<TaskId> =
-                job.assignment.tasks.keys().filter(|t| t.index >= job.spec.parallelism).cloned().collect();
-            let new = JobAssignment { epoch: new_epoch, tasks };
+            let removed: Vec<TaskId> = job
+                .assignment
+                .tasks
+                .keys()
+                .filter(|t| t.index >= job.spec.parallelism)
+                .cloned()
+                .collect();
+            let new = JobAssignment {
+                epoch: new_epoch,
+                tasks,
+            };
             let version = self.write_assignment(&job.name, &new, job.version).await?;
             report.written.push(job.name.clone());
             for t in &moved {
@@ -209,12 +256,18 @@ impl Leader {
 
     /// Writes `assignment` if we still hold our election node and the znode is still at
     /// `version` (`None`: create). Returns the new version.
-    async fn write_assignment(&self, job: &str, assignment: &JobAssignment, version: Option<i32>) -> CoordResult<i32> {
+    async fn write_assignment(
+        &self,
+        job: &str,
+        assignment: &JobAssignment,
+        version: Option<i32>,
+    ) -> CoordResult<i32> {
         let apath = self.paths.assignment(job);
         let data = encode(&apath, assignment)?;
         let mut w = self.client.new_multi_writer();
         let node = &self.leadership.node;
-        w.add_check_version(node, 0).map_err(|e| CoordError::zk(node, e))?;
+        w.add_check_version(node, 0)
+            .map_err(|e| CoordError::zk(node, e))?;
         match version {
             Some(v) => w.add_set_data(&apath, &data, Some(v)),
             None => w.add_create(&apath, &data, &persistent()),
@@ -226,13 +279,24 @@ impl Leader {
                     Some(zookeeper_client::MultiWriteResult::SetData { stat }) => stat.version,
                     _ => 0,
                 };
-                tracing::debug!(job, epoch = assignment.epoch, version = v, "assignment written");
+                tracing::debug!(
+                    job,
+                    epoch = assignment.epoch,
+                    version = v,
+                    "assignment written"
+                );
                 Ok(v)
             }
-            Err(MultiWriteError::OperationFailed { index: 0, .. }) => Err(CoordError::NoNode { path: node.clone() }),
-            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::BadVersion, .. }) => {
-                Err(CoordError::Conflict { path: apath, expected: version.unwrap_or(-1) })
+            Err(MultiWriteError::OperationFailed { index: 0, .. }) => {
+                Err(CoordError::NoNode { path: node.clone() })
             }
+            Err(MultiWriteError::OperationFailed {
+                source: zookeeper_client::Error::BadVersion,
+                ..
+            }) => Err(CoordError::Conflict {
+                path: apath,
+                expected: version.unwrap_or(-1),
+            }),
             Err(e) => Err(CoordError::zk(&apath, e.into())),
         }
     }
@@ -240,8 +304,16 @@ impl Leader {
     /// Publishes a moved task's state for its new worker: SCHEDULED (unless terminal: a
     /// FAILED task stays FAILED), new worker and epoch; restarts, offsets and the last error
     /// are kept. Fenced like any state write, on the assignment version just written.
-    async fn reschedule(&self, job: &str, assignment: &JobAssignment, task: &TaskId, version: i32) -> CoordResult<()> {
-        let Some(ta) = assignment.tasks.get(task) else { return Ok(()) };
+    async fn reschedule(
+        &self,
+        job: &str,
+        assignment: &JobAssignment,
+        task: &TaskId,
+        version: i32,
+    ) -> CoordResult<()> {
+        let Some(ta) = assignment.tasks.get(task) else {
+            return Ok(());
+        };
         let name = task.to_string();
         let path = self.paths.task_state(job, &name);
         let (mut state, expected) = match self.client.get_data(&path).await {
@@ -249,10 +321,15 @@ impl Leader {
                 Ok(s) => (s, Some(stat.version)),
                 Err(e) => {
                     tracing::warn!(error = %e, "replacing malformed task state");
-                    (TaskState::scheduled(&ta.worker, ta.epoch), Some(stat.version))
+                    (
+                        TaskState::scheduled(&ta.worker, ta.epoch),
+                        Some(stat.version),
+                    )
                 }
             },
-            Err(zookeeper_client::Error::NoNode) => (TaskState::scheduled(&ta.worker, ta.epoch), None),
+            Err(zookeeper_client::Error::NoNode) => {
+                (TaskState::scheduled(&ta.worker, ta.epoch), None)
+            }
             Err(e) => return Err(CoordError::zk(&path, e)),
         };
         if !state.state.is_terminal() {
@@ -262,9 +339,19 @@ impl Leader {
         state.epoch = ta.epoch;
         state.updated_at_ms = now_ms();
         let data = encode(&path, &state)?;
-        let token = FenceToken { job: job.to_string(), task: task.clone(), worker: ta.worker.clone(), epoch: ta.epoch };
+        let token = FenceToken {
+            job: job.to_string(),
+            task: task.clone(),
+            worker: ta.worker.clone(),
+            epoch: ta.epoch,
+        };
         let parents = [self.paths.task(job, &name)];
-        let write = FencedWrite { target: &path, parents: &parents, data: &data, expected };
+        let write = FencedWrite {
+            target: &path,
+            parents: &parents,
+            data: &data,
+            expected,
+        };
         match fenced_write(&self.client, &self.paths, &token, write, Some(version)).await {
             Ok(_) => Ok(()),
             // The new worker (or a newer leader pass) wrote first: its state wins.

@@ -21,7 +21,12 @@ use super::store::{ephemeral, read_workers};
 /// another session (typically our own previous, expired session that the server has not
 /// reaped yet, or a second process with the same id), it waits up to `wait_for_stale`
 /// for it to go away, then fails with `AlreadyExists` naming the path.
-pub async fn register(client: &Client, paths: &ZkPaths, info: &WorkerInfo, wait_for_stale: Duration) -> CoordResult<()> {
+pub async fn register(
+    client: &Client,
+    paths: &ZkPaths,
+    info: &WorkerInfo,
+    wait_for_stale: Duration,
+) -> CoordResult<()> {
     info.validate()?;
     let path = paths.worker(&info.id);
     let data = encode(&path, info)?;
@@ -37,7 +42,10 @@ pub async fn register(client: &Client, paths: &ZkPaths, info: &WorkerInfo, wait_
         }
         match client.check_stat(&path).await {
             Ok(Some(stat)) if stat.ephemeral_owner == client.session_id().0 => {
-                client.set_data(&path, &data, None).await.map_err(|e| CoordError::zk(&path, e))?;
+                client
+                    .set_data(&path, &data, None)
+                    .await
+                    .map_err(|e| CoordError::zk(&path, e))?;
                 return Ok(());
             }
             Ok(Some(stat)) => {
@@ -74,8 +82,14 @@ pub async fn deregister(client: &Client, paths: &ZkPaths, id: &str) -> CoordResu
 }
 
 /// The live workers, and a watcher that fires when one joins or leaves.
-pub async fn watch_workers(client: &Client, paths: &ZkPaths) -> CoordResult<(Vec<WorkerInfo>, OneshotWatcher)> {
+pub async fn watch_workers(
+    client: &Client,
+    paths: &ZkPaths,
+) -> CoordResult<(Vec<WorkerInfo>, OneshotWatcher)> {
     let dir = paths.workers();
-    let (ids, watcher) = client.list_and_watch_children(&dir).await.map_err(|e| CoordError::zk(&dir, e))?;
+    let (ids, watcher) = client
+        .list_and_watch_children(&dir)
+        .await
+        .map_err(|e| CoordError::zk(&dir, e))?;
     Ok((read_workers(client, paths, ids).await?, watcher))
 }

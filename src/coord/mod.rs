@@ -24,5 +24,8 @@ pub use actor::{CoordActor, CoordConfig, CoordEvent, SessionEvent};
 pub use error::{CoordError, CoordResult};
 pub use fencing::FenceToken;
 pub use leader::Leader;
-pub use model::{CheckpointMeta, JobAssignment, JobSpec, TaskAssignment, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo};
+pub use model::{
+    CheckpointMeta, JobAssignment, JobSpec, TaskAssignment, TaskError, TaskId, TaskState,
+    TaskStatus, WorkerInfo,
+};
 pub use paths::ZkPaths;

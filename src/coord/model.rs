@@ -22,7 +22,10 @@ pub const MAX_PARALLELISM: u32 = 10_000;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Parses the JSON stored at znode `path`; bad bytes give [`CoordError::Malformed`] naming `path`.
@@ -33,13 +36,18 @@ pub fn now_ms() -> u64 {
 /// assert!(matches!(err, CoordError::Malformed { ref path, .. } if path == "/weir/jobs/j/spec"));
 /// ```
 pub fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> CoordResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| CoordError::Malformed { path: path.to_string(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| CoordError::Malformed {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Serializes a document for znode `path`.
 pub fn encode<T: Serialize>(path: &str, value: &T) -> CoordResult<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| CoordError::Invalid { field: path.to_string(), reason: format!("cannot serialize: {e}") })
+    serde_json::to_vec(value).map_err(|e| CoordError::Invalid {
+        field: path.to_string(),
+        reason: format!("cannot serialize: {e}"),
+    })
 }
 
 /// A live worker, stored (as JSON) in its ephemeral znode `/workers/<id>`.
@@ -64,7 +72,10 @@ impl WorkerInfo {
     pub fn validate(&self) -> CoordResult<()> {
         validate_name("WorkerInfo.id", &self.id)?;
         if self.capacity == 0 {
-            return Err(CoordError::Invalid { field: "WorkerInfo.capacity".into(), reason: "must be at least 1".into() });
+            return Err(CoordError::Invalid {
+                field: "WorkerInfo.capacity".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -115,7 +126,9 @@ impl JobSpec {
 
     /// The ids of this job's tasks: `<name>-0 .. <name>-<parallelism-1>`.
     pub fn task_ids(&self) -> Vec<TaskId> {
-        (0..self.parallelism).map(|i| TaskId::new(&self.name, i)).collect()
+        (0..self.parallelism)
+            .map(|i| TaskId::new(&self.name, i))
+            .collect()
     }
 }
 
@@ -138,7 +151,10 @@ pub struct TaskId {
 impl TaskId {
     /// Task `index` of `job`.
     pub fn new(job: &str, index: u32) -> Self {
-        TaskId { job: job.to_string(), index }
+        TaskId {
+            job: job.to_string(),
+            index,
+        }
     }
 }
 
@@ -151,13 +167,19 @@ impl fmt::Display for TaskId {
 impl FromStr for TaskId {
     type Err = CoordError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || CoordError::Invalid { field: "TaskId".into(), reason: format!("{s:?} is not <job>-<index>") };
+        let bad = || CoordError::Invalid {
+            field: "TaskId".into(),
+            reason: format!("{s:?} is not <job>-<index>"),
+        };
         let (job, idx) = s.rsplit_once('-').ok_or_else(bad)?;
         if job.is_empty() {
             return Err(bad());
         }
         let index = idx.parse::<u32>().map_err(|_| bad())?;
-        Ok(TaskId { job: job.to_string(), index })
+        Ok(TaskId {
+            job: job.to_string(),
+            index,
+        })
     }
 }
 
@@ -195,7 +217,10 @@ pub struct JobAssignment {
 impl JobAssignment {
     /// The tasks placed on `worker`, with their epochs.
     pub fn tasks_of<'a>(&'a self, worker: &'a str) -> impl Iterator<Item = (&'a TaskId, u64)> + 'a {
-        self.tasks.iter().filter(move |(_, a)| a.worker == worker).map(|(t, a)| (t, a.epoch))
+        self.tasks
+            .iter()
+            .filter(move |(_, a)| a.worker == worker)
+            .map(|(t, a)| (t, a.epoch))
     }
 }
 
@@ -220,7 +245,10 @@ pub enum TaskStatus {
 impl TaskStatus {
     /// FAILED, FINISHED and CANCELLED are terminal: a move keeps them as they are.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Failed | TaskStatus::Finished | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Failed | TaskStatus::Finished | TaskStatus::Cancelled
+        )
     }
 }
 
@@ -305,7 +333,10 @@ mod tests {
         let mut s = TaskState::scheduled("w1", 3);
         s.state = TaskStatus::Restarting;
         s.offsets.insert("clicks/0".into(), 42);
-        s.last_error = Some(TaskError { message: "boom".into(), at_ms: 7 });
+        s.last_error = Some(TaskError {
+            message: "boom".into(),
+            at_ms: 7,
+        });
         let json = String::from_utf8(encode("/x", &s).unwrap()).unwrap();
         assert!(json.contains("\"state\":\"RESTARTING\""), "{json}");
         let back: TaskState = decode("/x", json.as_bytes()).unwrap();
@@ -323,9 +354,24 @@ mod tests {
 
     #[test]
     fn assignment_round_trips_with_task_id_keys() {
-        let mut a = JobAssignment { epoch: 5, tasks: BTreeMap::new() };
-        a.tasks.insert(TaskId::new("j-x", 10), TaskAssignment { worker: "w1".into(), epoch: 5 });
-        a.tasks.insert(TaskId::new("j-x", 2), TaskAssignment { worker: "w2".into(), epoch: 1 });
+        let mut a = JobAssignment {
+            epoch: 5,
+            tasks: BTreeMap::new(),
+        };
+        a.tasks.insert(
+            TaskId::new("j-x", 10),
+            TaskAssignment {
+                worker: "w1".into(),
+                epoch: 5,
+            },
+        );
+        a.tasks.insert(
+            TaskId::new("j-x", 2),
+            TaskAssignment {
+                worker: "w2".into(),
+                epoch: 1,
+            },
+        );
         let bytes = encode("/a", &a).unwrap();
         let json = String::from_utf8(bytes.clone()).unwrap();
         assert!(json.contains("\"j-x-10\""), "{json}");
@@ -335,7 +381,8 @@ mod tests {
 
     #[test]
     fn malformed_names_the_path() {
-        let err = decode::<TaskState>("/r/jobs/j/tasks/j-0/state", b"{\"state\":\"DANCING\"}").unwrap_err();
+        let err = decode::<TaskState>("/r/jobs/j/tasks/j-0/state", b"{\"state\":\"DANCING\"}")
+            .unwrap_err();
         match err {
             CoordError::Malformed { path, reason } => {
                 assert_eq!(path, "/r/jobs/j/tasks/j-0/state");
@@ -343,18 +390,55 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(decode::<JobAssignment>("/a", br#"{"epoch":1,"tasks":{"nodash":{"worker":"w","epoch":1}}}"#).is_err());
+        assert!(decode::<JobAssignment>(
+            "/a",
+            br#"{"epoch":1,"tasks":{"nodash":{"worker":"w","epoch":1}}}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn spec_validation_names_fields() {
-        let spec = JobSpec { name: "bad name".into(), job_type: "t".into(), parallelism: 1, config: BTreeMap::new() };
-        assert!(matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.name"));
-        let spec = JobSpec { name: "ok".into(), job_type: "".into(), parallelism: 1, config: BTreeMap::new() };
-        assert!(matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.job_type"));
-        let spec = JobSpec { name: "ok".into(), job_type: "t".into(), parallelism: 3, config: BTreeMap::new() };
-        assert_eq!(spec.task_ids().iter().map(|t| t.to_string()).collect::<Vec<_>>(), ["ok-0", "ok-1", "ok-2"]);
-        let w = WorkerInfo { id: "w1".into(), address: "x".into(), capacity: 0, job_types: vec![], version: "1".into() };
-        assert!(matches!(w.validate(), Err(CoordError::Invalid { field, .. }) if field == "WorkerInfo.capacity"));
+        let spec = JobSpec {
+            name: "bad name".into(),
+            job_type: "t".into(),
+            parallelism: 1,
+            config: BTreeMap::new(),
+        };
+        assert!(
+            matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.name")
+        );
+        let spec = JobSpec {
+            name: "ok".into(),
+            job_type: "".into(),
+            parallelism: 1,
+            config: BTreeMap::new(),
+        };
+        assert!(
+            matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.job_type")
+        );
+        let spec = JobSpec {
+            name: "ok".into(),
+            job_type: "t".into(),
+            parallelism: 3,
+            config: BTreeMap::new(),
+        };
+        assert_eq!(
+            spec.task_ids()
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+            ["ok-0", "ok-1", "ok-2"]
+        );
+        let w = WorkerInfo {
+            id: "w1".into(),
+            address: "x".into(),
+            capacity: 0,
+            job_types: vec![],
+            version: "1".into(),
+        };
+        assert!(
+            matches!(w.validate(), Err(CoordError::Invalid { field, .. }) if field == "WorkerInfo.capacity")
+        );
     }
 }

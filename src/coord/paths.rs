@@ -35,7 +35,9 @@ pub struct ZkPaths {
 
 impl Default for ZkPaths {
     fn default() -> Self {
-        ZkPaths { root: DEFAULT_ROOT.to_string() }
+        ZkPaths {
+            root: DEFAULT_ROOT.to_string(),
+        }
     }
 }
 
@@ -43,7 +45,10 @@ impl ZkPaths {
     /// A layout under `root`, which must be an absolute path without a trailing slash
     /// (e.g. `/weir` or `/weir-test-election-42`).
     pub fn new(root: &str) -> CoordResult<Self> {
-        let bad = |reason: &str| CoordError::Invalid { field: "root".into(), reason: format!("{root:?}: {reason}") };
+        let bad = |reason: &str| CoordError::Invalid {
+            field: "root".into(),
+            reason: format!("{root:?}: {reason}"),
+        };
         if !root.starts_with('/') {
             return Err(bad("must start with '/'"));
         }
@@ -56,7 +61,9 @@ impl ZkPaths {
         for seg in root[1..].split('/') {
             validate_name("root segment", seg)?;
         }
-        Ok(ZkPaths { root: root.to_string() })
+        Ok(ZkPaths {
+            root: root.to_string(),
+        })
     }
 
     /// The root itself.
@@ -130,7 +137,10 @@ impl ZkPaths {
 /// assert!(validate_name("JobSpec.name", "a/b").is_err());
 /// ```
 pub fn validate_name(field: &str, name: &str) -> CoordResult<()> {
-    let bad = |reason: String| CoordError::Invalid { field: field.to_string(), reason };
+    let bad = |reason: String| CoordError::Invalid {
+        field: field.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(bad("must not be empty".into()));
     }
@@ -140,8 +150,13 @@ pub fn validate_name(field: &str, name: &str) -> CoordResult<()> {
     if name == "." || name == ".." {
         return Err(bad(format!("{name:?} is reserved")));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(bad(format!("{name:?} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(format!(
+            "{name:?} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
+        )));
     }
     Ok(())
 }

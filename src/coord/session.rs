@@ -85,7 +85,10 @@ impl SessionStatus {
     fn new(address: &str, session_timeout: Duration) -> Self {
         SessionStatus {
             address: address.to_string(),
-            phase: Phase::Connecting { attempt: 0, last_error: None },
+            phase: Phase::Connecting {
+                attempt: 0,
+                last_error: None,
+            },
             session_id: None,
             session_timeout,
             last_heard: None,
@@ -116,8 +119,14 @@ impl SessionStatus {
     /// A one-line human description, e.g. `waiting for ZooKeeper at 127.0.0.1:2181 (attempt 3: ...)`.
     pub fn describe(&self) -> String {
         match &self.phase {
-            Phase::Connecting { attempt, last_error } => match last_error {
-                Some(e) => format!("waiting for ZooKeeper at {} (attempt {attempt}: {e})", self.address),
+            Phase::Connecting {
+                attempt,
+                last_error,
+            } => match last_error {
+                Some(e) => format!(
+                    "waiting for ZooKeeper at {} (attempt {attempt}: {e})",
+                    self.address
+                ),
                 None => format!("waiting for ZooKeeper at {}", self.address),
             },
             Phase::Connected => format!(
@@ -130,9 +139,14 @@ impl SessionStatus {
                 "disconnected from ZooKeeper at {} for {:?}; session may be alive for {:?} more",
                 self.address,
                 since.elapsed(),
-                self.may_be_alive_until().map(|d| d.saturating_duration_since(Instant::now())).unwrap_or_default()
+                self.may_be_alive_until()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default()
             ),
-            Phase::Expired => format!("session expired; reconnecting to ZooKeeper at {}", self.address),
+            Phase::Expired => format!(
+                "session expired; reconnecting to ZooKeeper at {}",
+                self.address
+            ),
             Phase::Closed => "closed".to_string(),
         }
     }
@@ -145,7 +159,10 @@ pub struct StatusHandle(Arc<RwLock<SessionStatus>>);
 impl StatusHandle {
     /// A handle in the `Connecting` phase for `address`.
     pub fn new(address: &str, session_timeout: Duration) -> Self {
-        StatusHandle(Arc::new(RwLock::new(SessionStatus::new(address, session_timeout))))
+        StatusHandle(Arc::new(RwLock::new(SessionStatus::new(
+            address,
+            session_timeout,
+        ))))
     }
 
     /// A snapshot.
@@ -205,7 +222,12 @@ pub async fn connect_with_backoff(cfg: &SessionConfig, status: &StatusHandle) ->
             Err(e) => {
                 let msg = e.to_string();
                 tracing::warn!(address = %cfg.address, attempt, error = %msg, "waiting for ZooKeeper at {}", cfg.address);
-                status.update(|s| s.phase = Phase::Connecting { attempt, last_error: Some(msg) });
+                status.update(|s| {
+                    s.phase = Phase::Connecting {
+                        attempt,
+                        last_error: Some(msg),
+                    }
+                });
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(cfg.backoff_max);
             }
@@ -222,8 +244,14 @@ pub async fn connect_once(cfg: &SessionConfig) -> Result<Client, CoordError> {
     // Bound the attempt: an unanswering (not refusing) address would otherwise wait a whole session timeout.
     match tokio::time::timeout(cfg.session_timeout.max(Duration::from_secs(1)) * 2, fut).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(CoordError::Unreachable { address: cfg.address.clone(), reason: e.to_string() }),
-        Err(_) => Err(CoordError::Unreachable { address: cfg.address.clone(), reason: "connect timed out".into() }),
+        Ok(Err(e)) => Err(CoordError::Unreachable {
+            address: cfg.address.clone(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(CoordError::Unreachable {
+            address: cfg.address.clone(),
+            reason: "connect timed out".into(),
+        }),
     }
 }
 
@@ -235,7 +263,10 @@ mod tests {
     fn liveness_bound_after_disconnect() {
         let h = StatusHandle::new("127.0.0.1:1", Duration::from_secs(10));
         assert!(h.get().may_be_alive_until().is_none(), "no session yet");
-        assert!(h.get().describe().starts_with("waiting for ZooKeeper at 127.0.0.1:1"));
+        assert!(h
+            .get()
+            .describe()
+            .starts_with("waiting for ZooKeeper at 127.0.0.1:1"));
         h.update(|s| s.phase = Phase::Connected);
         h.touch();
         h.mark_disconnected();
@@ -243,7 +274,10 @@ mod tests {
         let until = s.may_be_alive_until().unwrap();
         let left = until.saturating_duration_since(Instant::now());
         // last_heard is now (touched just before), so ~10 s are left, and never more.
-        assert!(left <= Duration::from_secs(10) && left > Duration::from_secs(9), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(10) && left > Duration::from_secs(9),
+            "{left:?}"
+        );
         assert!(s.describe().contains("disconnected"));
     }
 
@@ -251,8 +285,15 @@ mod tests {
     fn disconnect_without_recent_contact_uses_the_conservative_floor() {
         let h = StatusHandle::new("x:1", Duration::from_secs(10));
         h.mark_disconnected();
-        let left = h.get().may_be_alive_until().unwrap().saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(6) && left > Duration::from_secs(5), "{left:?}");
+        let left = h
+            .get()
+            .may_be_alive_until()
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert!(
+            left <= Duration::from_secs(6) && left > Duration::from_secs(5),
+            "{left:?}"
+        );
     }
 
     #[tokio::test]
@@ -260,7 +301,12 @@ mod tests {
         let mut cfg = SessionConfig::new("127.0.0.1:1");
         cfg.session_timeout = Duration::from_secs(1);
         let err = connect_once(&cfg).await.unwrap_err();
-        assert!(matches!(err, CoordError::Unreachable { ref address, .. } if address == "127.0.0.1:1"), "{err}");
-        assert!(err.to_string().contains("waiting for ZooKeeper at 127.0.0.1:1"));
+        assert!(
+            matches!(err, CoordError::Unreachable { ref address, .. } if address == "127.0.0.1:1"),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("waiting for ZooKeeper at 127.0.0.1:1"));
     }
 }

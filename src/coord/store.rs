@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Stat};
 
 use super::error::{CoordError, CoordResult};
-use super::model::{decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskId, TaskState, WorkerInfo};
+use super::model::{
+    decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskId, TaskState, WorkerInfo,
+};
 use super::paths::{validate_name, ZkPaths};
 
 /// Options for persistent znodes (open ACL: weir runs on a trusted network).
@@ -41,13 +43,19 @@ pub struct JobView {
 /// Creates the root and its `workers`, `leader` and `jobs` directories if missing.
 pub async fn ensure_layout(client: &Client, paths: &ZkPaths) -> CoordResult<()> {
     for dir in paths.base_dirs() {
-        client.mkdir(&dir, &persistent()).await.map_err(|e| CoordError::zk(&dir, e))?;
+        client
+            .mkdir(&dir, &persistent())
+            .await
+            .map_err(|e| CoordError::zk(&dir, e))?;
     }
     Ok(())
 }
 
 /// Reads and decodes the JSON at `path`; `Ok(None)` if the znode does not exist.
-pub async fn read_json<T: DeserializeOwned>(client: &Client, path: &str) -> CoordResult<Option<(T, Stat)>> {
+pub async fn read_json<T: DeserializeOwned>(
+    client: &Client,
+    path: &str,
+) -> CoordResult<Option<(T, Stat)>> {
     match client.get_data(path).await {
         Ok((data, stat)) => Ok(Some((decode(path, &data)?, stat))),
         Err(zookeeper_client::Error::NoNode) => Ok(None),
@@ -70,7 +78,9 @@ pub async fn create_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
     add(w.add_create(&spec_path, &data, &opts), &spec_path)?;
     add(w.add_create(&paths.tasks(job), b"", &opts), &dir)?;
     add(w.add_create(&paths.checkpoints(job), b"", &opts), &dir)?;
-    w.commit().await.map_err(|e| CoordError::zk(&dir, e.into()))?;
+    w.commit()
+        .await
+        .map_err(|e| CoordError::zk(&dir, e.into()))?;
     tracing::info!(job = %job, parallelism = spec.parallelism, "job submitted");
     Ok(())
 }
@@ -80,7 +90,10 @@ pub async fn update_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
     spec.validate()?;
     let path = paths.spec(&spec.name);
     let data = encode(&path, spec)?;
-    client.set_data(&path, &data, None).await.map_err(|e| CoordError::zk(&path, e))?;
+    client
+        .set_data(&path, &data, None)
+        .await
+        .map_err(|e| CoordError::zk(&path, e))?;
     Ok(())
 }
 
@@ -89,13 +102,19 @@ pub async fn update_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
 pub async fn cancel_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
     validate_name("job", job)?;
     let path = paths.spec(job);
-    client.delete(&path, None).await.map_err(|e| CoordError::zk(&path, e))
+    client
+        .delete(&path, None)
+        .await
+        .map_err(|e| CoordError::zk(&path, e))
 }
 
 /// Names of the submitted jobs.
 pub async fn list_jobs(client: &Client, paths: &ZkPaths) -> CoordResult<Vec<String>> {
     let path = paths.jobs();
-    let mut jobs = client.list_children(&path).await.map_err(|e| CoordError::zk(&path, e))?;
+    let mut jobs = client
+        .list_children(&path)
+        .await
+        .map_err(|e| CoordError::zk(&path, e))?;
     jobs.sort();
     Ok(jobs)
 }
@@ -104,12 +123,19 @@ pub async fn list_jobs(client: &Client, paths: &ZkPaths) -> CoordResult<Vec<Stri
 /// with malformed JSON is skipped with a warning (it cannot be given tasks).
 pub async fn list_workers(client: &Client, paths: &ZkPaths) -> CoordResult<Vec<WorkerInfo>> {
     let path = paths.workers();
-    let ids = client.list_children(&path).await.map_err(|e| CoordError::zk(&path, e))?;
+    let ids = client
+        .list_children(&path)
+        .await
+        .map_err(|e| CoordError::zk(&path, e))?;
     read_workers(client, paths, ids).await
 }
 
 /// Reads the `WorkerInfo` of each listed worker id (see [`list_workers`]).
-pub async fn read_workers(client: &Client, paths: &ZkPaths, mut ids: Vec<String>) -> CoordResult<Vec<WorkerInfo>> {
+pub async fn read_workers(
+    client: &Client,
+    paths: &ZkPaths,
+    mut ids: Vec<String>,
+) -> CoordResult<Vec<WorkerInfo>> {
     ids.sort();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -124,20 +150,36 @@ pub async fn read_workers(client: &Client, paths: &ZkPaths, mut ids: Vec<String>
 }
 
 /// Reads the assignment of `job` with its version.
-pub async fn read_assignment(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<Option<(JobAssignment, i32)>> {
-    Ok(read_json::<JobAssignment>(client, &paths.assignment(job)).await?.map(|(a, s)| (a, s.version)))
+pub async fn read_assignment(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+) -> CoordResult<Option<(JobAssignment, i32)>> {
+    Ok(read_json::<JobAssignment>(client, &paths.assignment(job))
+        .await?
+        .map(|(a, s)| (a, s.version)))
 }
 
 /// Reads the latest completed checkpoint of `job`.
-pub async fn read_checkpoint(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<Option<CheckpointMeta>> {
-    Ok(read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job)).await?.map(|(c, _)| c))
+pub async fn read_checkpoint(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+) -> CoordResult<Option<CheckpointMeta>> {
+    Ok(
+        read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job))
+            .await?
+            .map(|(c, _)| c),
+    )
 }
 
 /// Reads everything about `job`. Malformed JSON anywhere gives `Malformed` naming that znode.
 pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<JobView> {
     validate_name("job", job)?;
     let spec_path = paths.spec(job);
-    let (spec, _) = read_json::<JobSpec>(client, &spec_path).await?.ok_or(CoordError::NoNode { path: spec_path })?;
+    let (spec, _) = read_json::<JobSpec>(client, &spec_path)
+        .await?
+        .ok_or(CoordError::NoNode { path: spec_path })?;
     let assignment = read_assignment(client, paths, job).await?;
     let tasks_dir = paths.tasks(job);
     let mut tasks = BTreeMap::new();
@@ -148,7 +190,9 @@ pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResul
                     path: paths.task(job, &name),
                     reason: format!("{name:?} is not a task id <job>-<index>"),
                 })?;
-                if let Some((st, _)) = read_json::<TaskState>(client, &paths.task_state(job, &name)).await? {
+                if let Some((st, _)) =
+                    read_json::<TaskState>(client, &paths.task_state(job, &name)).await?
+                {
                     tasks.insert(id, st);
                 }
             }
@@ -157,7 +201,12 @@ pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResul
         Err(e) => return Err(CoordError::zk(&tasks_dir, e)),
     }
     let checkpoint = read_checkpoint(client, paths, job).await?;
-    Ok(JobView { spec, assignment, tasks, checkpoint })
+    Ok(JobView {
+        spec,
+        assignment,
+        tasks,
+        checkpoint,
+    })
 }
 
 /// Deletes `path` and everything under it; a missing node is not an error.
@@ -190,5 +239,8 @@ pub async fn delete_recursive(client: &Client, path: &str) -> CoordResult<()> {
             return Ok(());
         }
     }
-    Err(CoordError::Conflict { path: path.to_string(), expected: -1 })
+    Err(CoordError::Conflict {
+        path: path.to_string(),
+        expected: -1,
+    })
 }

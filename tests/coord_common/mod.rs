@@ -18,7 +18,10 @@ use zookeeper_client::Client;
 
 /// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
 pub fn zk_addr() -> String {
-    format!("127.0.0.1:{}", std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into()))
+    format!(
+        "127.0.0.1:{}",
+        std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into())
+    )
 }
 
 /// Connects to the real ZooKeeper or fails the test loudly.
@@ -46,7 +49,10 @@ pub struct TestRoot {
 
 impl TestRoot {
     pub async fn new(name: &str) -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let root = format!(
             "/weir-test-{name}-{}-{nanos}-{}",
             std::process::id(),
@@ -64,7 +70,10 @@ impl Drop for TestRoot {
         let root = self.root.clone();
         // Own thread and runtime: Drop may run inside (or after) the test's runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let mut cfg = SessionConfig::new(zk_addr());
                 cfg.session_timeout = Duration::from_secs(5);
@@ -163,7 +172,9 @@ impl Proxy {
         let (b, cs) = (blocked.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if b.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -177,7 +188,12 @@ impl Proxy {
                 cs.lock().unwrap().push(h.abort_handle());
             }
         });
-        Proxy { addr, blocked, conns, accept }
+        Proxy {
+            addr,
+            blocked,
+            conns,
+            accept,
+        }
     }
 
     pub fn block(&self) {
