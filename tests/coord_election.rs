@@ -21,7 +21,11 @@ async fn three_candidates_one_leader_and_failover() {
         cfg.root = root.root.clone();
         cfg.candidate = Some(id.to_string());
         cfg.session.session_timeout = Duration::from_secs(4);
-        actors.push((id, CoordActor::new(cfg, Some(rcpt)).start(), events));
+        actors.push((
+            id,
+            CoordActor::new(cfg, Some(rcpt)).unwrap().start(),
+            events,
+        ));
     }
 
     let leaders = |actors: Vec<(&'static str, Addr<CoordActor>)>| async move {

@@ -31,7 +31,7 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
     cfg.root = root.root.clone();
     cfg.worker = Some(worker("wl", 10));
     cfg.candidate = Some("wl".into());
-    let l = CoordActor::new(cfg, Some(l_rcpt)).start();
+    let l = CoordActor::new(cfg, Some(l_rcpt)).unwrap().start();
 
     // Worker A through the proxy, 2 s session.
     let (a_rcpt, a_events) = collector();
@@ -41,7 +41,7 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
     cfg.session.session_timeout = Duration::from_secs(2);
     cfg.session.backoff_initial = Duration::from_millis(50);
     cfg.session.backoff_max = Duration::from_millis(200);
-    let a_actor = CoordActor::new(cfg, Some(a_rcpt));
+    let a_actor = CoordActor::new(cfg, Some(a_rcpt)).unwrap();
     let a_status = a_actor.status_handle();
     let a = a_actor.start();
 

@@ -171,7 +171,7 @@ async fn actor_write_task_state_is_fenced_too() {
 
     let mut cfg = CoordConfig::new(zk_addr());
     cfg.root = root.root.clone();
-    let coord = CoordActor::new(cfg, None).start();
+    let coord = CoordActor::new(cfg, None).unwrap().start();
     let tok = FenceToken {
         job: "j".into(),
         task: TaskId::new("j", 0),
@@ -190,6 +190,41 @@ async fn actor_write_task_state_is_fenced_too() {
     })
     .await;
     assert_eq!(out, WriteOutcome::Written);
+
+    // Progress without a status change is rate-limited, and the newest one is written later.
+    let spath = p.task_state("j", "j-0");
+    let mut progress = st.clone();
+    for n in 1..=20 {
+        progress.records_in = n;
+        let out = coord
+            .send(WriteTaskState {
+                token: tok.clone(),
+                state: progress.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            WriteOutcome::Deferred,
+            "update {n} within the interval"
+        );
+    }
+    let stored: TaskState = serde_json::from_slice(&c.get_data(&spath).await.unwrap().0).unwrap();
+    assert_eq!(stored.records_in, 0, "not written yet");
+    wait_for(
+        "the deferred state to be flushed",
+        Duration::from_secs(5),
+        || {
+            let (c, sp) = (c.clone(), spath.clone());
+            async move {
+                let (data, _) = c.get_data(&sp).await.ok()?;
+                let s: TaskState = serde_json::from_slice(&data).ok()?;
+                (s.records_in == 20).then_some(())
+            }
+        },
+    )
+    .await;
 
     c.set_data(
         &apath,

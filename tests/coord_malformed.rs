@@ -54,7 +54,7 @@ async fn malformed_spec_state_and_assignment_name_the_path() {
     // Through the actor as well.
     let mut cfg = CoordConfig::new(zk_addr());
     cfg.root = root.root.clone();
-    let coord = CoordActor::new(cfg, None).start();
+    let coord = CoordActor::new(cfg, None).unwrap().start();
     let err = wait_for("the actor's answer", Duration::from_secs(10), || {
         let co = coord.clone();
         async move {

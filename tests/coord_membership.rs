@@ -19,7 +19,7 @@ async fn registration_creates_ephemeral_json_and_closing_the_session_removes_it(
     let mut cfg = CoordConfig::new(zk_addr());
     cfg.root = root.root.clone();
     cfg.worker = Some(worker("w1", 3));
-    let actor = CoordActor::new(cfg, Some(rcpt));
+    let actor = CoordActor::new(cfg, Some(rcpt)).unwrap();
     let status = actor.status_handle();
     let coord = actor.start();
 
@@ -78,7 +78,7 @@ async fn unreachable_zookeeper_is_reported_not_fatal() {
     cfg.session.backoff_initial = Duration::from_millis(20);
     cfg.session.backoff_max = Duration::from_millis(100);
     cfg.session.session_timeout = Duration::from_secs(1);
-    let coord = CoordActor::new(cfg, None).start();
+    let coord = CoordActor::new(cfg, None).unwrap().start();
     let status = wait_for("a failed attempt", Duration::from_secs(10), || {
         let c = coord.clone();
         async move {

@@ -47,7 +47,8 @@
 //!     cfg.candidate = Some("w1".into());
 //!     let arbiter = Arbiter::new();
 //!     let recipient = worker.recipient();
-//!     let coord = CoordActor::start_in_arbiter(&arbiter.handle(), move |_| CoordActor::new(cfg, Some(recipient)));
+//!     let actor = CoordActor::new(cfg, Some(recipient)).expect("valid root");
+//!     let coord = CoordActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
 //!     # let _ = coord;
 //! }
 //! ```
@@ -169,16 +170,12 @@ pub struct CoordActor {
 }
 
 impl CoordActor {
-    /// A new actor; it connects when started. An invalid `root` is reported at once as a
-    /// log error and the default root is used instead only if `root` is empty.
-    pub fn new(cfg: CoordConfig, subscriber: Option<Recipient<CoordEvent>>) -> Self {
-        let paths = ZkPaths::new(&cfg.root).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "invalid coordination root; using {DEFAULT_ROOT}");
-            ZkPaths::default()
-        });
+    /// A new actor; it connects when started. Fails only on an invalid `cfg.root`.
+    pub fn new(cfg: CoordConfig, subscriber: Option<Recipient<CoordEvent>>) -> CoordResult<Self> {
+        let paths = ZkPaths::new(&cfg.root)?;
         let status = StatusHandle::new(&cfg.session.address, cfg.session.session_timeout);
         let limiter = TaskStateLimiter::new(cfg.state_write_interval);
-        CoordActor {
+        Ok(CoordActor {
             cfg,
             paths,
             subscriber,
@@ -189,7 +186,7 @@ impl CoordActor {
             limiter,
             versions: Arc::new(DashMap::new()),
             connecting: None,
-        }
+        })
     }
 
     /// A handle on the session status, readable from any thread without a message
