@@ -1032,3 +1032,25 @@ impl Handler<Shutdown> for CoordActor {
         ctx.stop();
     }
 }
+
+/// One cheap round trip on the current session (an `exists` on the root); answers the id
+/// of the session that served it. A worker's write lease is renewed from it: the server
+/// answered, so the session lived at least until the request was sent plus the timeout.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<i64>")]
+pub struct Ping;
+
+impl Handler<Ping> for CoordActor {
+    type Result = ResponseFuture<CoordResult<i64>>;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let status = self.status.clone();
+        with_client!(self, |c, p| {
+            let root = p.root().to_string();
+            c.check_stat(&root)
+                .await
+                .map_err(|e| CoordError::zk(&root, e))?;
+            status.touch();
+            Ok(c.session_id().0)
+        })
+    }
+}
