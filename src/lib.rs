@@ -27,3 +27,4 @@ pub mod actors;
 pub mod connectors;
 pub mod coord;
 pub mod pipeline;
+pub mod service;
