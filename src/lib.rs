@@ -24,5 +24,6 @@
 //! ```
 
 pub mod actors;
+pub mod apps;
 pub mod connectors;
 pub mod pipeline;
