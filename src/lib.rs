@@ -26,4 +26,5 @@
 pub mod actors;
 pub mod apps;
 pub mod connectors;
+pub mod coord;
 pub mod pipeline;
