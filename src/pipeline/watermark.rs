@@ -62,13 +62,6 @@ impl Watermarks {
         self.idle_timeout
     }
 
-    /// The out-of-orderness bound in milliseconds (`None`: no watermarks
-    /// until the input ends). Readers that track event time per partition
-    /// apply it themselves.
-    pub fn bound_ms(&self) -> Option<i64> {
-        self.bound_ms
-    }
-
     /// A generator for one source task.
     pub fn generator(&self) -> WatermarkGenerator {
         WatermarkGenerator {
