@@ -14,6 +14,8 @@
 pub mod admin;
 pub mod error;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod lease;
 pub mod registry;
 pub mod view;
