@@ -15,6 +15,7 @@ use serde_json::Value;
 #[path = "../common/mod.rs"]
 pub mod kafka;
 
+#[allow(unused_imports)]
 pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, Rec};
 
 /// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
