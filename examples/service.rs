@@ -27,7 +27,11 @@ use weir::service::registry::partitions_of_task;
 use weir::service::{run_worker, JobTypeRegistry, TaskBuild, TaskEnv, WorkerConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "service", version, about = "weir worker with the etl and clicks job types")]
+#[command(
+    name = "service",
+    version,
+    about = "weir worker with the etl and clicks job types"
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -77,7 +81,11 @@ fn my_partitions(env: &TaskEnv, input: &str) -> Result<Vec<i32>, String> {
     Ok(mine)
 }
 
-fn probe(env: &TaskEnv, input: &str, parts: &[i32]) -> Option<Arc<dyn weir::service::ProgressProbe>> {
+fn probe(
+    env: &TaskEnv,
+    input: &str,
+    parts: &[i32],
+) -> Option<Arc<dyn weir::service::ProgressProbe>> {
     KafkaLagProbe::new(&env.brokers, &env.group(), input, parts.to_vec())
         .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
         .ok()

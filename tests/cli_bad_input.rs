@@ -14,12 +14,20 @@ use weir::coord::store::{ensure_layout, persistent};
 use weir::coord::{WorkerInfo, ZkPaths};
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn expect(o: Output, code: i32, needle: &str) {
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(code), "expected exit {code} with {needle:?}, got:\n{t}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit {code} with {needle:?}, got:\n{t}"
+    );
     assert!(t.contains(needle), "expected {needle:?} in:\n{t}");
     assert!(!t.contains("panicked"), "a panic:\n{t}");
 }
@@ -38,9 +46,22 @@ fn zookeeper_unreachable_is_a_clear_bounded_error() {
 fn worker_waits_for_zookeeper_and_says_so() {
     let mut p = Proc::spawn(
         "service",
-        &["worker", "--zk", "127.0.0.1:1", "--brokers", "127.0.0.1:9092", "--id", "lonely", "--session-timeout-ms", "2000"],
+        &[
+            "worker",
+            "--zk",
+            "127.0.0.1:1",
+            "--brokers",
+            "127.0.0.1:9092",
+            "--id",
+            "lonely",
+            "--session-timeout-ms",
+            "2000",
+        ],
     );
-    p.wait_for_log("waiting for ZooKeeper at 127.0.0.1:1", Duration::from_secs(15));
+    p.wait_for_log(
+        "waiting for ZooKeeper at 127.0.0.1:1",
+        Duration::from_secs(15),
+    );
     let log = p.terminate(Duration::from_secs(10));
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -49,12 +70,17 @@ fn worker_waits_for_zookeeper_and_says_so() {
 fn bad_submissions_and_malformed_nodes() {
     let _ = ensure_services();
     let root = format!("/{}", unique("weir-test-cli"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let paths = ZkPaths::new(&root).unwrap();
     let client = rt.block_on(async {
         let mut cfg = SessionConfig::new(zk_addr());
         cfg.session_timeout = std::time::Duration::from_secs(10);
-        let c = connect_once(&cfg).await.expect("ZooKeeper: run scripts/services up");
+        let c = connect_once(&cfg)
+            .await
+            .expect("ZooKeeper: run scripts/services up");
         ensure_layout(&c, &paths).await.unwrap();
         c
     });
@@ -82,19 +108,42 @@ fn bad_submissions_and_malformed_nodes() {
             job_types: vec!["clicks".into(), "etl".into()],
             version: "test".into(),
         };
-        register(&client, &paths, &w, Duration::from_secs(1)).await.unwrap();
+        register(&client, &paths, &w, Duration::from_secs(1))
+            .await
+            .unwrap();
     });
     expect(submit("nope", "j1", "2"), 1, "unknown job type \"nope\"");
     expect(submit("nope", "j1", "2"), 1, "clicks, etl");
     expect(submit("etl", "j1", "0"), 2, "--parallelism");
     expect(submit("etl", "bad/name", "1"), 2, "--name");
-    expect(weir(&["submit", "etl", "--name", "j1", "--parallelism", "1", "--set", "novalue"]), 2, "key=value");
-    expect(weir(&["submit", "etl", "--name", "j1", "--parallelism", "-3"]), 2, "");
+    expect(
+        weir(&[
+            "submit",
+            "etl",
+            "--name",
+            "j1",
+            "--parallelism",
+            "1",
+            "--set",
+            "novalue",
+        ]),
+        2,
+        "key=value",
+    );
+    expect(
+        weir(&["submit", "etl", "--name", "j1", "--parallelism", "-3"]),
+        2,
+        "",
+    );
     expect(submit("etl", "j1", "2"), 0, "submitted job j1");
     expect(submit("etl", "j1", "2"), 1, "already exists");
     expect(weir(&["workers"]), 0, "fake");
     expect(weir(&["cancel", "ghost"]), 1, "no job named \"ghost\"");
-    expect(weir(&["rescale", "ghost", "3"]), 1, "no job named \"ghost\"");
+    expect(
+        weir(&["rescale", "ghost", "3"]),
+        1,
+        "no job named \"ghost\"",
+    );
     expect(weir(&["rescale", "j1", "0"]), 2, "at least 1");
     expect(weir(&["rescale", "j1", "3"]), 0, "parallelism 2 -> 3");
     expect(weir(&["status", "ghost"]), 1, "no job named \"ghost\"");
@@ -102,24 +151,57 @@ fn bad_submissions_and_malformed_nodes() {
 
     // Malformed nodes found in ZooKeeper: named in the error, exit 1.
     rt.block_on(async {
-        client.create(&format!("{root}/jobs/broken"), b"", &persistent()).await.unwrap();
-        client.create(&format!("{root}/jobs/broken/spec"), b"{not json", &persistent()).await.unwrap();
-    });
-    expect(weir(&["status"]), 1, &format!("malformed data in znode {root}/jobs/broken/spec"));
-    let o = weir(&["status", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON even with a bad job");
-    assert!(v["jobs"].as_array().unwrap().iter().any(|j| j["name"] == "broken" && j["state"] == "ERROR"));
-    expect(weir(&["status", "j1"]), 0, "j1-2");
-    rt.block_on(async {
-        client.create(&format!("{root}/jobs/j1/tasks/j1-0"), b"", &persistent()).await.unwrap();
         client
-            .create(&format!("{root}/jobs/j1/tasks/j1-0/state"), b"{\"state\":\"DANCING\"}", &persistent())
+            .create(&format!("{root}/jobs/broken"), b"", &persistent())
+            .await
+            .unwrap();
+        client
+            .create(
+                &format!("{root}/jobs/broken/spec"),
+                b"{not json",
+                &persistent(),
+            )
             .await
             .unwrap();
     });
-    expect(weir(&["status", "j1"]), 1, &format!("{root}/jobs/j1/tasks/j1-0/state"));
-    expect(weir(&["cancel", "j1", "--no-wait"]), 0, "cancellation requested");
+    expect(
+        weir(&["status"]),
+        1,
+        &format!("malformed data in znode {root}/jobs/broken/spec"),
+    );
+    let o = weir(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON even with a bad job");
+    assert!(v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["name"] == "broken" && j["state"] == "ERROR"));
+    expect(weir(&["status", "j1"]), 0, "j1-2");
+    rt.block_on(async {
+        client
+            .create(&format!("{root}/jobs/j1/tasks/j1-0"), b"", &persistent())
+            .await
+            .unwrap();
+        client
+            .create(
+                &format!("{root}/jobs/j1/tasks/j1-0/state"),
+                b"{\"state\":\"DANCING\"}",
+                &persistent(),
+            )
+            .await
+            .unwrap();
+    });
+    expect(
+        weir(&["status", "j1"]),
+        1,
+        &format!("{root}/jobs/j1/tasks/j1-0/state"),
+    );
+    expect(
+        weir(&["cancel", "j1", "--no-wait"]),
+        0,
+        "cancellation requested",
+    );
     drop(client);
     delete_root(&root);
 }

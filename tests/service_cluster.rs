@@ -26,7 +26,18 @@ fn submit_etl(c: &mut Cluster, name: &str, parallelism: u32, partitions: i32) ->
     let set_in = format!("input={input}");
     let set_out = format!("output={output}");
     let p = parallelism.to_string();
-    c.weir_ok(&["submit", "etl", "--name", name, "--parallelism", &p, "--set", &set_in, "--set", &set_out]);
+    c.weir_ok(&[
+        "submit",
+        "etl",
+        "--name",
+        name,
+        "--parallelism",
+        &p,
+        "--set",
+        &set_in,
+        "--set",
+        &set_out,
+    ]);
     (input, output)
 }
 
@@ -48,9 +59,15 @@ fn placement_failover_join_leave_cancel() {
         c.start_worker(w);
     }
     let (input, output) = submit_etl(&mut c, "pay", 6, 6);
-    c.wait("6 tasks RUNNING", Duration::from_secs(30), |c| all_running(c, "pay", 6));
+    c.wait("6 tasks RUNNING", Duration::from_secs(30), |c| {
+        all_running(c, "pay", 6)
+    });
     let loads = c.loads("pay");
-    assert_eq!(loads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "balanced 2/2/2: {loads:?}");
+    assert_eq!(
+        loads.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "balanced 2/2/2: {loads:?}"
+    );
 
     // A stream of ids, produced while the leader dies.
     let total = 30_000u64;
@@ -58,22 +75,36 @@ fn placement_failover_join_leave_cancel() {
     let in_topic = input.clone();
     let producer = std::thread::spawn(move || {
         for chunk in 0..30u64 {
-            produce(&brokers, &in_topic, &payments(chunk * 1000..(chunk + 1) * 1000, 6));
+            produce(
+                &brokers,
+                &in_topic,
+                &payments(chunk * 1000..(chunk + 1) * 1000, 6),
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     });
     std::thread::sleep(Duration::from_secs(2));
     let leader = c.leader().expect("a leader");
     let before = c.placement("pay");
-    let orphans: BTreeSet<String> =
-        before.iter().filter(|(_, (w, _))| *w == leader).map(|(t, _)| t.clone()).collect();
+    let orphans: BTreeSet<String> = before
+        .iter()
+        .filter(|(_, (w, _))| *w == leader)
+        .map(|(t, _)| t.clone())
+        .collect();
     assert_eq!(orphans.len(), 2);
     let killed_at = Instant::now();
     c.workers.remove(&leader).unwrap().kill9();
-    let took = c.wait("the killed leader's tasks RUNNING elsewhere", Duration::from_secs(20), |c| {
-        let p = c.placement("pay");
-        orphans.iter().all(|t| p.get(t).is_some_and(|(w, s)| *w != leader && !w.is_empty() && s == "RUNNING"))
-    });
+    let took = c.wait(
+        "the killed leader's tasks RUNNING elsewhere",
+        Duration::from_secs(20),
+        |c| {
+            let p = c.placement("pay");
+            orphans.iter().all(|t| {
+                p.get(t)
+                    .is_some_and(|(w, s)| *w != leader && !w.is_empty() && s == "RUNNING")
+            })
+        },
+    );
     let moved_in = killed_at.elapsed().max(took);
     eprintln!("failover: tasks of killed leader {leader} RUNNING elsewhere after {moved_in:?} (session timeout {TIMEOUT_MS} ms)");
     assert!(
@@ -81,15 +112,25 @@ fn placement_failover_join_leave_cancel() {
         "tasks took {moved_in:?} to move (limit: session timeout + 1 s)\n{}",
         c.logs()
     );
-    c.wait("another worker leads", Duration::from_secs(10), |c| c.leader().is_some_and(|l| l != leader));
+    c.wait("another worker leads", Duration::from_secs(10), |c| {
+        c.leader().is_some_and(|l| l != leader)
+    });
     producer.join().unwrap();
     let want: BTreeSet<u64> = (0..total).collect();
     let (ids, dups) = output_ids(&c.brokers, &output, &want, Duration::from_secs(60));
     let missing: Vec<&u64> = want.difference(&ids).take(10).collect();
-    eprintln!("failover: {} of {total} ids in the output, {dups} duplicates", ids.len());
+    eprintln!(
+        "failover: {} of {total} ids in the output, {dups} duplicates",
+        ids.len()
+    );
     assert!(missing.is_empty(), "ids lost: {missing:?}...\n{}", c.logs());
-    c.wait("all RUNNING on 2 workers", Duration::from_secs(10), |c| all_running(c, "pay", 6));
-    assert_eq!(c.loads("pay").values().copied().collect::<Vec<_>>(), vec![3, 3]);
+    c.wait("all RUNNING on 2 workers", Duration::from_secs(10), |c| {
+        all_running(c, "pay", 6)
+    });
+    assert_eq!(
+        c.loads("pay").values().copied().collect::<Vec<_>>(),
+        vec![3, 3]
+    );
 
     // A fourth worker joins: the fewest tasks move (3/3 -> 2/2/2: two).
     let before = c.placement("pay");
@@ -98,8 +139,14 @@ fn placement_failover_join_leave_cancel() {
         c.loads("pay").get("w4") == Some(&2) && all_running(c, "pay", 6)
     });
     let after = c.placement("pay");
-    let moved = before.iter().filter(|(t, (w, _))| after[*t].0 != *w).count();
-    assert_eq!(moved, 2, "a join moves exactly two tasks: {before:?} -> {after:?}");
+    let moved = before
+        .iter()
+        .filter(|(t, (w, _))| after[*t].0 != *w)
+        .count();
+    assert_eq!(
+        moved, 2,
+        "a join moves exactly two tasks: {before:?} -> {after:?}"
+    );
 
     // SIGTERM: drains, leaves, exits within 10 s; its tasks move.
     let leaving = c.placement("pay").values().next().unwrap().0.clone();
@@ -108,9 +155,11 @@ fn placement_failover_join_leave_cancel() {
     let log = p.terminate(Duration::from_secs(10));
     eprintln!("SIGTERM: {leaving} exited after {:?}", t0.elapsed());
     assert!(log.contains("left the cluster"), "{}", log);
-    c.wait("tasks of the leaving worker RUNNING elsewhere", Duration::from_secs(15), |c| {
-        all_running(c, "pay", 6) && !c.loads("pay").contains_key(&leaving)
-    });
+    c.wait(
+        "tasks of the leaving worker RUNNING elsewhere",
+        Duration::from_secs(15),
+        |c| all_running(c, "pay", 6) && !c.loads("pay").contains_key(&leaving),
+    );
 
     // Cancel: tasks stop, znodes removed.
     let out = c.weir_ok(&["cancel", "pay"]);
@@ -118,13 +167,22 @@ fn placement_failover_join_leave_cancel() {
     assert!(c.job("pay").is_none());
     let ids = c.weir(&["status", "pay"]);
     assert_eq!(ids.status.code(), Some(1));
-    c.wait("workers stopped their tasks", Duration::from_secs(15), |c| {
-        c.workers.keys().all(|id| {
-            http_get(&c.http_of(id), "/api/tasks")
-                .map(|b| serde_json::from_str::<serde_json::Value>(&b).unwrap()["tasks"].as_array().unwrap().is_empty())
-                .unwrap_or(false)
-        })
-    });
+    c.wait(
+        "workers stopped their tasks",
+        Duration::from_secs(15),
+        |c| {
+            c.workers.keys().all(|id| {
+                http_get(&c.http_of(id), "/api/tasks")
+                    .map(|b| {
+                        serde_json::from_str::<serde_json::Value>(&b).unwrap()["tasks"]
+                            .as_array()
+                            .unwrap()
+                            .is_empty()
+                    })
+                    .unwrap_or(false)
+            })
+        },
+    );
 }
 
 /// The worker's HTTP endpoint: metrics, health, tasks JSON, dashboard.
@@ -134,18 +192,24 @@ fn worker_http_endpoint() {
     let mut c = Cluster::new("http", TIMEOUT_MS);
     c.start_worker("h1");
     let (input, _output) = submit_etl(&mut c, "web", 2, 2);
-    c.wait("2 tasks RUNNING", Duration::from_secs(30), |c| all_running(c, "web", 2));
+    c.wait("2 tasks RUNNING", Duration::from_secs(30), |c| {
+        all_running(c, "web", 2)
+    });
     produce(&c.brokers, &input, &payments(0..500, 2));
     let addr = c.http_of("h1");
-    c.wait("records counted in /metrics", Duration::from_secs(20), |_| {
-        http_get(&addr, "/metrics").is_some_and(|m| {
-            m.lines()
-                .filter(|l| l.starts_with("weir_task_records_out_total"))
-                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-                .sum::<f64>()
-                >= 500.0
-        })
-    });
+    c.wait(
+        "records counted in /metrics",
+        Duration::from_secs(20),
+        |_| {
+            http_get(&addr, "/metrics").is_some_and(|m| {
+                m.lines()
+                    .filter(|l| l.starts_with("weir_task_records_out_total"))
+                    .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                    .sum::<f64>()
+                    >= 500.0
+            })
+        },
+    );
     let m = http_get(&addr, "/metrics").unwrap();
     for needle in [
         "weir_session_connected{worker=\"h1\"} 1",
@@ -159,14 +223,19 @@ fn worker_http_endpoint() {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
     assert!(http_get(&addr, "/healthz").unwrap().starts_with("ok"));
-    let api: serde_json::Value = serde_json::from_str(&http_get(&addr, "/api/tasks").unwrap()).unwrap();
+    let api: serde_json::Value =
+        serde_json::from_str(&http_get(&addr, "/api/tasks").unwrap()).unwrap();
     assert_eq!(api["tasks"].as_array().unwrap().len(), 2);
     assert!(http_get(&addr, "/").unwrap().contains("<td>web-0</td>"));
     assert!(http_get(&addr, "/nope").is_none());
     // Progress reaches ZooKeeper (rate-limited): records and lag in `weir status`.
     c.wait("records in ZooKeeper", Duration::from_secs(15), |c| {
-        c.job("web").is_some_and(|j| j["records_out"].as_u64() >= Some(500))
+        c.job("web")
+            .is_some_and(|j| j["records_out"].as_u64() >= Some(500))
     });
     let human = c.weir_ok(&["status", "web"]);
-    assert!(human.contains("web-0") && human.contains("RUNNING") && human.contains("LAG"), "{human}");
+    assert!(
+        human.contains("web-0") && human.contains("RUNNING") && human.contains("LAG"),
+        "{human}"
+    );
 }

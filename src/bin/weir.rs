@@ -17,7 +17,11 @@ use weir::service::admin;
 use weir::service::ServiceError;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)")]
+#[command(
+    name = "weir",
+    version,
+    about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)"
+)]
 struct Cli {
     /// ZooKeeper address HOST:PORT.
     #[arg(long, global = true, env = "WEIR_ZK", default_value = "127.0.0.1:2181")]
@@ -89,7 +93,10 @@ fn exit_code(e: &ServiceError) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -130,7 +137,10 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
         }
         _ => None,
     };
-    let client = admin::connect(&cli.zk, Duration::from_secs(cli.zk_wait_s), |m| eprintln!("{m}")).await?;
+    let client = admin::connect(&cli.zk, Duration::from_secs(cli.zk_wait_s), |m| {
+        eprintln!("{m}")
+    })
+    .await?;
     // The base layout may not exist yet on a fresh cluster.
     weir::coord::store::ensure_layout(&client, &paths).await?;
     match cli.cmd {
@@ -167,7 +177,10 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
         Cmd::Workers => {
             let st = admin::status(&client, &paths, None).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&st.workers).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&st.workers).unwrap_or_default()
+                );
             } else {
                 print!("{}", admin::render_workers(&st.workers));
             }
@@ -177,7 +190,10 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
             let wait = (!no_wait).then_some(Duration::from_secs(15));
             let gone = admin::cancel(&client, &paths, &name, wait).await?;
             if cli.json {
-                println!("{}", serde_json::json!({ "cancelled": name, "removed": gone }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "cancelled": name, "removed": gone })
+                );
             } else if gone {
                 println!("job {name} cancelled: its tasks stopped and its znodes are removed");
             } else if no_wait {
@@ -190,7 +206,10 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
         Cmd::Rescale { name, parallelism } => {
             let old = admin::rescale(&client, &paths, &name, parallelism).await?;
             if cli.json {
-                println!("{}", serde_json::json!({ "job": name, "from": old, "to": parallelism }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "job": name, "from": old, "to": parallelism })
+                );
             } else {
                 println!("job {name}: parallelism {old} -> {parallelism}");
             }

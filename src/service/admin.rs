@@ -109,7 +109,12 @@ pub fn build_spec(
 
 /// Submits `spec`, after checking that a live worker advertises its job type (unless
 /// `force`) and that no job has its name.
-pub async fn submit(client: &Client, paths: &ZkPaths, spec: &JobSpec, force: bool) -> ServiceResult<()> {
+pub async fn submit(
+    client: &Client,
+    paths: &ZkPaths,
+    spec: &JobSpec,
+    force: bool,
+) -> ServiceResult<()> {
     if !force {
         let workers = store::list_workers(client, paths).await?;
         if !workers.iter().any(|w| w.accepts(&spec.job_type)) {
@@ -132,21 +137,33 @@ pub async fn submit(client: &Client, paths: &ZkPaths, spec: &JobSpec, force: boo
     match store::create_job(client, paths, spec).await {
         Ok(()) => Ok(()),
         Err(CoordError::AlreadyExists { .. }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
-        Err(CoordError::Zk { source: zookeeper_client::Error::NodeExists, .. }) => {
-            Err(ServiceError::DuplicateJob(spec.name.clone()))
-        }
+        Err(CoordError::Zk {
+            source: zookeeper_client::Error::NodeExists,
+            ..
+        }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Requests cancellation of `job`; with `wait`, waits (bounded) until the leader removed
 /// its znodes. Returns whether they are gone.
-pub async fn cancel(client: &Client, paths: &ZkPaths, job: &str, wait: Option<Duration>) -> ServiceResult<bool> {
+pub async fn cancel(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    wait: Option<Duration>,
+) -> ServiceResult<bool> {
     match store::cancel_job(client, paths, job).await {
         Ok(()) => {}
         Err(CoordError::NoNode { .. }) => {
             // Already being cancelled (spec gone, directory left) or unknown.
-            if client.check_stat(&paths.job(job)).await.ok().flatten().is_none() {
+            if client
+                .check_stat(&paths.job(job))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
                 return Err(ServiceError::NoSuchJob(job.to_string()));
             }
         }
@@ -285,9 +302,13 @@ fn job_status(view: &JobView) -> JobStatus {
         let st = view.tasks.get(&id);
         let state = match (assigned, st) {
             (None, _) => "UNASSIGNED".to_string(),
-            (Some(a), Some(s)) if s.worker == a.worker && s.epoch == a.epoch => status_name(s.state),
+            (Some(a), Some(s)) if s.worker == a.worker && s.epoch == a.epoch => {
+                status_name(s.state)
+            }
             // Published by a previous owner: the new one has not reported yet.
-            (Some(_), Some(s)) if s.state.is_terminal() && s.state == TaskStatus::Failed => status_name(s.state),
+            (Some(_), Some(s)) if s.state.is_terminal() && s.state == TaskStatus::Failed => {
+                status_name(s.state)
+            }
             (Some(_), _) => "SCHEDULED".to_string(),
         };
         tasks.push(TaskRow {
@@ -333,13 +354,25 @@ fn job_status(view: &JobView) -> JobStatus {
 
 /// Reads the status of every job (or only `only`) and the live workers. A job whose
 /// znodes cannot be read (malformed JSON) is listed with `error` set.
-pub async fn status(client: &Client, paths: &ZkPaths, only: Option<&str>) -> ServiceResult<ClusterStatus> {
-    client.sync(paths.root()).await.map_err(|e| CoordError::zk(paths.root(), e))?;
+pub async fn status(
+    client: &Client,
+    paths: &ZkPaths,
+    only: Option<&str>,
+) -> ServiceResult<ClusterStatus> {
+    client
+        .sync(paths.root())
+        .await
+        .map_err(|e| CoordError::zk(paths.root(), e))?;
     let workers = store::list_workers(client, paths).await?;
     let names = match only {
         Some(n) => {
             if crate::coord::paths::validate_name("job", n).is_err()
-                || client.check_stat(&paths.job(n)).await.ok().flatten().is_none()
+                || client
+                    .check_stat(&paths.job(n))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
             {
                 return Err(ServiceError::NoSuchJob(n.to_string()));
             }
@@ -409,9 +442,17 @@ pub fn render_workers(workers: &[WorkerRow]) -> String {
             w.id,
             w.tasks,
             w.capacity,
-            if w.address.is_empty() { "-" } else { &w.address },
+            if w.address.is_empty() {
+                "-"
+            } else {
+                &w.address
+            },
             w.version,
-            if w.job_types.is_empty() { "any".to_string() } else { w.job_types.join(",") }
+            if w.job_types.is_empty() {
+                "any".to_string()
+            } else {
+                w.job_types.join(",")
+            }
         ));
     }
     out
@@ -439,7 +480,11 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             j.lag,
             j.records_in,
             j.records_out,
-            if cfg.is_empty() { String::new() } else { format!("  [{}]", cfg.join(" ")) }
+            if cfg.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", cfg.join(" "))
+            }
         ));
         out.push_str(&format!(
             "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8}  {}\n",
@@ -456,7 +501,10 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 t.records_out,
                 t.lag,
                 t.restarts,
-                t.last_error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+                t.last_error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("")
             ));
         }
         out.push('\n');

@@ -22,11 +22,16 @@ use super::view::{SharedView, WorkerView};
 use crate::coord::TaskStatus;
 
 /// Binds `addr` and serves the worker's pages until the returned task is aborted.
-pub async fn serve(addr: SocketAddr, view: SharedView) -> ServiceResult<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| ServiceError::Io {
-        context: format!("cannot listen for HTTP on {addr}"),
-        source: e,
-    })?;
+pub async fn serve(
+    addr: SocketAddr,
+    view: SharedView,
+) -> ServiceResult<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Io {
+            context: format!("cannot listen for HTTP on {addr}"),
+            source: e,
+        })?;
     let bound = listener.local_addr().map_err(|e| ServiceError::Io {
         context: "HTTP listener address".into(),
         source: e,
@@ -37,7 +42,9 @@ pub async fn serve(addr: SocketAddr, view: SharedView) -> ServiceResult<(SocketA
                 Ok((stream, _)) => {
                     let v = view.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), handle_conn(stream, v)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), handle_conn(stream, v))
+                                .await;
                     });
                 }
                 Err(e) => {
@@ -66,7 +73,11 @@ async fn handle_conn(mut stream: TcpStream, view: SharedView) -> std::io::Result
     let target = parts.next().unwrap_or("/");
     let path = target.split('?').next().unwrap_or("/");
     let (status, ctype, body) = if method != "GET" && method != "HEAD" {
-        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        )
     } else {
         route(path, &view.get())
     };
@@ -90,7 +101,11 @@ pub fn route(path: &str, v: &WorkerView) -> (&'static str, &'static str, String)
             if v.connected {
                 ("200 OK", "text/plain", format!("ok: {}\n", v.session))
             } else {
-                ("503 Service Unavailable", "text/plain", format!("not connected: {}\n", v.session))
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("not connected: {}\n", v.session),
+                )
             }
         }
         "/api/tasks" => (
@@ -99,12 +114,18 @@ pub fn route(path: &str, v: &WorkerView) -> (&'static str, &'static str, String)
             serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
         ),
         "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", dashboard(v)),
-        _ => ("404 Not Found", "text/plain", format!("no page {path}; try /, /metrics, /healthz, /api/tasks\n")),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            format!("no page {path}; try /, /metrics, /healthz, /api/tasks\n"),
+        ),
     }
 }
 
 fn esc_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn status_name(s: TaskStatus) -> &'static str {
@@ -122,28 +143,70 @@ fn status_name(s: TaskStatus) -> &'static str {
 pub fn metrics(v: &WorkerView) -> String {
     let mut out = String::new();
     let w = esc_label(&v.worker);
-    let _ = writeln!(out, "# HELP weir_session_connected 1 when the ZooKeeper session is connected.");
+    let _ = writeln!(
+        out,
+        "# HELP weir_session_connected 1 when the ZooKeeper session is connected."
+    );
     let _ = writeln!(out, "# TYPE weir_session_connected gauge");
-    let _ = writeln!(out, "weir_session_connected{{worker=\"{w}\"}} {}", u8::from(v.connected));
-    let _ = writeln!(out, "# HELP weir_leader 1 when this worker leads the cluster.");
+    let _ = writeln!(
+        out,
+        "weir_session_connected{{worker=\"{w}\"}} {}",
+        u8::from(v.connected)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_leader 1 when this worker leads the cluster."
+    );
     let _ = writeln!(out, "# TYPE weir_leader gauge");
     let _ = writeln!(out, "weir_leader{{worker=\"{w}\"}} {}", u8::from(v.leader));
     let _ = writeln!(out, "# HELP weir_lease_remaining_seconds Time left on the write lease (0: sinks refuse writes).");
     let _ = writeln!(out, "# TYPE weir_lease_remaining_seconds gauge");
-    let _ = writeln!(out, "weir_lease_remaining_seconds{{worker=\"{w}\"}} {:.3}", v.lease_ms as f64 / 1000.0);
+    let _ = writeln!(
+        out,
+        "weir_lease_remaining_seconds{{worker=\"{w}\"}} {:.3}",
+        v.lease_ms as f64 / 1000.0
+    );
     let _ = writeln!(out, "# HELP weir_tasks Tasks on this worker.");
     let _ = writeln!(out, "# TYPE weir_tasks gauge");
     let _ = writeln!(out, "weir_tasks{{worker=\"{w}\"}} {}", v.tasks.len());
     type Get = fn(&super::view::TaskView) -> f64;
     let series: [(&str, &str, &str, Get); 6] = [
-        ("weir_task_records_in_total", "counter", "Records read by the task.", |t| t.records_in as f64),
-        ("weir_task_records_out_total", "counter", "Records written by the task.", |t| t.records_out as f64),
-        ("weir_task_batches_total", "counter", "Batches read by the task's source.", |t| t.batches as f64),
-        ("weir_task_backpressure_seconds_total", "counter", "Time the task's actors waited on full mailboxes.", |t| {
-            t.backpressure_ms as f64 / 1000.0
-        }),
-        ("weir_task_lag_records", "gauge", "Records behind the end of the task's input partitions.", |t| t.lag as f64),
-        ("weir_task_restarts_total", "counter", "Restarts of the task by its supervisor.", |t| t.restarts as f64),
+        (
+            "weir_task_records_in_total",
+            "counter",
+            "Records read by the task.",
+            |t| t.records_in as f64,
+        ),
+        (
+            "weir_task_records_out_total",
+            "counter",
+            "Records written by the task.",
+            |t| t.records_out as f64,
+        ),
+        (
+            "weir_task_batches_total",
+            "counter",
+            "Batches read by the task's source.",
+            |t| t.batches as f64,
+        ),
+        (
+            "weir_task_backpressure_seconds_total",
+            "counter",
+            "Time the task's actors waited on full mailboxes.",
+            |t| t.backpressure_ms as f64 / 1000.0,
+        ),
+        (
+            "weir_task_lag_records",
+            "gauge",
+            "Records behind the end of the task's input partitions.",
+            |t| t.lag as f64,
+        ),
+        (
+            "weir_task_restarts_total",
+            "counter",
+            "Restarts of the task by its supervisor.",
+            |t| t.restarts as f64,
+        ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -158,7 +221,10 @@ pub fn metrics(v: &WorkerView) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP weir_task_state 1 for the task's current state.");
+    let _ = writeln!(
+        out,
+        "# HELP weir_task_state 1 for the task's current state."
+    );
     let _ = writeln!(out, "# TYPE weir_task_state gauge");
     for t in &v.tasks {
         let _ = writeln!(
@@ -173,7 +239,10 @@ pub fn metrics(v: &WorkerView) -> String {
 }
 
 fn esc_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The dashboard page.
@@ -250,8 +319,16 @@ mod tests {
     fn pages() {
         let v = sample();
         let m = metrics(&v);
-        assert!(m.contains("weir_task_records_in_total{worker=\"w1\",job=\"j\",task=\"j-0\"} 10"), "{m}");
-        assert!(m.contains("weir_task_backpressure_seconds_total{worker=\"w1\",job=\"j\",task=\"j-0\"} 1.5"), "{m}");
+        assert!(
+            m.contains("weir_task_records_in_total{worker=\"w1\",job=\"j\",task=\"j-0\"} 10"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "weir_task_backpressure_seconds_total{worker=\"w1\",job=\"j\",task=\"j-0\"} 1.5"
+            ),
+            "{m}"
+        );
         assert!(m.contains("weir_session_connected{worker=\"w1\"} 1"));
         assert!(m.contains("state=\"RUNNING\"} 1"));
         assert_eq!(route("/healthz", &v).0, "200 OK");

@@ -57,7 +57,12 @@ pub struct KafkaLagProbe {
 
 impl KafkaLagProbe {
     /// A probe for `partitions` of `topic` in consumer group `group`.
-    pub fn new(brokers: &str, group: &str, topic: &str, partitions: Vec<i32>) -> Result<Self, String> {
+    pub fn new(
+        brokers: &str,
+        group: &str,
+        topic: &str,
+        partitions: Vec<i32>,
+    ) -> Result<Self, String> {
         Ok(KafkaLagProbe {
             consumer: consumer(brokers, group)?,
             topic: topic.to_string(),

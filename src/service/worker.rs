@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::{JobHandle, JobStatus, LocalRuntime};
-use crate::coord::actor::{
-    Deregister, ForgetTask, Ping, ReadJob, Shutdown, WriteTaskState,
-};
+use crate::coord::actor::{Deregister, ForgetTask, Ping, ReadJob, Shutdown, WriteTaskState};
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment, JobSpec,
@@ -280,7 +278,12 @@ impl WorkerActor {
             .spawn(ctx);
     }
 
-    fn on_assignment(&mut self, job: String, assignment: Option<JobAssignment>, ctx: &mut Context<Self>) {
+    fn on_assignment(
+        &mut self,
+        job: String,
+        assignment: Option<JobAssignment>,
+        ctx: &mut Context<Self>,
+    ) {
         match assignment {
             None => {
                 if self.desired.remove(&job).is_some() {
@@ -289,10 +292,11 @@ impl WorkerActor {
                 self.reconcile(ctx);
             }
             Some(a) => {
-                let tokens: BTreeMap<TaskId, FenceToken> = FenceToken::for_worker(&job, &a, &self.cfg.id)
-                    .into_iter()
-                    .map(|t| (t.task.clone(), t))
-                    .collect();
+                let tokens: BTreeMap<TaskId, FenceToken> =
+                    FenceToken::for_worker(&job, &a, &self.cfg.id)
+                        .into_iter()
+                        .map(|t| (t.task.clone(), t))
+                        .collect();
                 let d = self.desired.entry(job.clone()).or_default();
                 d.tokens = tokens;
                 // The spec may have changed (rescale): read it again, then reconcile.
@@ -327,13 +331,12 @@ impl WorkerActor {
             .tasks
             .iter()
             .filter(|(id, t)| {
-                let Some(d) = self.desired.get(&id.job) else { return true };
+                let Some(d) = self.desired.get(&id.job) else {
+                    return true;
+                };
                 match d.tokens.get(*id) {
                     None => true,
-                    Some(tok) => {
-                        tok != &t.token
-                            || d.spec.as_ref().is_some_and(|s| s != &t.spec)
-                    }
+                    Some(tok) => tok != &t.token || d.spec.as_ref().is_some_and(|s| s != &t.spec),
                 }
             })
             .map(|(id, _)| id.clone())
@@ -363,7 +366,9 @@ impl WorkerActor {
     }
 
     fn start_task(&mut self, token: FenceToken, spec: JobSpec, ctx: &mut Context<Self>) {
-        let Some(guard) = self.lease.guard() else { return };
+        let Some(guard) = self.lease.guard() else {
+            return;
+        };
         let id = token.task.clone();
         let mut task = Task {
             token: token.clone(),
@@ -399,41 +404,55 @@ impl WorkerActor {
             guard,
         };
         let built = tokio::task::spawn_blocking(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&env)))
-                .unwrap_or_else(|p| Err(format!("task factory panicked: {}", crate::pipeline::error::panic_message(&*p))))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&env))).unwrap_or_else(
+                |p| {
+                    Err(format!(
+                        "task factory panicked: {}",
+                        crate::pipeline::error::panic_message(&*p)
+                    ))
+                },
+            )
         });
-        async move { built.await.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}"))) }
-            .into_actor(self)
-            .map(move |res, act, ctx| {
-                let Some(task) = act.tasks.get_mut(&id) else { return };
-                if task.token != token || !matches!(task.phase, Phase::Starting) {
-                    return;
-                }
-                let failed = |reason: String| {
-                    tracing::error!(task = %id, error = %reason, "task could not start");
-                    Phase::BuildFailed(TaskError {
-                        message: reason,
-                        at_ms: crate::coord::model::now_ms(),
-                    })
-                };
-                task.phase = match res {
-                    Ok(build) => {
-                        task.probe = build.probe;
-                        match act.runtime.start(build.job) {
-                            Ok(h) => Phase::Running(h),
-                            Err(e) => failed(e.to_string()),
-                        }
+        async move {
+            built
+                .await
+                .unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")))
+        }
+        .into_actor(self)
+        .map(move |res, act, ctx| {
+            let Some(task) = act.tasks.get_mut(&id) else {
+                return;
+            };
+            if task.token != token || !matches!(task.phase, Phase::Starting) {
+                return;
+            }
+            let failed = |reason: String| {
+                tracing::error!(task = %id, error = %reason, "task could not start");
+                Phase::BuildFailed(TaskError {
+                    message: reason,
+                    at_ms: crate::coord::model::now_ms(),
+                })
+            };
+            task.phase = match res {
+                Ok(build) => {
+                    task.probe = build.probe;
+                    match act.runtime.start(build.job) {
+                        Ok(h) => Phase::Running(h),
+                        Err(e) => failed(e.to_string()),
                     }
-                    Err(reason) => failed(reason),
-                };
-                act.publish(ctx, false);
-            })
-            .spawn(ctx);
+                }
+                Err(reason) => failed(reason),
+            };
+            act.publish(ctx, false);
+        })
+        .spawn(ctx);
     }
 
     /// Stops one task: `drain` = cancel (drain + commit), otherwise abort at once.
     fn stop_task(&mut self, id: &TaskId, drain: bool, why: &str) {
-        let Some(task) = self.tasks.remove(id) else { return };
+        let Some(task) = self.tasks.remove(id) else {
+            return;
+        };
         tracing::info!(task = %id, drain, "stopping task: {why}");
         self.coord.do_send(ForgetTask(task.token.clone()));
         if let Phase::Running(h) = task.phase {
@@ -468,11 +487,15 @@ impl WorkerActor {
         let interval = self.cfg.publish_interval;
         let mut writes = Vec::new();
         for task in self.tasks.values_mut() {
-            let Some(status) = task.status() else { continue };
+            let Some(status) = task.status() else {
+                continue;
+            };
             let due = match task.published {
                 None => true,
                 Some((s, _)) if s != status => true,
-                Some((_, at)) => progress_too && now.duration_since(at) >= interval && !status.is_terminal(),
+                Some((_, at)) => {
+                    progress_too && now.duration_since(at) >= interval && !status.is_terminal()
+                }
             };
             if due {
                 let v = task.view();
@@ -499,7 +522,11 @@ impl WorkerActor {
     fn on_write_failed(&mut self, token: &FenceToken, e: &CoordError) {
         match e {
             CoordError::Fenced { .. } => {
-                if self.tasks.get(&token.task).is_some_and(|t| &t.token == token) {
+                if self
+                    .tasks
+                    .get(&token.task)
+                    .is_some_and(|t| &t.token == token)
+                {
                     tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away; aborting it here");
                     self.stop_task(&token.task, false, "fenced");
                 }
@@ -518,8 +545,14 @@ impl WorkerActor {
         let every = Duration::from_secs(2);
         let mut due = Vec::new();
         for (id, task) in self.tasks.iter_mut() {
-            let Some(probe) = task.probe.clone() else { continue };
-            if task.probing || task.last_probe.is_some_and(|t| now.duration_since(t) < every) {
+            let Some(probe) = task.probe.clone() else {
+                continue;
+            };
+            if task.probing
+                || task
+                    .last_probe
+                    .is_some_and(|t| now.duration_since(t) < every)
+            {
                 continue;
             }
             task.probing = true;
@@ -531,7 +564,9 @@ impl WorkerActor {
             async move { fut.await.unwrap_or_else(|e| Err(e.to_string())) }
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    let Some(t) = act.tasks.get_mut(&id) else { return };
+                    let Some(t) = act.tasks.get_mut(&id) else {
+                        return;
+                    };
                     if t.token != token {
                         return;
                     }
@@ -596,7 +631,10 @@ impl Handler<CoordEvent> for WorkerActor {
         }
         match ev {
             CoordEvent::SessionState(SessionEvent::Connected { session_id }) => {
-                tracing::info!(session = format_args!("{session_id:#x}"), "ZooKeeper session connected");
+                tracing::info!(
+                    session = format_args!("{session_id:#x}"),
+                    "ZooKeeper session connected"
+                );
                 self.renew_lease(ctx);
             }
             CoordEvent::SessionState(SessionEvent::Disconnected { may_be_alive_until }) => {
@@ -611,13 +649,24 @@ impl Handler<CoordEvent> for WorkerActor {
                 self.abort_all("ZooKeeper session expired (this worker may be a zombie)");
                 self.desired.clear();
             }
-            CoordEvent::AssignmentChanged { job, assignment } => self.on_assignment(job, assignment, ctx),
-            CoordEvent::TaskStateWriteFailed { token, error } => self.on_write_failed(&token, &error),
+            CoordEvent::AssignmentChanged { job, assignment } => {
+                self.on_assignment(job, assignment, ctx)
+            }
+            CoordEvent::TaskStateWriteFailed { token, error } => {
+                self.on_write_failed(&token, &error)
+            }
             CoordEvent::BecameLeader => tracing::info!("this worker is now the leader"),
             CoordEvent::LostLeadership => tracing::warn!("this worker is no longer the leader"),
-            CoordEvent::WorkersChanged(ws) => tracing::debug!(workers = ws.len(), "workers changed"),
+            CoordEvent::WorkersChanged(ws) => {
+                tracing::debug!(workers = ws.len(), "workers changed")
+            }
             CoordEvent::JobsChanged(jobs) => {
-                let gone: Vec<String> = self.desired.keys().filter(|j| !jobs.contains(j)).cloned().collect();
+                let gone: Vec<String> = self
+                    .desired
+                    .keys()
+                    .filter(|j| !jobs.contains(j))
+                    .cloned()
+                    .collect();
                 for j in gone {
                     self.desired.remove(&j);
                 }
@@ -659,9 +708,13 @@ impl Handler<GracefulStop> for WorkerActor {
                 }
                 match tokio::time::timeout(Duration::from_secs(1), coord.send(Deregister)).await {
                     Ok(Ok(Ok(()))) => tracing::info!("left the cluster"),
-                    other => tracing::warn!(?other, "could not deregister; the session close removes the node"),
+                    other => tracing::warn!(
+                        ?other,
+                        "could not deregister; the session close removes the node"
+                    ),
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(500), coord.send(Shutdown)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), coord.send(Shutdown)).await;
             }
             .into_actor(self)
             .map(|_, act, ctx| {

@@ -20,13 +20,24 @@ pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, 
 
 /// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
 pub fn zk_addr() -> String {
-    format!("127.0.0.1:{}", std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into()))
+    format!(
+        "127.0.0.1:{}",
+        std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into())
+    )
 }
 
 /// Makes sure ZooKeeper and the broker answer (starting them through the services script).
 pub fn ensure_services() -> String {
     let b = kafka::ensure_kafka();
-    let out = weir_raw(&["--zk", &zk_addr(), "--root", "/weir-test-probe", "--zk-wait-s", "10", "workers"]);
+    let out = weir_raw(&[
+        "--zk",
+        &zk_addr(),
+        "--root",
+        "/weir-test-probe",
+        "--zk-wait-s",
+        "10",
+        "workers",
+    ]);
     assert!(
         out.status.success(),
         "ZooKeeper at {} is not usable: run `scripts/services up`\n{}",
@@ -50,7 +61,10 @@ pub fn weir_raw(args: &[&str]) -> Output {
 pub fn delete_root(root: &str) {
     let root = root.to_string();
     let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut cfg = weir::coord::session::SessionConfig::new(zk_addr());
             cfg.session_timeout = Duration::from_secs(5);
@@ -98,8 +112,19 @@ impl Cluster {
         let p = Proc::spawn(
             "service",
             &[
-                "worker", "--zk", &zk, "--brokers", &self.brokers, "--id", id, "--session-timeout-ms", &st,
-                "--root", &self.root, "--http", "127.0.0.1:0",
+                "worker",
+                "--zk",
+                &zk,
+                "--brokers",
+                &self.brokers,
+                "--id",
+                id,
+                "--session-timeout-ms",
+                &st,
+                "--root",
+                &self.root,
+                "--http",
+                "127.0.0.1:0",
             ],
         );
         self.workers.insert(id.to_string(), p);
@@ -112,7 +137,14 @@ impl Cluster {
     /// `weir --zk .. --root .. <args>`.
     pub fn weir(&self, args: &[&str]) -> Output {
         let zk = zk_addr();
-        let mut all = vec!["--zk", zk.as_str(), "--root", self.root.as_str(), "--zk-wait-s", "5"];
+        let mut all = vec![
+            "--zk",
+            zk.as_str(),
+            "--root",
+            self.root.as_str(),
+            "--zk-wait-s",
+            "5",
+        ];
         all.extend_from_slice(args);
         weir_raw(&all)
     }
@@ -137,17 +169,26 @@ impl Cluster {
 
     /// The live workers (from `weir status --json`).
     pub fn workers(&self) -> Vec<Value> {
-        self.status()["workers"].as_array().cloned().unwrap_or_default()
+        self.status()["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// One job's status, if it exists.
     pub fn job(&self, name: &str) -> Option<Value> {
-        self.status()["jobs"].as_array()?.iter().find(|j| j["name"] == name).cloned()
+        self.status()["jobs"]
+            .as_array()?
+            .iter()
+            .find(|j| j["name"] == name)
+            .cloned()
     }
 
     /// task -> (worker, state) of a job.
     pub fn placement(&self, name: &str) -> BTreeMap<String, (String, String)> {
-        let Some(j) = self.job(name) else { return BTreeMap::new() };
+        let Some(j) = self.job(name) else {
+            return BTreeMap::new();
+        };
         j["tasks"]
             .as_array()
             .unwrap()
@@ -155,7 +196,10 @@ impl Cluster {
             .map(|t| {
                 (
                     t["task"].as_str().unwrap().to_string(),
-                    (t["worker"].as_str().unwrap_or("").to_string(), t["state"].as_str().unwrap().to_string()),
+                    (
+                        t["worker"].as_str().unwrap_or("").to_string(),
+                        t["state"].as_str().unwrap().to_string(),
+                    ),
                 )
             })
             .collect()
@@ -171,7 +215,12 @@ impl Cluster {
     }
 
     /// Polls `f` every 100 ms; panics after `timeout`.
-    pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Cluster) -> bool) -> Duration {
+    pub fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Cluster) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             if f(self) {
@@ -183,7 +232,10 @@ impl Cluster {
                     .iter()
                     .map(|(id, p)| format!("--- {id} ---\n{}\n", kafka::tail(&p.log_text())))
                     .collect();
-                panic!("timed out after {timeout:?} waiting for {what}\nstatus: {}\n{logs}", self.status());
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nstatus: {}\n{logs}",
+                    self.status()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -193,7 +245,9 @@ impl Cluster {
     pub fn leader(&self) -> Option<String> {
         for w in self.workers() {
             if let Some(addr) = w["address"].as_str() {
-                if let Some(v) = http_get(addr, "/api/tasks").and_then(|b| serde_json::from_str::<Value>(&b).ok()) {
+                if let Some(v) = http_get(addr, "/api/tasks")
+                    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                {
                     if v["leader"] == true {
                         return Some(w["id"].as_str().unwrap().to_string());
                     }
@@ -237,7 +291,11 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
@@ -246,16 +304,32 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
 
 /// Payment records with ids `ids`, spread over `partitions` partitions.
 pub fn payments(ids: std::ops::Range<u64>, partitions: i32) -> Vec<Rec> {
-    ids.map(|i| Rec::to((i % partitions as u64) as i32, format!("{{\"id\":{i},\"user\":\"u{}\",\"amount\":{}.25}}", i % 50, i % 7)))
-        .collect()
+    ids.map(|i| {
+        Rec::to(
+            (i % partitions as u64) as i32,
+            format!(
+                "{{\"id\":{i},\"user\":\"u{}\",\"amount\":{}.25}}",
+                i % 50,
+                i % 7
+            ),
+        )
+    })
+    .collect()
 }
 
 /// Output ids read from `topic` until every id of `want` arrived (or `timeout`); returns
 /// (distinct ids, duplicates).
-pub fn output_ids(brokers: &str, topic: &str, want: &BTreeSet<u64>, timeout: Duration) -> (BTreeSet<u64>, usize) {
+pub fn output_ids(
+    brokers: &str,
+    topic: &str,
+    want: &BTreeSet<u64>,
+    timeout: Duration,
+) -> (BTreeSet<u64>, usize) {
     let start = Instant::now();
     loop {
-        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
         let got = read_topic(brokers, topic, want.len(), left, Duration::from_secs(1));
         let mut ids = BTreeSet::new();
         let mut dups = 0;
