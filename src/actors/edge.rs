@@ -153,7 +153,11 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
     /// Routes `batch` and sends each target its part followed by `signal`
     /// (every target gets a signal; only non-empty parts are sent otherwise).
     /// Returns the messages that must be awaited, if any mailbox was full.
-    pub fn emit(&mut self, batch: &mut Batch<T>, signal: Signal) -> Result<Option<Blocked<T>>, Closed> {
+    pub fn emit(
+        &mut self,
+        batch: &mut Batch<T>,
+        signal: Signal,
+    ) -> Result<Option<Blocked<T>>, Closed> {
         if batch.is_empty() && signal == Signal::None {
             return Ok(None);
         }

@@ -55,12 +55,16 @@ impl Launch<'_> {
 
     /// The checkpointed position of task `name`, when restoring.
     pub fn restored_position(&self, name: &str) -> Option<serde_json::Value> {
-        self.restore.as_ref().and_then(|c| c.positions.get(name).cloned())
+        self.restore
+            .as_ref()
+            .and_then(|c| c.positions.get(name).cloned())
     }
 
     /// The checkpointed operator state of task `name`, when restoring.
     pub fn restored_state(&self, name: &str) -> Option<Vec<u8>> {
-        self.restore.as_ref().and_then(|c| c.states.get(name).cloned())
+        self.restore
+            .as_ref()
+            .and_then(|c| c.states.get(name).cloned())
     }
 
     /// The batch size sources read and operators aim for.

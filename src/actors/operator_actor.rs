@@ -10,8 +10,8 @@
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::edge::{Edge, Partitioner};
 use super::barrier::BarrierTracker;
+use super::edge::{Edge, Partitioner};
 use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{after_emit, guarded, TaskActor, TaskHandle};
 use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
@@ -57,7 +57,11 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         if self.done {
             return;
         }
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+        } = msg;
         let m = self.task.ctx.metrics.clone();
         if !batch.is_empty() {
             m.records_in.fetch_add(batch.len() as u64, Relaxed);

@@ -78,7 +78,11 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+        } = msg;
         if !batch.is_empty() {
             let m = &self.task.ctx.metrics;
             let n = batch.len() as u64;

@@ -18,8 +18,8 @@ use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
 use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
 use crate::pipeline::{
     operator::{BatchWriter, ChainEmit},
-    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp, WatermarkGenerator,
-    MAX_WATERMARK,
+    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp,
+    WatermarkGenerator, MAX_WATERMARK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,12 @@ where
         }
     }
 
-    fn send(&mut self, ctx: &mut Context<Self>, signal: Signal, then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static) {
+    fn send(
+        &mut self,
+        ctx: &mut Context<Self>,
+        signal: Signal,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         if !self.out.is_empty() {
             let m = &self.task.ctx.metrics;
             m.records_out.fetch_add(self.out.len() as u64, Relaxed);

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use super::file::now_ms;
 use super::format::{Decode, Json, Text};
-use crate::pipeline::{Batch, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
+use crate::pipeline::{
+    Batch, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
+    TaskContext, Timestamp,
+};
 
 /// Reads lines from standard input until it closes.
 #[derive(Clone)]
@@ -29,7 +32,9 @@ impl StdinSource<Text> {
 
     /// Each line is a JSON `T`.
     pub fn json<T: DeserializeOwned + Send + 'static>() -> StdinSource<Json<T>> {
-        StdinSource { decode: Json::default() }
+        StdinSource {
+            decode: Json::default(),
+        }
     }
 }
 
@@ -89,7 +94,11 @@ pub struct StdinReader<D> {
 impl<D: Decode> SourceReader for StdinReader<D> {
     type Out = D::Out;
 
-    fn poll(&mut self, out: &mut Batch<D::Out>, max: usize) -> Result<SourceStatus, ConnectorError> {
+    fn poll(
+        &mut self,
+        out: &mut Batch<D::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         let now: Timestamp = now_ms();
         let mut bad = Vec::new();
         let mut status = SourceStatus::Ready;
@@ -129,7 +138,9 @@ impl<D: Decode> SourceReader for StdinReader<D> {
             }
         }
         if !bad.is_empty() {
-            self.metrics.dead_letters.fetch_add(bad.len() as u64, Relaxed);
+            self.metrics
+                .dead_letters
+                .fetch_add(bad.len() as u64, Relaxed);
             self.dead_letters.send(bad);
         }
         Ok(status)

@@ -244,7 +244,8 @@ where
         }
     }
     fn result(&self, acc: &Option<T>) -> T {
-        acc.clone().expect("a reduce accumulator is only read after a record was added")
+        acc.clone()
+            .expect("a reduce accumulator is only read after a record was added")
     }
 }
 
@@ -268,7 +269,10 @@ mod tests {
         assert_eq!(run(&Min::of(|x: &i64| *x), &xs), Some(-2));
         assert_eq!(run(&Max::of(|x: &i64| *x), &xs), Some(9));
         assert_eq!(run(&Max::of(|x: &i64| *x), &[]), None);
-        assert_eq!(run(&Reduce::with(|a: &i64, b: &i64| a * 10 + b), &[1, 2, 3]), 123);
+        assert_eq!(
+            run(&Reduce::with(|a: &i64, b: &i64| a * 10 + b), &[1, 2, 3]),
+            123
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub trait SourceReader: Send + 'static {
     type Out: Send + 'static;
 
     /// Appends up to `max` records (with timestamps) to `out`.
-    fn poll(&mut self, out: &mut Batch<Self::Out>, max: usize) -> Result<SourceStatus, ConnectorError>;
+    fn poll(
+        &mut self,
+        out: &mut Batch<Self::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError>;
 
     /// Reads up to `max` records and hands each straight to `out` (the
     /// fused operator chain of the source stage), returning the status and

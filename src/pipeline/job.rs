@@ -109,8 +109,15 @@ impl Job {
     pub fn new(name: impl Into<String>) -> Job {
         let name = name.into();
         let mut errors = Vec::new();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            errors.push(BuildError::invalid("job.name", format!("{name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(BuildError::invalid(
+                "job.name",
+                format!("{name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"),
+            ));
         }
         Job {
             meta: Meta {
@@ -125,7 +132,9 @@ impl Job {
     /// Default parallelism of every stage (at least 1).
     pub fn parallelism(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.parallelism", "must be at least 1"));
+            self.meta
+                .errors
+                .push(BuildError::invalid("job.parallelism", "must be at least 1"));
         }
         self.meta.config.parallelism = n.max(1);
         self
@@ -134,7 +143,9 @@ impl Job {
     /// Records per batch (at least 1).
     pub fn batch_size(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.batch_size", "must be at least 1"));
+            self.meta
+                .errors
+                .push(BuildError::invalid("job.batch_size", "must be at least 1"));
         }
         self.meta.config.batch_size = n.max(1);
         self
@@ -143,7 +154,10 @@ impl Job {
     /// Mailbox capacity of operator and sink actors, in batches (at least 1).
     pub fn channel_capacity(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.channel_capacity", "must be at least 1"));
+            self.meta.errors.push(BuildError::invalid(
+                "job.channel_capacity",
+                "must be at least 1",
+            ));
         }
         self.meta.config.channel_capacity = n.max(1);
         self
@@ -170,7 +184,10 @@ impl Job {
     /// How often to checkpoint (`None` disables periodic checkpoints).
     pub fn checkpoint_interval(mut self, every: Option<Duration>) -> Job {
         if every == Some(Duration::ZERO) {
-            self.meta.errors.push(BuildError::invalid("job.checkpoint_interval", "must be longer than 0"));
+            self.meta.errors.push(BuildError::invalid(
+                "job.checkpoint_interval",
+                "must be longer than 0",
+            ));
         }
         self.meta.config.checkpoint_interval = every;
         self
@@ -225,12 +242,19 @@ pub trait Upstream<T: Send + 'static>: Send + 'static {
     /// Checks this node and everything upstream.
     fn validate(&self) -> Result<(), BuildError>;
     /// Starts this node's instances (and everything upstream), sending to `out`.
-    fn launch<P: Partitioner<T>>(&self, l: &mut Launch<'_>, out: Outputs<T, P>) -> Result<(), BuildError>;
+    fn launch<P: Partitioner<T>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<T, P>,
+    ) -> Result<(), BuildError>;
 }
 
 fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
     if p == 0 {
-        return Err(BuildError::invalid(format!("{stage}.parallelism"), "must be at least 1"));
+        return Err(BuildError::invalid(
+            format!("{stage}.parallelism"),
+            "must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -250,14 +274,21 @@ where
             if self.parallelism > m {
                 return Err(BuildError::invalid(
                     format!("{}.parallelism", self.stage),
-                    format!("{} exceeds what the source supports ({m})", self.parallelism),
+                    format!(
+                        "{} exceeds what the source supports ({m})",
+                        self.parallelism
+                    ),
                 ));
             }
         }
         self.input.source.validate()
     }
 
-    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+    fn launch<P: Partitioner<Op::Out>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<Op::Out, P>,
+    ) -> Result<(), BuildError> {
         for i in 0..self.parallelism {
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
@@ -293,7 +324,11 @@ where
         self.input.upstream.validate()
     }
 
-    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+    fn launch<P: Partitioner<Op::Out>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<Op::Out, P>,
+    ) -> Result<(), BuildError> {
         let inputs = self.input.upstream.parallelism();
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
@@ -333,7 +368,12 @@ where
     StageNode<I, Op>: Upstream<Op::Out>,
 {
     fn then<O2: Operator<In = Op::Out>>(self, op: O2) -> Stream<I, Chain<Op, O2>> {
-        let StageNode { input, op: cur, stage, parallelism } = self.node;
+        let StageNode {
+            input,
+            op: cur,
+            stage,
+            parallelism,
+        } = self.node;
         Stream {
             meta: self.meta,
             node: StageNode {
@@ -385,7 +425,10 @@ where
     /// Parallelism of the current stage.
     pub fn parallelism(mut self, n: usize) -> Self {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid(format!("{}.parallelism", self.node.stage), "must be at least 1"));
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.parallelism", self.node.stage),
+                "must be at least 1",
+            ));
         }
         self.node.parallelism = n;
         self
@@ -393,7 +436,9 @@ where
 
     /// Spreads batches round-robin over a new stage with the job's default
     /// parallelism (change it with `.parallelism(n)`).
-    pub fn rebalance(mut self) -> Stream<FromExchange<StageNode<I, Op>, RoundRobin>, Identity<Op::Out>> {
+    pub fn rebalance(
+        mut self,
+    ) -> Stream<FromExchange<StageNode<I, Op>, RoundRobin>, Identity<Op::Out>> {
         let stage = self.meta.next_stage("rebalance");
         let parallelism = self.meta.config.parallelism;
         Stream {
@@ -425,7 +470,9 @@ where
     pub fn sink<S: Sink<In = Op::Out>>(mut self, sink: S) -> RunnableJob {
         let stage = self.meta.next_stage("sink");
         let upstream_p = self.node.parallelism;
-        let parallelism = sink.max_parallelism().map_or(upstream_p, |m| upstream_p.min(m.max(1)));
+        let parallelism = sink
+            .max_parallelism()
+            .map_or(upstream_p, |m| upstream_p.min(m.max(1)));
         let plan = SinkNode {
             upstream: self.node,
             sink: Arc::new(sink),
@@ -489,13 +536,19 @@ where
 
     /// Rolling aggregation per key: after each batch, one `(key, result)`
     /// per key the batch updated.
-    pub fn aggregate<A: Aggregator<Op::Out>>(self, agg: A) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, A, Op::Out, K>> {
+    pub fn aggregate<A: Aggregator<Op::Out>>(
+        self,
+        agg: A,
+    ) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, A, Op::Out, K>> {
         let op = KeyedAggregate::new(self.key.clone(), agg);
         self.keyed("aggregate", op)
     }
 
     /// Rolling reduce per key with `f(acc, record)`.
-    pub fn reduce<F>(self, f: F) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, Reduce<F, Op::Out>, Op::Out, K>>
+    pub fn reduce<F>(
+        self,
+        f: F,
+    ) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, Reduce<F, Op::Out>, Op::Out, K>>
     where
         F: Fn(&Op::Out, &Op::Out) -> Op::Out + Clone + Send + Sync + 'static,
         Op::Out: Clone + Serialize + for<'de> Deserialize<'de>,
@@ -544,12 +597,21 @@ where
 
     /// Aggregates each key's window with `agg`; emits one
     /// [`Windowed`](super::window::Windowed) per key and window when it fires.
-    pub fn aggregate<A: Aggregator<Op::Out>>(mut self, agg: A) -> KeyedStage<I, Op, KF, WindowAggregate<KF, A, Op::Out, K>> {
+    pub fn aggregate<A: Aggregator<Op::Out>>(
+        mut self,
+        agg: A,
+    ) -> KeyedStage<I, Op, KF, WindowAggregate<KF, A, Op::Out, K>> {
         if let Err(e) = self.windows.validate() {
             self.keyed.stream.meta.errors.push(e);
         }
         let lateness = i64::try_from(self.lateness.as_millis()).unwrap_or(i64::MAX);
-        let op = WindowAggregate::new(self.keyed.key.clone(), agg, self.windows, lateness, self.late);
+        let op = WindowAggregate::new(
+            self.keyed.key.clone(),
+            agg,
+            self.windows,
+            lateness,
+            self.late,
+        );
         self.keyed.keyed("window", op)
     }
 }
@@ -577,7 +639,9 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (sink, mailbox) = (self.sink.clone(), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| SinkActor::new(sink, task, inputs, mailbox));
+            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
+                SinkActor::new(sink, task, inputs, mailbox)
+            });
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }

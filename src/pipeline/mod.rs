@@ -32,5 +32,6 @@ pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
 pub use operator::{Chain, Emit, Filter, FlatMap, Identity, Map, Operator};
 pub use watermark::{InputWatermarks, WatermarkGenerator, Watermarks};
 pub use window::{
-    CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate, Windowed, Windows,
+    CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate,
+    Windowed, Windows,
 };

@@ -229,7 +229,9 @@ mod tests {
 
     #[test]
     fn idle_after_timeout_once() {
-        let mut g = Watermarks::ascending().with_idle_timeout(Duration::from_millis(0)).generator();
+        let mut g = Watermarks::ascending()
+            .with_idle_timeout(Duration::from_millis(0))
+            .generator();
         assert!(g.check_idle());
         assert!(!g.check_idle());
         g.on_batch(&[5]);
@@ -243,7 +245,11 @@ mod tests {
         assert_eq!(w.on_watermark(1, 20), None);
         assert_eq!(w.on_idle(2), Some(10));
         assert_eq!(w.on_end(0), Some(20));
-        assert_eq!(w.on_watermark(2, 5), None, "a resumed input cannot move the watermark back");
+        assert_eq!(
+            w.on_watermark(2, 5),
+            None,
+            "a resumed input cannot move the watermark back"
+        );
         assert_eq!(w.current(), 20);
         assert_eq!(w.on_end(1), None);
         assert_eq!(w.on_end(2), Some(MAX_WATERMARK));
