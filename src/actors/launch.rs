@@ -11,7 +11,8 @@ use actix::{ArbiterHandle, Recipient};
 use dashmap::DashMap;
 use std::sync::Arc;
 
-use super::messages::{Drain, Stop, TaskEvent};
+use super::messages::{SourceCommand, Stop, TaskEvent};
+use super::supervisor::CompletedCheckpoint;
 use crate::pipeline::{DeadLetters, JobConfig, TaskContext, TaskMetrics};
 
 /// The handles of one launched attempt.
@@ -24,7 +25,8 @@ pub struct Launch<'a> {
     pub(crate) metrics: &'a DashMap<String, Arc<TaskMetrics>>,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) stops: Vec<Recipient<Stop>>,
-    pub(crate) drains: Vec<Recipient<Drain>>,
+    pub(crate) sources: Vec<Recipient<SourceCommand>>,
+    pub(crate) restore: Option<Arc<CompletedCheckpoint>>,
     pub(crate) sinks: usize,
 }
 
@@ -49,6 +51,16 @@ impl Launch<'_> {
             dead_letters: self.dead_letters.clone(),
             watermarks: crate::pipeline::Watermarks::none(),
         }
+    }
+
+    /// The checkpointed position of task `name`, when restoring.
+    pub fn restored_position(&self, name: &str) -> Option<serde_json::Value> {
+        self.restore.as_ref().and_then(|c| c.positions.get(name).cloned())
+    }
+
+    /// The checkpointed operator state of task `name`, when restoring.
+    pub fn restored_state(&self, name: &str) -> Option<Vec<u8>> {
+        self.restore.as_ref().and_then(|c| c.states.get(name).cloned())
     }
 
     /// The batch size sources read and operators aim for.

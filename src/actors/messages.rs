@@ -28,11 +28,20 @@ impl<T: Send + 'static> Message for Deliver<T> {
 #[rtype(result = "()")]
 pub struct Pump;
 
-/// Ask a source to stop reading, flush what it has and send end-of-input,
-/// so the whole pipeline drains.
-#[derive(Message, Clone, Copy)]
+/// What the supervisor tells a source.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct Drain;
+pub enum SourceCommand {
+    /// Stop reading, flush what the chain holds and send end-of-input, so
+    /// the whole pipeline drains.
+    Drain,
+    /// Record the current position and send barrier `id` downstream.
+    TriggerCheckpoint(u64),
+    /// Checkpoint `id` completed: commit the position recorded for it.
+    CheckpointComplete(u64),
+    /// Every sink flushed after end-of-input: commit the final position and stop.
+    CommitFinal,
+}
 
 /// Stop an actor at once (its job is restarting or being torn down).
 #[derive(Message, Clone, Copy)]
@@ -49,6 +58,40 @@ pub enum TaskEvent {
         attempt: u32,
         /// Task name.
         task: String,
+    },
+    /// A source recorded its position for checkpoint `id`.
+    SourceCheckpointed {
+        /// The job attempt.
+        attempt: u32,
+        /// Checkpoint id.
+        id: u64,
+        /// Task name.
+        task: String,
+        /// The position (if the source can seek).
+        position: Option<serde_json::Value>,
+    },
+    /// An operator snapshotted its state for checkpoint `id`.
+    OperatorSnapshot {
+        /// The job attempt.
+        attempt: u32,
+        /// Checkpoint id.
+        id: u64,
+        /// Task name.
+        task: String,
+        /// The serialised state.
+        state: Vec<u8>,
+    },
+    /// A sink flushed everything before barrier `id`.
+    SinkCheckpointed {
+        /// The job attempt.
+        attempt: u32,
+        /// Checkpoint id.
+        id: u64,
+    },
+    /// A source committed its final position and stopped.
+    SourceCommitted {
+        /// The job attempt.
+        attempt: u32,
     },
     /// A task failed; it has stopped.
     Failed {

@@ -8,6 +8,7 @@
 //! send on the data path without respecting the mailbox bound, and never
 //! send single records: only batches.
 
+pub mod barrier;
 pub mod edge;
 pub mod launch;
 pub mod messages;
@@ -19,7 +20,7 @@ pub mod source_actor;
 pub mod supervisor;
 pub mod task;
 
-pub use messages::{Deliver, Drain, Stop, TaskEvent};
+pub use messages::{Deliver, SourceCommand, Stop, TaskEvent};
 pub use restart::RestartPolicy;
 pub use runtime::{shutdown_signal, LocalRuntime, RunError};
-pub use supervisor::{JobHandle, JobReport, JobStatus, JobSupervisor, LastError};
+pub use supervisor::{CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError};

@@ -11,7 +11,8 @@ use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::edge::{Edge, Partitioner};
-use super::messages::{Deliver, Stop};
+use super::barrier::BarrierTracker;
+use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{after_emit, guarded, TaskActor, TaskHandle};
 use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
 
@@ -21,19 +22,31 @@ pub struct OperatorActor<Op: Operator, P> {
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
     inputs: InputWatermarks,
+    barriers: BarrierTracker,
+    restore: Option<Vec<u8>>,
     out: Batch<Op::Out>,
     mailbox: usize,
     done: bool,
 }
 
 impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
-    /// An instance with `inputs` upstream channels.
-    pub fn new(op: Op, edge: Edge<Op::Out, P>, task: TaskHandle, inputs: usize, mailbox: usize) -> Self {
+    /// An instance with `inputs` upstream channels, restoring `restore`
+    /// (a checkpointed snapshot of its operator) when started.
+    pub fn new(
+        op: Op,
+        edge: Edge<Op::Out, P>,
+        task: TaskHandle,
+        inputs: usize,
+        mailbox: usize,
+        restore: Option<Vec<u8>>,
+    ) -> Self {
         OperatorActor {
             op,
             edge,
             task,
             inputs: InputWatermarks::new(inputs),
+            barriers: BarrierTracker::default(),
+            restore,
             out: Batch::new(),
             mailbox,
             done: false,
@@ -57,11 +70,20 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
                 return ctx.stop();
             }
         }
+        let mut barrier = None;
         let advanced = match signal {
             Signal::None => None,
             Signal::Watermark(w) => self.inputs.on_watermark(input, w),
             Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => self.inputs.on_end(input),
+            Signal::End => {
+                let adv = self.inputs.on_end(input);
+                barrier = self.barriers.on_input_ended(self.inputs.live());
+                adv
+            }
+            Signal::Barrier(id) => {
+                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
+                None
+            }
         };
         let ended = self.inputs.all_ended();
         let mut out_signal = Signal::None;
@@ -86,6 +108,41 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             m.records_out.fetch_add(self.out.len() as u64, Relaxed);
             m.batches_out.fetch_add(1, Relaxed);
         }
+        if let Some(id) = barrier.filter(|_| !ended) {
+            // Records before the barrier are in `out` or already processed:
+            // send them, snapshot, then pass the barrier on.
+            let sent = self.edge.emit(&mut self.out, Signal::None);
+            let snapshot = {
+                let op = &self.op;
+                guarded(|| op.snapshot())
+            };
+            match snapshot {
+                Ok(state) => {
+                    if !state.is_empty() {
+                        self.task.report(TaskEvent::OperatorSnapshot {
+                            attempt: self.task.ctx.attempt,
+                            id,
+                            task: self.task.ctx.task_name(),
+                            state,
+                        });
+                    }
+                }
+                Err(f) => {
+                    self.done = true;
+                    self.task.fail(f, false);
+                    return ctx.stop();
+                }
+            }
+            return after_emit(self, ctx, sent, move |act, ctx| {
+                let sent = act.edge.emit(&mut act.out, Signal::Barrier(id));
+                let sent = match (sent, out_signal) {
+                    (Ok(None), Signal::None) => Ok(None),
+                    (Ok(None), sig) => act.edge.emit(&mut act.out, sig),
+                    (other, _) => other,
+                };
+                after_emit(act, ctx, sent, |_, _| {});
+            });
+        }
         let sent = self.edge.emit(&mut self.out, out_signal);
         if ended {
             self.done = true;
@@ -104,6 +161,14 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Actor for OperatorActor<Op, P> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox);
+        if let Some(state) = self.restore.take() {
+            let op = &mut self.op;
+            if let Err(f) = guarded(|| op.restore(&state)) {
+                self.done = true;
+                self.task.fail(f, false);
+                return ctx.stop();
+            }
+        }
         let (op, tctx) = (&mut self.op, &self.task.ctx);
         if let Err(f) = guarded(|| op.open(tctx)) {
             self.done = true;

@@ -10,7 +10,8 @@ use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::messages::{Deliver, Stop};
+use super::barrier::BarrierTracker;
+use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{guarded, TaskActor, TaskHandle};
 use crate::pipeline::{InputWatermarks, Signal, Sink, SinkWriter};
 
@@ -20,6 +21,7 @@ pub struct SinkActor<S: Sink> {
     writer: Option<S::Writer>,
     task: TaskHandle,
     inputs: InputWatermarks,
+    barriers: BarrierTracker,
     mailbox: usize,
     done: bool,
 }
@@ -32,6 +34,7 @@ impl<S: Sink> SinkActor<S> {
             writer: None,
             task,
             inputs: InputWatermarks::new(inputs),
+            barriers: BarrierTracker::default(),
             mailbox,
             done: false,
         }
@@ -86,14 +89,34 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
             m.records_out.fetch_add(n, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
         }
+        let mut barrier = None;
         let advanced = match signal {
             Signal::None => None,
             Signal::Watermark(w) => self.inputs.on_watermark(input, w),
             Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => self.inputs.on_end(input),
+            Signal::End => {
+                let adv = self.inputs.on_end(input);
+                barrier = self.barriers.on_input_ended(self.inputs.live());
+                adv
+            }
+            Signal::Barrier(id) => {
+                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
+                None
+            }
         };
         if let Some(w) = advanced {
             self.task.ctx.metrics.watermark.store(w, Relaxed);
+        }
+        if let Some(id) = barrier.filter(|_| !self.inputs.all_ended()) {
+            // Everything before the barrier was written: make it durable.
+            let writer = self.writer.as_mut().expect("writer is open");
+            if let Err(f) = guarded(|| writer.flush()) {
+                return self.fail(ctx, f);
+            }
+            self.task.report(TaskEvent::SinkCheckpointed {
+                attempt: self.task.ctx.attempt,
+                id,
+            });
         }
         if self.inputs.all_ended() {
             let writer = self.writer.as_mut().expect("writer is open");

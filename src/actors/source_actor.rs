@@ -1,37 +1,56 @@
 //! The source actor: reads batches, runs the fused operator chain, emits.
 //!
 //! Owns the read loop of one source instance. It pumps itself with a
-//! [`Pump`] message per batch, so control messages ([`Drain`], [`Stop`])
-//! interleave with reading, and it reads the next batch only after the
-//! previous one was accepted downstream (backpressure). It generates
-//! watermarks from the records' timestamps and declares idleness. Never
-//! blocks its arbiter: a source with nothing to read is polled again later.
+//! [`Pump`] message per batch, so supervisor commands ([`SourceCommand`],
+//! [`Stop`]) interleave with reading, and it reads the next batch only after
+//! the previous one was accepted downstream (backpressure). It generates
+//! watermarks (or takes the reader's own), declares idleness, injects
+//! checkpoint barriers with the position they cover, and commits a position
+//! only when the supervisor says its checkpoint completed. Never blocks its
+//! arbiter: a source with nothing to read is polled again later.
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::edge::{Edge, Partitioner};
-use super::messages::{Drain, Pump, Stop};
+use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
 use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
 use crate::pipeline::{
-    Batch, Operator, Signal, Source, SourceReader, SourceStatus, WatermarkGenerator, MAX_WATERMARK,
+    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp, WatermarkGenerator,
+    MAX_WATERMARK,
 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    Draining,
+    /// End-of-input sent; waiting for `CommitFinal`.
+    Ended,
+    Stopped,
+}
 
 /// One instance of a source stage.
 pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     source: Arc<S>,
     reader: Option<S::Reader>,
+    restore: Option<serde_json::Value>,
     op: Op,
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
     watermarks: WatermarkGenerator,
+    emitted_wm: Timestamp,
     batch_size: usize,
     input: Batch<S::Out>,
     out: Batch<Op::Out>,
-    draining: bool,
-    finished: bool,
+    phase: Phase,
+    /// Positions recorded at barriers, oldest first.
+    pending: Vec<(u64, serde_json::Value)>,
+    final_position: Option<serde_json::Value>,
 }
+
+// Actors are moved, never pinned structurally: no field relies on pinning.
+impl<S: Source, Op: Operator<In = S::Out>, P> Unpin for SourceActor<S, Op, P> {}
 
 impl<S, Op, P> SourceActor<S, Op, P>
 where
@@ -39,7 +58,7 @@ where
     Op: Operator<In = S::Out>,
     P: Partitioner<Op::Out>,
 {
-    /// A source instance; it opens its reader when started.
+    /// A source instance; it opens its reader (and seeks to `restore`) when started.
     pub fn new(
         source: Arc<S>,
         op: Op,
@@ -47,50 +66,52 @@ where
         task: TaskHandle,
         watermarks: WatermarkGenerator,
         batch_size: usize,
+        restore: Option<serde_json::Value>,
     ) -> Self {
         SourceActor {
             source,
             reader: None,
+            restore,
             op,
             edge,
             task,
             watermarks,
+            emitted_wm: i64::MIN,
             batch_size,
             input: Batch::with_capacity(batch_size),
             out: Batch::with_capacity(batch_size),
-            draining: false,
-            finished: false,
+            phase: Phase::Reading,
+            pending: Vec::new(),
+            final_position: None,
         }
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, f: Failure, connector: bool) {
-        self.finished = true;
+        self.phase = Phase::Stopped;
         self.task.fail(f, connector);
         ctx.stop();
     }
 
-    /// Ends the stream: fires what the chain holds and sends end-of-input.
+    /// Ends the stream: fires what the chain holds and sends end-of-input,
+    /// then waits for `CommitFinal`.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        if self.finished {
+        if !matches!(self.phase, Phase::Reading | Phase::Draining) {
             return;
         }
-        self.finished = true;
+        self.phase = Phase::Ended;
+        self.final_position = self.reader.as_ref().and_then(|r| r.position());
         let (op, out) = (&mut self.op, &mut self.out);
         if let Err(f) = guarded(|| op.on_watermark(MAX_WATERMARK, out)) {
             return self.fail(ctx, f, false);
         }
-        let n = self.out.len() as u64;
-        self.task.ctx.metrics.records_out.fetch_add(n, Relaxed);
-        let sent = self.edge.emit(&mut self.out, Signal::End);
-        after_emit(self, ctx, sent, |_, ctx| ctx.stop());
+        self.send(ctx, Signal::End, |_, _| {});
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.finished {
-            return;
-        }
-        if self.draining {
-            return self.finish(ctx);
+        match self.phase {
+            Phase::Reading => {}
+            Phase::Draining => return self.finish(ctx),
+            Phase::Ended | Phase::Stopped => return,
         }
         let Some(reader) = self.reader.as_mut() else {
             return;
@@ -100,33 +121,35 @@ where
             Ok(s) => s,
             Err(f) => return self.fail(ctx, f, true),
         };
+        let own_wm = reader.watermark();
         let mut signal = Signal::None;
+        let mut wm = None;
         if !self.input.is_empty() {
             let m = &self.task.ctx.metrics;
             m.records_in.fetch_add(self.input.len() as u64, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
-            if let Some(wm) = self.watermarks.on_batch(&self.input.timestamps) {
-                signal = Signal::Watermark(wm);
-            }
+            let generated = self.watermarks.on_batch(&self.input.timestamps);
+            wm = if own_wm.is_some() { own_wm } else { generated };
             let (op, input, out) = (&mut self.op, &mut self.input, &mut self.out);
             if let Err(f) = guarded(|| op.process(input, out)) {
                 return self.fail(ctx, f, false);
             }
-            if let Signal::Watermark(wm) = signal {
-                let (op, out) = (&mut self.op, &mut self.out);
-                if let Err(f) = guarded(|| op.on_watermark(wm, out)) {
-                    return self.fail(ctx, f, false);
-                }
-                m.watermark.store(wm, Relaxed);
-            }
+        } else if own_wm.is_some() {
+            wm = own_wm;
         } else if matches!(status, SourceStatus::Idle(_)) && self.watermarks.check_idle() {
             signal = Signal::Idle;
         }
-        match status {
-            SourceStatus::Finished => {
-                // Send what this poll produced, then end.
-                self.send(ctx, signal, |act, ctx| act.finish(ctx));
+        if let Some(w) = wm.filter(|w| *w > self.emitted_wm) {
+            self.emitted_wm = w;
+            signal = Signal::Watermark(w);
+            self.task.ctx.metrics.watermark.store(w, Relaxed);
+            let (op, out) = (&mut self.op, &mut self.out);
+            if let Err(f) = guarded(|| op.on_watermark(w, out)) {
+                return self.fail(ctx, f, false);
             }
+        }
+        match status {
+            SourceStatus::Finished => self.send(ctx, signal, |act, ctx| act.finish(ctx)),
             SourceStatus::Ready => self.send(ctx, signal, |_, ctx| {
                 ctx.notify(Pump);
             }),
@@ -145,10 +168,40 @@ where
         let sent = self.edge.emit(&mut self.out, signal);
         after_emit(self, ctx, sent, then);
     }
-}
 
-// Actors are moved, never pinned structurally: no field relies on pinning.
-impl<S: Source, Op: Operator<In = S::Out>, P> Unpin for SourceActor<S, Op, P> {}
+    fn checkpoint(&mut self, id: u64, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Reading {
+            return;
+        }
+        let position = self.reader.as_ref().and_then(|r| r.position());
+        if let Some(p) = &position {
+            self.pending.push((id, p.clone()));
+        }
+        self.task.report(TaskEvent::SourceCheckpointed {
+            attempt: self.task.ctx.attempt,
+            id,
+            task: self.task.ctx.task_name(),
+            position,
+        });
+        // `out` is always empty between pumps: the barrier follows every
+        // record read before the position was taken.
+        self.send(ctx, Signal::Barrier(id), |_, _| {});
+    }
+
+    fn commit(&mut self, position: &serde_json::Value) {
+        if let Some(reader) = self.reader.as_mut() {
+            if let Err(e) = guarded(|| reader.commit(position)) {
+                let msg = match e {
+                    Failure::Panic(m) => m,
+                    Failure::Error(ConnectorError(m)) => m,
+                };
+                // A failed commit loses nothing: a later one covers it, and a
+                // restart resumes from the checkpoint's position.
+                tracing::warn!(task = %self.task.ctx.task_name(), error = %msg, "commit failed");
+            }
+        }
+    }
+}
 
 impl<S, Op, P> Actor for SourceActor<S, Op, P>
 where
@@ -160,10 +213,16 @@ where
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let (source, tctx) = (&self.source, &self.task.ctx);
-        match guarded(|| source.open(tctx)) {
-            Ok(r) => self.reader = Some(r),
+        let mut reader = match guarded(|| source.open(tctx)) {
+            Ok(r) => r,
             Err(f) => return self.fail(ctx, f, true),
+        };
+        if let Some(pos) = self.restore.take() {
+            if let Err(f) = guarded(|| reader.seek(&pos)) {
+                return self.fail(ctx, f, true);
+            }
         }
+        self.reader = Some(reader);
         let (op, tctx) = (&mut self.op, &self.task.ctx);
         if let Err(f) = guarded(|| op.open(tctx)) {
             return self.fail(ctx, f, false);
@@ -195,15 +254,42 @@ where
     }
 }
 
-impl<S, Op, P> Handler<Drain> for SourceActor<S, Op, P>
+impl<S, Op, P> Handler<SourceCommand> for SourceActor<S, Op, P>
 where
     S: Source,
     Op: Operator<In = S::Out>,
     P: Partitioner<Op::Out>,
 {
     type Result = ();
-    fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
-        self.draining = true;
+    fn handle(&mut self, cmd: SourceCommand, ctx: &mut Context<Self>) {
+        match cmd {
+            SourceCommand::Drain => {
+                if self.phase == Phase::Reading {
+                    self.phase = Phase::Draining;
+                }
+            }
+            SourceCommand::TriggerCheckpoint(id) => self.checkpoint(id, ctx),
+            SourceCommand::CheckpointComplete(id) => {
+                let upto = self.pending.iter().rposition(|(pid, _)| *pid <= id);
+                if let Some(i) = upto {
+                    let (_, pos) = self.pending[i].clone();
+                    self.pending.drain(..=i);
+                    self.commit(&pos);
+                }
+            }
+            SourceCommand::CommitFinal => {
+                if self.phase == Phase::Ended {
+                    if let Some(pos) = self.final_position.take() {
+                        self.commit(&pos);
+                    }
+                    self.task.report(TaskEvent::SourceCommitted {
+                        attempt: self.task.ctx.attempt,
+                    });
+                    self.phase = Phase::Stopped;
+                    ctx.stop();
+                }
+            }
+        }
     }
 }
 
@@ -215,7 +301,7 @@ where
 {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.finished = true;
+        self.phase = Phase::Stopped;
         ctx.stop();
     }
 }

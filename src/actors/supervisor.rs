@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use super::launch::Launch;
-use super::messages::{Drain, Stop, TaskEvent};
+use super::messages::{SourceCommand, Stop, TaskEvent};
 use super::restart::RestartTracker;
 use crate::pipeline::{BuildError, JobConfig, TaskMetrics, TaskMetricsSnapshot};
 
@@ -164,6 +164,27 @@ impl JobHandle {
     }
 }
 
+/// A completed checkpoint: every source position and operator state
+/// recorded at one barrier, after every sink flushed what preceded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedCheckpoint {
+    /// Checkpoint id (increasing).
+    pub id: u64,
+    /// Source positions by task name.
+    pub positions: BTreeMap<String, serde_json::Value>,
+    /// Operator states by task name.
+    pub states: BTreeMap<String, Vec<u8>>,
+    /// Completion time, milliseconds since the Unix epoch.
+    pub completed_at_ms: u64,
+}
+
+#[derive(Default)]
+struct PendingCheckpoint {
+    sinks_acked: usize,
+    positions: BTreeMap<String, serde_json::Value>,
+    states: BTreeMap<String, Vec<u8>>,
+}
+
 /// Ask the supervisor to drain and cancel the job.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
@@ -173,6 +194,10 @@ pub struct Cancel;
 #[rtype(result = "()")]
 struct Relaunch;
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CheckpointTick;
+
 /// The per-job supervisor actor.
 pub struct JobSupervisor {
     plan: Box<dyn LaunchPlan>,
@@ -181,10 +206,15 @@ pub struct JobSupervisor {
     arbiters: Vec<ArbiterHandle>,
     attempt: u32,
     stops: Vec<Recipient<Stop>>,
-    drains: Vec<Recipient<Drain>>,
+    sources: Vec<Recipient<SourceCommand>>,
+    sinks: usize,
     sinks_left: usize,
+    sources_left: usize,
     restarts: RestartTracker,
     cancelling: bool,
+    next_checkpoint: u64,
+    pending: BTreeMap<u64, PendingCheckpoint>,
+    latest: Option<Arc<CompletedCheckpoint>>,
 }
 
 fn now_ms() -> u64 {
@@ -211,10 +241,15 @@ impl JobSupervisor {
             arbiters,
             attempt: 0,
             stops: Vec::new(),
-            drains: Vec::new(),
+            sources: Vec::new(),
+            sinks: 0,
             sinks_left: 0,
+            sources_left: 0,
             restarts,
             cancelling: false,
+            next_checkpoint: 1,
+            pending: BTreeMap::new(),
+            latest: None,
         };
         let addr = sup.start();
         JobHandle {
@@ -234,14 +269,18 @@ impl JobSupervisor {
             metrics: &self.shared.metrics,
             dead_letters: self.config.dead_letters.clone(),
             stops: Vec::new(),
-            drains: Vec::new(),
+            sources: Vec::new(),
             sinks: 0,
+            restore: self.latest.clone(),
         };
         let res = self.plan.launch(&mut launch);
-        let Launch { stops, drains, sinks, .. } = launch;
+        let Launch { stops, sources, sinks, .. } = launch;
         self.stops = stops;
-        self.drains = drains;
+        self.sources_left = sources.len();
+        self.sources = sources;
+        self.sinks = sinks;
         self.sinks_left = sinks;
+        self.pending.clear();
         match res {
             Ok(()) => {
                 tracing::info!(job = %self.shared.name, attempt = self.attempt, "job running");
@@ -260,7 +299,68 @@ impl JobSupervisor {
         for s in self.stops.drain(..) {
             s.do_send(Stop);
         }
-        self.drains.clear();
+        self.sources.clear();
+    }
+
+    fn status(&self) -> JobStatus {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Every sink flushed after end-of-input: let sources commit their final
+    /// positions, then end the job (after a bounded wait).
+    fn finalize(&mut self, ctx: &mut Context<Self>) {
+        for s in &self.sources {
+            s.do_send(SourceCommand::CommitFinal);
+        }
+        if self.sources_left == 0 {
+            return self.done(ctx);
+        }
+        let attempt = self.attempt;
+        ctx.run_later(self.config.drain_timeout, move |act, ctx| {
+            if act.attempt == attempt && !act.status().is_terminal() {
+                tracing::warn!(job = %act.shared.name, "sources did not confirm their final commit in time");
+                act.done(ctx);
+            }
+        });
+    }
+
+    fn done(&mut self, ctx: &mut Context<Self>) {
+        self.stop_all();
+        let status = if self.cancelling { JobStatus::Cancelled } else { JobStatus::Finished };
+        tracing::info!(job = %self.shared.name, ?status, "job done");
+        self.shared.set_status(status);
+        ctx.stop();
+    }
+
+    fn on_checkpoint_event(&mut self, id: u64, f: impl FnOnce(&mut PendingCheckpoint)) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            f(p);
+        }
+    }
+
+    fn maybe_complete(&mut self, id: u64) {
+        let Some(p) = self.pending.get(&id) else { return };
+        if p.sinks_acked < self.sinks {
+            return;
+        }
+        let p = self.pending.remove(&id).expect("present");
+        // Older checkpoints can no longer complete usefully.
+        self.pending = self.pending.split_off(&id);
+        let mut positions = self.latest.as_ref().map(|l| l.positions.clone()).unwrap_or_default();
+        positions.extend(p.positions);
+        let mut states = self.latest.as_ref().map(|l| l.states.clone()).unwrap_or_default();
+        states.extend(p.states);
+        let done = Arc::new(CompletedCheckpoint {
+            id,
+            positions,
+            states,
+            completed_at_ms: now_ms(),
+        });
+        tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
+        self.latest = Some(done);
+        for s in &self.sources {
+            s.do_send(SourceCommand::CheckpointComplete(id));
+        }
     }
 
     fn record_error(&self, message: String) {
@@ -274,6 +374,28 @@ impl Actor for JobSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.launch(ctx);
+        if let Some(every) = self.config.checkpoint_interval {
+            ctx.run_interval(every, |_, ctx| ctx.notify(CheckpointTick));
+        }
+    }
+}
+
+impl Handler<CheckpointTick> for JobSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: CheckpointTick, _ctx: &mut Context<Self>) {
+        if self.cancelling || self.status() != JobStatus::Running || self.sources.is_empty() {
+            return;
+        }
+        // Do not pile up checkpoints behind a slow one.
+        if self.pending.len() >= 2 {
+            return;
+        }
+        let id = self.next_checkpoint;
+        self.next_checkpoint += 1;
+        self.pending.insert(id, PendingCheckpoint::default());
+        for s in &self.sources {
+            s.do_send(SourceCommand::TriggerCheckpoint(id));
+        }
     }
 }
 
@@ -286,12 +408,30 @@ impl Handler<TaskEvent> for JobSupervisor {
                 tracing::debug!(task, "sink finished");
                 self.sinks_left = self.sinks_left.saturating_sub(1);
                 if self.sinks_left == 0 {
-                    self.stops.clear();
-                    let status = if self.cancelling { JobStatus::Cancelled } else { JobStatus::Finished };
-                    tracing::info!(job = %self.shared.name, ?status, "job done");
-                    self.shared.set_status(status);
-                    ctx.stop();
+                    self.finalize(ctx);
                 }
+            }
+            TaskEvent::SourceCommitted { attempt } if attempt == self.attempt => {
+                self.sources_left = self.sources_left.saturating_sub(1);
+                if self.sources_left == 0 && self.sinks_left == 0 {
+                    self.done(ctx);
+                }
+            }
+            TaskEvent::SourceCheckpointed { attempt, id, task, position } if attempt == self.attempt => {
+                if let Some(pos) = position {
+                    self.on_checkpoint_event(id, |p| {
+                        p.positions.insert(task, pos);
+                    });
+                }
+            }
+            TaskEvent::OperatorSnapshot { attempt, id, task, state } if attempt == self.attempt => {
+                self.on_checkpoint_event(id, |p| {
+                    p.states.insert(task, state);
+                });
+            }
+            TaskEvent::SinkCheckpointed { attempt, id } if attempt == self.attempt => {
+                self.on_checkpoint_event(id, |p| p.sinks_acked += 1);
+                self.maybe_complete(id);
             }
             TaskEvent::Failed { attempt, error } if attempt == self.attempt => {
                 self.record_error(error.to_string());
@@ -344,8 +484,8 @@ impl Handler<Cancel> for JobSupervisor {
         if self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0 == JobStatus::Restarting {
             return; // Relaunch will see the flag.
         }
-        for d in &self.drains {
-            d.do_send(Drain);
+        for s in &self.sources {
+            s.do_send(SourceCommand::Drain);
         }
         let timeout: Duration = self.config.drain_timeout;
         let attempt = self.attempt;

@@ -71,7 +71,8 @@ impl TaskHandle {
         });
     }
 
-    fn report(&self, ev: TaskEvent) {
+    /// Sends any event to the supervisor.
+    pub fn report(&self, ev: TaskEvent) {
         // Control messages to the supervisor are small and rare: do_send is fine.
         self.supervisor.do_send(ev);
     }

@@ -132,4 +132,7 @@ pub enum Signal {
     Idle,
     /// This input has ended; nothing follows on it.
     End,
+    /// Checkpoint barrier `id`: every record of this input before it
+    /// belongs to checkpoint `id`, every record after it to a later one.
+    Barrier(u64),
 }

@@ -48,6 +48,9 @@ pub struct JobConfig {
     pub dead_letters: DeadLetters,
     /// How long a cancel may take to drain before actors are stopped.
     pub drain_timeout: Duration,
+    /// How often checkpoint barriers are injected (`None`: never; positions
+    /// are then committed only at the end of input).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for JobConfig {
@@ -59,6 +62,7 @@ impl Default for JobConfig {
             restart: RestartPolicy::default(),
             dead_letters: DeadLetters::log(),
             drain_timeout: Duration::from_secs(10),
+            checkpoint_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -163,6 +167,15 @@ impl Job {
         self
     }
 
+    /// How often to checkpoint (`None` disables periodic checkpoints).
+    pub fn checkpoint_interval(mut self, every: Option<Duration>) -> Job {
+        if every == Some(Duration::ZERO) {
+            self.meta.errors.push(BuildError::invalid("job.checkpoint_interval", "must be longer than 0"));
+        }
+        self.meta.config.checkpoint_interval = every;
+        self
+    }
+
     /// Reads from `source`: the first stage.
     pub fn source<S: Source>(mut self, source: S) -> Stream<FromSource<S>, Identity<S::Out>> {
         let stage = self.meta.next_stage("source");
@@ -248,6 +261,7 @@ where
         for i in 0..self.parallelism {
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
+            let restore = l.restored_position(&ctx.task_name());
             let task = TaskHandle {
                 ctx,
                 supervisor: l.supervisor.clone(),
@@ -255,10 +269,10 @@ where
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
             let (wm, batch) = (self.input.watermarks.generator(), l.batch_size());
             let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                SourceActor::new(source, op, edge, task, wm, batch)
+                SourceActor::new(source, op, edge, task, wm, batch, restore)
             });
             l.stops.push(addr.clone().recipient());
-            l.drains.push(addr.recipient());
+            l.sources.push(addr.recipient());
         }
         Ok(())
     }
@@ -283,13 +297,15 @@ where
         let inputs = self.input.upstream.parallelism();
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
+            let ctx = l.task_context(&self.stage, i, self.parallelism);
+            let restore = l.restored_state(&ctx.task_name());
             let task = TaskHandle {
-                ctx: l.task_context(&self.stage, i, self.parallelism),
+                ctx,
                 supervisor: l.supervisor.clone(),
             };
             let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
             let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                OperatorActor::new(op, edge, task, inputs, mailbox)
+                OperatorActor::new(op, edge, task, inputs, mailbox, restore)
             });
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());

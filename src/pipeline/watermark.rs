@@ -31,6 +31,11 @@ impl Watermarks {
         Watermarks::default()
     }
 
+    /// The out-of-orderness bound in milliseconds (`None`: no watermarks).
+    pub fn bound_ms(&self) -> Option<i64> {
+        self.bound_ms
+    }
+
     /// Watermark = largest timestamp seen − `bound`: records may arrive up
     /// to `bound` out of order without being late.
     pub fn bounded_out_of_orderness(bound: Duration) -> Self {
@@ -137,6 +142,16 @@ impl InputWatermarks {
     /// The combined watermark.
     pub fn current(&self) -> Timestamp {
         self.current
+    }
+
+    /// Number of inputs that have not ended.
+    pub fn live(&self) -> usize {
+        self.ended.iter().filter(|e| !**e).count()
+    }
+
+    /// True when input `i` has ended.
+    pub fn has_ended(&self, i: usize) -> bool {
+        self.ended[i]
     }
 
     /// True when every input has ended.
