@@ -1,1 +1,134 @@
-fn main() {}
+//! The engine benchmark: pipelines against hand-written loops doing the
+//! same work, in one process run (the machines are noisy: compare ratios).
+//!
+//! `cargo bench --bench engine [W1|W2]` prints one JSON line per run:
+//! `{"workload","parallelism","events","seconds","events_per_s",
+//! "baseline_events_per_s","ratio"}`.
+//!
+//! - W1: generator of 50,000,000 events (`key = i % 10_000`, `value = i`,
+//!   `ts = i` ms) → `filter(value % 3 != 0)` → `map(value * 2)` → blackhole.
+//! - W2: the same generator, 20,000,000 events → `key_by(key)` → 1 s
+//!   tumbling event-time window, sum of value → blackhole.
+//!
+//! `WEIR_BENCH_SCALE` (e.g. `0.1`) shrinks the event counts for a quick run.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use weir::connectors::{BlackholeSink, GeneratorSource};
+use weir::pipeline::{Job, Sum, Tumbling, Watermarks};
+
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    key: u64,
+    value: u64,
+    ts: i64,
+}
+
+#[inline(always)]
+fn event(i: u64) -> Event {
+    Event {
+        key: i % 10_000,
+        value: i,
+        ts: i as i64,
+    }
+}
+
+fn w1_baseline(n: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        let e = black_box(event(i));
+        if e.value % 3 != 0 {
+            black_box(e.value * 2);
+        }
+    }
+    start.elapsed()
+}
+
+fn w1_pipeline(n: u64, parallelism: usize) -> Duration {
+    let job = Job::new("w1")
+        .parallelism(parallelism)
+        .batch_size(batch_size())
+        .source(GeneratorSource::new(event).count(n).timestamps(|e: &Event| e.ts))
+        .filter(|e: &Event| e.value % 3 != 0)
+        .map(|e: Event| e.value * 2)
+        .sink(BlackholeSink::new());
+    let start = Instant::now();
+    job.run_local().expect("W1 runs");
+    start.elapsed()
+}
+
+fn w2_baseline(n: u64) -> Duration {
+    let start = Instant::now();
+    let mut window_end = 1000i64;
+    let mut sums: FxHashMap<u64, u64> = FxHashMap::default();
+    for i in 0..n {
+        let e = black_box(event(i));
+        if e.ts >= window_end {
+            for (k, v) in sums.drain() {
+                black_box((k, window_end - 1000, v));
+            }
+            window_end = e.ts - e.ts.rem_euclid(1000) + 1000;
+        }
+        *sums.entry(e.key).or_insert(0) += e.value;
+    }
+    for (k, v) in sums.drain() {
+        black_box((k, window_end - 1000, v));
+    }
+    start.elapsed()
+}
+
+fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
+    let job = Job::new("w2")
+        .parallelism(parallelism)
+        .batch_size(batch_size())
+        .source(GeneratorSource::new(event).count(n).timestamps(|e: &Event| e.ts))
+        .watermarks(Watermarks::ascending())
+        .key_by(|e: &Event| e.key)
+        .window(Tumbling::event_time(Duration::from_secs(1)))
+        .aggregate(Sum::of(|e: &Event| e.value))
+        .sink(BlackholeSink::new());
+    let start = Instant::now();
+    job.run_local().expect("W2 runs");
+    start.elapsed()
+}
+
+/// `WEIR_BENCH_BATCH` overrides the job's batch size.
+fn batch_size() -> usize {
+    std::env::var("WEIR_BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(weir::pipeline::JobConfig::default().batch_size)
+}
+
+fn report(workload: &str, parallelism: usize, events: u64, took: Duration, baseline: Duration) {
+    let eps = events as f64 / took.as_secs_f64();
+    let base = events as f64 / baseline.as_secs_f64();
+    println!(
+        "{{\"workload\":\"{workload}\",\"parallelism\":{parallelism},\"events\":{events},\"seconds\":{:.3},\"events_per_s\":{:.0},\"baseline_events_per_s\":{:.0},\"ratio\":{:.3}}}",
+        took.as_secs_f64(),
+        eps,
+        base,
+        eps / base
+    );
+}
+
+fn main() {
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let scale: f64 = std::env::var("WEIR_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let want = |w: &str| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(w));
+    if want("W1") {
+        let n = (50_000_000.0 * scale) as u64;
+        let base = w1_baseline(n);
+        for p in [1, 2] {
+            let took = w1_pipeline(n, p);
+            report("W1", p, n, took, base);
+        }
+    }
+    if want("W2") {
+        let n = (20_000_000.0 * scale) as u64;
+        let base = w2_baseline(n);
+        for p in [1, 2] {
+            let took = w2_pipeline(n, p);
+            report("W2", p, n, took, base);
+        }
+    }
+}

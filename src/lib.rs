@@ -25,4 +25,5 @@
 
 pub mod actors;
 pub mod connectors;
+pub mod coord;
 pub mod pipeline;

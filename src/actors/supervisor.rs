@@ -121,6 +121,7 @@ impl JobShared {
 pub struct JobHandle {
     shared: Arc<JobShared>,
     supervisor: Recipient<Cancel>,
+    aborter: Recipient<Abort>,
     done: watch::Receiver<JobStatus>,
 }
 
@@ -156,6 +157,12 @@ impl JobHandle {
         self.supervisor.do_send(Cancel);
     }
 
+    /// Stops every actor of the job at once, without draining or committing
+    /// (for a worker that may have become a zombie); then CANCELLED.
+    pub fn abort(&self) {
+        self.aborter.do_send(Abort);
+    }
+
     /// Waits until the job is FINISHED, FAILED or CANCELLED.
     pub async fn wait(&self) -> JobReport {
         let mut rx = self.done.clone();
@@ -189,6 +196,11 @@ struct PendingCheckpoint {
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Cancel;
+
+/// Stop the job's actors at once, without draining.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Abort;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -254,7 +266,8 @@ impl JobSupervisor {
         let addr = sup.start();
         JobHandle {
             shared,
-            supervisor: addr.recipient(),
+            supervisor: addr.clone().recipient(),
+            aborter: addr.recipient(),
             done: rx,
         }
     }
@@ -471,6 +484,17 @@ impl Handler<Relaunch> for JobSupervisor {
             return ctx.stop();
         }
         self.launch(ctx);
+    }
+}
+
+impl Handler<Abort> for JobSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        tracing::warn!(job = %self.shared.name, "aborting job");
+        self.cancelling = true;
+        self.stop_all();
+        self.shared.set_status(JobStatus::Cancelled);
+        ctx.stop();
     }
 }
 

@@ -146,25 +146,15 @@ where
         }
         let left = (self.end.saturating_sub(self.next)).div_ceil(self.step);
         let n = n.min(left) as usize;
-        out.reserve(n);
-        let (mut i, step) = (self.next, self.step);
+        let (start, step) = (self.next, self.step);
+        let make = &self.make;
+        let first = out.values.len();
+        out.values.extend((0..n as u64).map(|k| make.make(start + k * step)));
         match &self.ts {
-            Some(f) => {
-                for _ in 0..n {
-                    let v = self.make.make(i);
-                    out.timestamps.push(f(&v));
-                    out.values.push(v);
-                    i += step;
-                }
-            }
-            None => {
-                for _ in 0..n {
-                    out.values.push(self.make.make(i));
-                    out.timestamps.push(i as Timestamp);
-                    i += step;
-                }
-            }
+            Some(f) => out.timestamps.extend(out.values[first..].iter().map(f)),
+            None => out.timestamps.extend((0..n as u64).map(|k| (start + k * step) as Timestamp)),
         }
+        let i = start + n as u64 * step;
         self.next = i;
         self.emitted += n as u64;
         Ok(if self.next >= self.end {

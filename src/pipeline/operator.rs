@@ -168,15 +168,22 @@ where
 
     #[inline]
     fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
+        // Compact in place (no push per record), then hand the buffer over.
         let f = &mut self.f;
-        out.reserve(input.len());
-        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
-            if f(&v) {
-                out.values.push(v);
-                out.timestamps.push(ts);
+        let Batch { values, timestamps } = input;
+        let mut keep = 0;
+        for read in 0..values.len() {
+            if f(&values[read]) {
+                if keep != read {
+                    values.swap(keep, read);
+                    timestamps[keep] = timestamps[read];
+                }
+                keep += 1;
             }
         }
-        Ok(())
+        values.truncate(keep);
+        timestamps.truncate(keep);
+        Identity::default().process(input, out)
     }
 }
 

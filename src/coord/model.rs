@@ -1,0 +1,444 @@
+//! The JSON documents stored in the znodes, and their validation.
+//!
+//! Owns: `WorkerInfo`, `JobSpec`, `TaskId`, `JobAssignment`, `TaskState`,
+//! `CheckpointMeta`, their serde form (the wire format other tools read), and
+//! [`decode`] / [`encode`], which turn bad bytes into `CoordError::Malformed`
+//! naming the znode.
+//! Must never: panic on data read from ZooKeeper, or talk to ZooKeeper.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{CoordError, CoordResult};
+use super::paths::validate_name;
+
+/// Largest parallelism a job may ask for.
+pub const MAX_PARALLELISM: u32 = 10_000;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses the JSON stored at znode `path`; bad bytes give [`CoordError::Malformed`] naming `path`.
+///
+/// ```
+/// use weir::coord::{model::decode, CoordError, JobSpec};
+/// let err = decode::<JobSpec>("/weir/jobs/j/spec", b"{not json").unwrap_err();
+/// assert!(matches!(err, CoordError::Malformed { ref path, .. } if path == "/weir/jobs/j/spec"));
+/// ```
+pub fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> CoordResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| CoordError::Malformed {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Serializes a document for znode `path`.
+pub fn encode<T: Serialize>(path: &str, value: &T) -> CoordResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| CoordError::Invalid {
+        field: path.to_string(),
+        reason: format!("cannot serialize: {e}"),
+    })
+}
+
+/// A live worker, stored (as JSON) in its ephemeral znode `/workers/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique worker id (a path segment).
+    pub id: String,
+    /// Where the worker's HTTP endpoint listens (`host:port`), for the CLI and dashboard.
+    pub address: String,
+    /// Most tasks this worker runs at once (≥ 1).
+    pub capacity: u32,
+    /// Job types this worker's binary can run; empty means "any".
+    #[serde(default)]
+    pub job_types: Vec<String>,
+    /// Version of the weir binary.
+    #[serde(default)]
+    pub version: String,
+}
+
+impl WorkerInfo {
+    /// Checks the id charset and capacity ≥ 1.
+    pub fn validate(&self) -> CoordResult<()> {
+        validate_name("WorkerInfo.id", &self.id)?;
+        if self.capacity == 0 {
+            return Err(CoordError::Invalid {
+                field: "WorkerInfo.capacity".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this worker can run tasks of `job_type`.
+    pub fn accepts(&self, job_type: &str) -> bool {
+        self.job_types.is_empty() || self.job_types.iter().any(|t| t == job_type)
+    }
+}
+
+/// A submitted job, stored in `/jobs/<job>/spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Job name (a path segment, unique in the cluster).
+    pub name: String,
+    /// Which job definition of the worker binary runs it (matched against `WorkerInfo::job_types`).
+    pub job_type: String,
+    /// Number of tasks (≥ 1).
+    pub parallelism: u32,
+    /// Free-form job configuration.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl JobSpec {
+    /// Checks the name and job type charset and `1 <= parallelism <= MAX_PARALLELISM`;
+    /// the error names the offending field.
+    ///
+    /// ```
+    /// use weir::coord::{CoordError, JobSpec};
+    /// let mut spec = JobSpec { name: "clicks".into(), job_type: "clicks".into(), parallelism: 0, config: Default::default() };
+    /// let err = spec.validate().unwrap_err();
+    /// assert!(matches!(err, CoordError::Invalid { ref field, .. } if field == "JobSpec.parallelism"));
+    /// spec.parallelism = 4;
+    /// assert!(spec.validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> CoordResult<()> {
+        validate_name("JobSpec.name", &self.name)?;
+        validate_name("JobSpec.job_type", &self.job_type)?;
+        if self.parallelism == 0 || self.parallelism > MAX_PARALLELISM {
+            return Err(CoordError::Invalid {
+                field: "JobSpec.parallelism".into(),
+                reason: format!("{} is not within 1..={MAX_PARALLELISM}", self.parallelism),
+            });
+        }
+        Ok(())
+    }
+
+    /// The ids of this job's tasks: `<name>-0 .. <name>-<parallelism-1>`.
+    pub fn task_ids(&self) -> Vec<TaskId> {
+        (0..self.parallelism)
+            .map(|i| TaskId::new(&self.name, i))
+            .collect()
+    }
+}
+
+/// One parallel instance of a job; written `"<job>-<index>"` in JSON and in znode names.
+///
+/// ```
+/// use weir::coord::TaskId;
+/// let t: TaskId = "clicks-per-user-3".parse().unwrap();
+/// assert_eq!((t.job.as_str(), t.index), ("clicks-per-user", 3));
+/// assert_eq!(t.to_string(), "clicks-per-user-3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId {
+    /// Job name.
+    pub job: String,
+    /// Index in `0..parallelism`.
+    pub index: u32,
+}
+
+impl TaskId {
+    /// Task `index` of `job`.
+    pub fn new(job: &str, index: u32) -> Self {
+        TaskId {
+            job: job.to_string(),
+            index,
+        }
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.job, self.index)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = CoordError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || CoordError::Invalid {
+            field: "TaskId".into(),
+            reason: format!("{s:?} is not <job>-<index>"),
+        };
+        let (job, idx) = s.rsplit_once('-').ok_or_else(bad)?;
+        if job.is_empty() {
+            return Err(bad());
+        }
+        let index = idx.parse::<u32>().map_err(|_| bad())?;
+        Ok(TaskId {
+            job: job.to_string(),
+            index,
+        })
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where one task runs, and since which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    /// Worker id.
+    pub worker: String,
+    /// Epoch at which the task was (last) placed on this worker; it changes only when the task moves.
+    pub epoch: u64,
+}
+
+/// A job's task placement, stored in `/jobs/<job>/assignment`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAssignment {
+    /// Bumped on every change of the assignment.
+    pub epoch: u64,
+    /// Task -> worker; tasks that could not be placed (no capacity) are absent.
+    pub tasks: BTreeMap<TaskId, TaskAssignment>,
+}
+
+impl JobAssignment {
+    /// The tasks placed on `worker`, with their epochs.
+    pub fn tasks_of<'a>(&'a self, worker: &'a str) -> impl Iterator<Item = (&'a TaskId, u64)> + 'a {
+        self.tasks
+            .iter()
+            .filter(move |(_, a)| a.worker == worker)
+            .map(|(t, a)| (t, a.epoch))
+    }
+}
+
+/// Lifecycle of a task, serialized in upper case (`"RUNNING"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskStatus {
+    /// Assigned, not started yet.
+    Scheduled,
+    /// Processing.
+    Running,
+    /// Being restarted by its supervisor.
+    Restarting,
+    /// Past its restart policy; see `last_error`.
+    Failed,
+    /// Finished (bounded input).
+    Finished,
+    /// Stopped by a cancel.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// FAILED, FINISHED and CANCELLED are terminal: a move keeps them as they are.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Failed | TaskStatus::Finished | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// The last error of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Error text.
+    pub message: String,
+    /// When it happened (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// Published state of one task, stored in `/jobs/<job>/tasks/<task>/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// Lifecycle status.
+    pub state: TaskStatus,
+    /// Worker that wrote this state (or that the task was scheduled on).
+    pub worker: String,
+    /// Assignment epoch the writer held.
+    pub epoch: u64,
+    /// Records read so far.
+    #[serde(default)]
+    pub records_in: u64,
+    /// Records written so far.
+    #[serde(default)]
+    pub records_out: u64,
+    /// Input position per partition (`"<topic>/<partition>"` -> next offset).
+    #[serde(default)]
+    pub offsets: BTreeMap<String, i64>,
+    /// Records behind the end of the input.
+    #[serde(default)]
+    pub lag: u64,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Last error, kept across moves.
+    #[serde(default)]
+    pub last_error: Option<TaskError>,
+    /// When this state was written (ms since the Unix epoch).
+    #[serde(default)]
+    pub updated_at_ms: u64,
+}
+
+impl TaskState {
+    /// A fresh SCHEDULED state for `worker` at `epoch`.
+    pub fn scheduled(worker: &str, epoch: u64) -> Self {
+        TaskState {
+            state: TaskStatus::Scheduled,
+            worker: worker.to_string(),
+            epoch,
+            records_in: 0,
+            records_out: 0,
+            offsets: BTreeMap::new(),
+            lag: 0,
+            restarts: 0,
+            last_error: None,
+            updated_at_ms: now_ms(),
+        }
+    }
+}
+
+/// Metadata of a completed checkpoint, stored in `/jobs/<job>/checkpoints/latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Checkpoint id, increasing.
+    pub id: u64,
+    /// Input offsets to resume from (`"<topic>/<partition>"` -> next offset).
+    pub offsets: BTreeMap<String, i64>,
+    /// Where each task's state snapshot is stored.
+    pub state_paths: BTreeMap<TaskId, String>,
+    /// When the checkpoint completed (ms since the Unix epoch).
+    pub completed_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_state_json_uses_uppercase_status() {
+        let mut s = TaskState::scheduled("w1", 3);
+        s.state = TaskStatus::Restarting;
+        s.offsets.insert("clicks/0".into(), 42);
+        s.last_error = Some(TaskError {
+            message: "boom".into(),
+            at_ms: 7,
+        });
+        let json = String::from_utf8(encode("/x", &s).unwrap()).unwrap();
+        assert!(json.contains("\"state\":\"RESTARTING\""), "{json}");
+        let back: TaskState = decode("/x", json.as_bytes()).unwrap();
+        assert_eq!(back, s);
+        for (st, name) in [
+            (TaskStatus::Scheduled, "SCHEDULED"),
+            (TaskStatus::Running, "RUNNING"),
+            (TaskStatus::Failed, "FAILED"),
+            (TaskStatus::Finished, "FINISHED"),
+            (TaskStatus::Cancelled, "CANCELLED"),
+        ] {
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{name}\""));
+        }
+    }
+
+    #[test]
+    fn assignment_round_trips_with_task_id_keys() {
+        let mut a = JobAssignment {
+            epoch: 5,
+            tasks: BTreeMap::new(),
+        };
+        a.tasks.insert(
+            TaskId::new("j-x", 10),
+            TaskAssignment {
+                worker: "w1".into(),
+                epoch: 5,
+            },
+        );
+        a.tasks.insert(
+            TaskId::new("j-x", 2),
+            TaskAssignment {
+                worker: "w2".into(),
+                epoch: 1,
+            },
+        );
+        let bytes = encode("/a", &a).unwrap();
+        let json = String::from_utf8(bytes.clone()).unwrap();
+        assert!(json.contains("\"j-x-10\""), "{json}");
+        assert_eq!(decode::<JobAssignment>("/a", &bytes).unwrap(), a);
+        assert_eq!(a.tasks_of("w1").count(), 1);
+    }
+
+    #[test]
+    fn malformed_names_the_path() {
+        let err = decode::<TaskState>("/r/jobs/j/tasks/j-0/state", b"{\"state\":\"DANCING\"}")
+            .unwrap_err();
+        match err {
+            CoordError::Malformed { path, reason } => {
+                assert_eq!(path, "/r/jobs/j/tasks/j-0/state");
+                assert!(reason.contains("DANCING"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(decode::<JobAssignment>(
+            "/a",
+            br#"{"epoch":1,"tasks":{"nodash":{"worker":"w","epoch":1}}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn spec_validation_names_fields() {
+        let spec = JobSpec {
+            name: "bad name".into(),
+            job_type: "t".into(),
+            parallelism: 1,
+            config: BTreeMap::new(),
+        };
+        assert!(
+            matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.name")
+        );
+        let spec = JobSpec {
+            name: "ok".into(),
+            job_type: "".into(),
+            parallelism: 1,
+            config: BTreeMap::new(),
+        };
+        assert!(
+            matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.job_type")
+        );
+        let spec = JobSpec {
+            name: "ok".into(),
+            job_type: "t".into(),
+            parallelism: 3,
+            config: BTreeMap::new(),
+        };
+        assert_eq!(
+            spec.task_ids()
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+            ["ok-0", "ok-1", "ok-2"]
+        );
+        let w = WorkerInfo {
+            id: "w1".into(),
+            address: "x".into(),
+            capacity: 0,
+            job_types: vec![],
+            version: "1".into(),
+        };
+        assert!(
+            matches!(w.validate(), Err(CoordError::Invalid { field, .. }) if field == "WorkerInfo.capacity")
+        );
+    }
+}
