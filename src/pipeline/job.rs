@@ -304,9 +304,7 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                OperatorActor::new(op, edge, task, inputs, mailbox, restore)
-            });
+            let addr = l.start_bounded(i, move || OperatorActor::new(op, edge, task, inputs, mailbox, restore));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
@@ -577,7 +575,7 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (sink, mailbox) = (self.sink.clone(), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| SinkActor::new(sink, task, inputs, mailbox));
+            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs, mailbox));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
