@@ -6,16 +6,20 @@
 //! are placed on arbiter `subtask % workers`, so the source, rebalance#0 and
 //! sink#0 share worker 0 while rebalance#1 and sink#1 run on worker 1.
 //! Sink#1's writer blocks (on a channel the test controls) in its first
-//! write, which freezes worker 1. The source keeps running on worker 0, but
+//! write, or already while opening, before worker 1 has started any actor
+//! (which checks the mailbox bound holds from the first batch: it did not,
+//! see `Launch::start_bounded`). Either way worker 1 is frozen. The source keeps running on worker 0, but
 //! round-robin sends half its batches towards the stalled path: once those
 //! mailboxes are full it must wait, so its `records_out` stops growing.
 //!
-//! The bound: each of the 2 round-robin paths holds at most about
-//! `channel_capacity` batches per mailbox plus one in hand per task, over
-//! `stages + 2` places (3 stages: source, rebalance, sink); so the source
-//! can have emitted at most `2 × channel_capacity × batch_size × (stages +
-//! 2)` records while the sink is stalled. Without backpressure it would emit
-//! millions. After the sink is released the source resumes, and a cancel
+//! The bound: on each of the 2 round-robin paths, each of the `stages + 2`
+//! places a batch can wait (3 stages: source, rebalance, sink; plus the
+//! blocked send and the blocked write) holds at most `channel_capacity + 2`
+//! batches (the mailbox, the one extra message actix lets a sender push
+//! before it parks, one in the actor's hands). So while the sink is stalled
+//! the source can have emitted at most
+//! `2 × (channel_capacity + 2) × batch_size × (stages + 2)` records.
+//! Without backpressure it would emit millions. After the sink is released the source resumes, and a cancel
 //! drains the job to CANCELLED with every emitted record written.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -49,7 +53,11 @@ impl Sink for GateSink {
     type In = u64;
     type Writer = GateWriter;
     fn open(&self, ctx: &TaskContext) -> Result<GateWriter, ConnectorError> {
-        let mut wait = if ctx.subtask == 1 { self.release.lock().unwrap().take() } else { None };
+        let mut wait = if ctx.subtask == 1 {
+            self.release.lock().unwrap().take()
+        } else {
+            None
+        };
         if self.in_open {
             if let Some(rx) = wait.take() {
                 self.blocked.store(true, SeqCst);
@@ -80,7 +88,13 @@ impl SinkWriter for GateWriter {
 }
 
 fn source_out(handle: &JobHandle) -> u64 {
-    handle.report().tasks.iter().filter(|(k, _)| k.contains("-source#")).map(|(_, m)| m.records_out).sum()
+    handle
+        .report()
+        .tasks
+        .iter()
+        .filter(|(k, _)| k.contains("-source#"))
+        .map(|(_, m)| m.records_out)
+        .sum()
 }
 
 async fn sleep_ms(n: u64) {
@@ -135,34 +149,66 @@ fn stall_and_release(in_open: bool, capacity: usize) {
             if now == last {
                 break;
             }
-            assert!(Instant::now() < deadline, "the source never stopped: {now} records out");
+            assert!(
+                Instant::now() < deadline,
+                "the source never stopped: {now} records out"
+            );
             last = now;
         }
         // ...and check it stays stopped, below the bound.
         sleep_ms(500).await;
         let stalled = source_out(&handle);
-        assert_eq!(stalled, last, "the source kept emitting while the sink was blocked");
+        assert_eq!(
+            stalled, last,
+            "the source kept emitting while the sink was blocked"
+        );
         assert!(stalled > 0);
-        assert!(stalled <= bound, "{stalled} records emitted while stalled; bound {bound}");
+        assert!(
+            stalled <= bound,
+            "{stalled} records emitted while stalled; bound {bound}"
+        );
         assert_eq!(handle.status(), JobStatus::Running);
         eprintln!("source stalled at {stalled} records (bound {bound})");
 
         // Release the sink: the source resumes.
         release.send(()).unwrap();
         while source_out(&handle) <= stalled + bound {
-            assert!(Instant::now() < deadline + Duration::from_secs(20), "the source did not resume");
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(20),
+                "the source did not resume"
+            );
             sleep_ms(10).await;
         }
         // The stall shows in the metrics once the blocked send completes:
         // the source waited at least the 700 ms this test slept.
-        let waited: u64 = handle.report().tasks.iter().filter(|(k, _)| k.contains("-source#")).map(|(_, m)| m.backpressure_ms).sum();
-        assert!(waited >= 500, "backpressure time in the metrics: {waited} ms");
+        let waited: u64 = handle
+            .report()
+            .tasks
+            .iter()
+            .filter(|(k, _)| k.contains("-source#"))
+            .map(|(_, m)| m.backpressure_ms)
+            .sum();
+        assert!(
+            waited >= 500,
+            "backpressure time in the metrics: {waited} ms"
+        );
 
         handle.cancel();
-        let report = tokio::time::timeout(Duration::from_secs(20), handle.wait()).await.expect("drains in time");
+        let report = tokio::time::timeout(Duration::from_secs(20), handle.wait())
+            .await
+            .expect("drains in time");
         assert_eq!(report.status, JobStatus::Cancelled);
-        let emitted: u64 = report.tasks.iter().filter(|(k, _)| k.contains("-source#")).map(|(_, m)| m.records_out).sum();
-        assert_eq!(written.load(SeqCst), emitted, "the drain wrote every emitted record");
+        let emitted: u64 = report
+            .tasks
+            .iter()
+            .filter(|(k, _)| k.contains("-source#"))
+            .map(|(_, m)| m.records_out)
+            .sum();
+        assert_eq!(
+            written.load(SeqCst),
+            emitted,
+            "the drain wrote every emitted record"
+        );
         drop(rt);
     });
 }
