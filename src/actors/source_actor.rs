@@ -17,6 +17,7 @@ use super::edge::{Edge, Partitioner};
 use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
 use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
 use crate::pipeline::{
+    operator::{BatchWriter, ChainEmit},
     Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp, WatermarkGenerator,
     MAX_WATERMARK,
 };
@@ -116,23 +117,43 @@ where
         let Some(reader) = self.reader.as_mut() else {
             return;
         };
-        let (input, max) = (&mut self.input, self.batch_size);
-        let status = match guarded(|| reader.poll(input, max)) {
-            Ok(s) => s,
-            Err(f) => return self.fail(ctx, f, true),
-        };
-        let own_wm = reader.watermark();
+        let max = self.batch_size;
         let mut signal = Signal::None;
         let mut wm = None;
-        if !self.input.is_empty() {
-            let m = &self.task.ctx.metrics;
-            m.records_in.fetch_add(self.input.len() as u64, Relaxed);
-            m.batches_in.fetch_add(1, Relaxed);
-            let generated = self.watermarks.on_batch(&self.input.timestamps);
-            wm = if own_wm.is_some() { own_wm } else { generated };
+        let (status, n) = if Op::RECORD_AT_A_TIME {
+            // Fused: the reader hands records straight to the chain.
             let (op, input, out) = (&mut self.op, &mut self.input, &mut self.out);
-            if let Err(f) = guarded(|| op.process(input, out)) {
-                return self.fail(ctx, f, false);
+            match guarded(|| {
+                let mut w = BatchWriter::new(out, max);
+                let mut chain = ChainEmit::new(op, &mut w);
+                reader.poll_into(input, &mut chain, max)
+            }) {
+                Ok(r) => r,
+                Err(f) => return self.fail(ctx, f, true),
+            }
+        } else {
+            let input = &mut self.input;
+            let status = match guarded(|| reader.poll(input, max)) {
+                Ok(s) => s,
+                Err(f) => return self.fail(ctx, f, true),
+            };
+            (status, self.input.len())
+        };
+        let own_wm = reader.watermark();
+        if n > 0 {
+            let m = &self.task.ctx.metrics;
+            m.records_in.fetch_add(n as u64, Relaxed);
+            m.batches_in.fetch_add(1, Relaxed);
+            if Op::RECORD_AT_A_TIME {
+                let generated = self.watermarks.on_batch(&self.out.timestamps);
+                wm = if own_wm.is_some() { own_wm } else { generated };
+            } else {
+                let generated = self.watermarks.on_batch(&self.input.timestamps);
+                wm = if own_wm.is_some() { own_wm } else { generated };
+                let (op, input, out) = (&mut self.op, &mut self.input, &mut self.out);
+                if let Err(f) = guarded(|| op.process(input, out)) {
+                    return self.fail(ctx, f, false);
+                }
             }
         } else if own_wm.is_some() {
             wm = own_wm;

@@ -10,7 +10,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::{BuildError, Batch, ConnectorError, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
+use crate::pipeline::{BuildError, Batch, Emit, ConnectorError, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
 
 /// Generates `make(i)` for `i = 0, 1, 2, ..`.
 ///
@@ -134,18 +134,10 @@ where
 
     #[inline]
     fn poll(&mut self, out: &mut Batch<G::Out>, max: usize) -> Result<SourceStatus, ConnectorError> {
-        let mut n = max as u64;
-        if let Some(rate) = self.rate {
-            let allowed = (self.started.elapsed().as_secs_f64() * rate) as u64;
-            let room = allowed.saturating_sub(self.emitted);
-            if room == 0 {
-                let wait = Duration::from_secs_f64((1.0 / rate).clamp(0.0005, 0.05));
-                return Ok(SourceStatus::Idle(wait));
-            }
-            n = n.min(room);
-        }
-        let left = (self.end.saturating_sub(self.next)).div_ceil(self.step);
-        let n = n.min(left) as usize;
+        let n = match self.budget(max) {
+            Ok(n) => n,
+            Err(idle) => return Ok(idle),
+        };
         let (start, step) = (self.next, self.step);
         let make = &self.make;
         let first = out.values.len();
@@ -154,14 +146,31 @@ where
             Some(f) => out.timestamps.extend(out.values[first..].iter().map(f)),
             None => out.timestamps.extend((0..n as u64).map(|k| (start + k * step) as Timestamp)),
         }
-        let i = start + n as u64 * step;
-        self.next = i;
-        self.emitted += n as u64;
-        Ok(if self.next >= self.end {
-            SourceStatus::Finished
-        } else {
-            SourceStatus::Ready
-        })
+        Ok(self.advance(n))
+    }
+
+    #[inline]
+    fn poll_into<E: Emit<G::Out>>(
+        &mut self,
+        _scratch: &mut Batch<G::Out>,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        let n = match self.budget(max) {
+            Ok(n) => n,
+            Err(idle) => return Ok((idle, 0)),
+        };
+        let (start, step) = (self.next, self.step);
+        for k in 0..n as u64 {
+            let i = start + k * step;
+            let v = self.make.make(i);
+            let ts = match &self.ts {
+                Some(f) => f(&v),
+                None => i as Timestamp,
+            };
+            out.emit(v, ts);
+        }
+        Ok((self.advance(n), n))
     }
 
     fn position(&self) -> Option<serde_json::Value> {
@@ -174,5 +183,37 @@ where
             .and_then(|v| v.as_u64())
             .ok_or_else(|| ConnectorError::new(format!("generator: bad position {position}")))?;
         Ok(())
+    }
+}
+
+impl<G: MakeRecord, F> GeneratorReader<G, F> {
+    /// How many records this poll may produce (rate and count), or the
+    /// status to return when none.
+    #[inline]
+    fn budget(&mut self, max: usize) -> Result<usize, SourceStatus> {
+        let mut n = max as u64;
+        if let Some(rate) = self.rate {
+            let allowed = (self.started.elapsed().as_secs_f64() * rate) as u64;
+            let room = allowed.saturating_sub(self.emitted);
+            if room == 0 {
+                let wait = Duration::from_secs_f64((1.0 / rate).clamp(0.0005, 0.05));
+                return Err(SourceStatus::Idle(wait));
+            }
+            n = n.min(room);
+        }
+        let left = (self.end.saturating_sub(self.next)).div_ceil(self.step);
+        Ok(n.min(left) as usize)
+    }
+
+    /// Moves past `n` produced records; the status after them.
+    #[inline]
+    fn advance(&mut self, n: usize) -> SourceStatus {
+        self.next += n as u64 * self.step;
+        self.emitted += n as u64;
+        if self.next >= self.end {
+            SourceStatus::Finished
+        } else {
+            SourceStatus::Ready
+        }
     }
 }

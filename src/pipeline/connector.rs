@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::batch::Batch;
 use super::context::TaskContext;
 use super::error::{BuildError, ConnectorError};
+use super::operator::Emit;
 
 /// What a poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,26 @@ pub trait SourceReader: Send + 'static {
 
     /// Appends up to `max` records (with timestamps) to `out`.
     fn poll(&mut self, out: &mut Batch<Self::Out>, max: usize) -> Result<SourceStatus, ConnectorError>;
+
+    /// Reads up to `max` records and hands each straight to `out` (the
+    /// fused operator chain of the source stage), returning the status and
+    /// the number of records read. The default polls into `scratch` and
+    /// drains it; sources that produce records cheaply override it to skip
+    /// the intermediate batch.
+    #[inline]
+    fn poll_into<E: Emit<Self::Out>>(
+        &mut self,
+        scratch: &mut Batch<Self::Out>,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        let status = self.poll(scratch, max)?;
+        let n = scratch.len();
+        for (v, ts) in scratch.values.drain(..).zip(scratch.timestamps.drain(..)) {
+            out.emit(v, ts);
+        }
+        Ok((status, n))
+    }
 
     /// The position after the last record returned, if the source can seek.
     fn position(&self) -> Option<serde_json::Value> {

@@ -29,7 +29,7 @@ pub use error::{BuildError, ConnectorError, TaskError};
 pub use job::{Job, JobConfig, KeyedStream, RunnableJob, Stream, WindowedStream};
 pub use keyed::{Key, KeyedAggregate};
 pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
-pub use operator::{Chain, Filter, FlatMap, Identity, Map, Operator};
+pub use operator::{Chain, Emit, Filter, FlatMap, Identity, Map, Operator};
 pub use watermark::{InputWatermarks, WatermarkGenerator, Watermarks};
 pub use window::{
     CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate, Windowed, Windows,

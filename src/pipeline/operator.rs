@@ -30,6 +30,18 @@ pub trait Operator: Clone + Send + 'static {
         Ok(())
     }
 
+    /// True when the operator works record at a time ([`Operator::on_record`]
+    /// is implemented): a chain of such operators runs as one fused loop,
+    /// with no intermediate batch between its steps.
+    const RECORD_AT_A_TIME: bool = false;
+
+    /// Processes one record, emitting results to `out`. Only called when
+    /// [`Operator::RECORD_AT_A_TIME`] is true.
+    #[inline(always)]
+    fn on_record<E: Emit<Self::Out>>(&mut self, _value: Self::In, _ts: Timestamp, _out: &mut E) {
+        unreachable!("{} is not record-at-a-time", std::any::type_name::<Self>())
+    }
+
     /// Moves every record out of `input` (leaving it empty, buffers kept)
     /// and appends results to `out`.
     fn process(
@@ -59,6 +71,19 @@ pub trait Operator: Clone + Send + 'static {
     }
 }
 
+/// Where a record-at-a-time operator sends its output.
+pub trait Emit<T> {
+    /// Emits one record.
+    fn emit(&mut self, value: T, ts: Timestamp);
+}
+
+impl<T> Emit<T> for Batch<T> {
+    #[inline(always)]
+    fn emit(&mut self, value: T, ts: Timestamp) {
+        self.push(value, ts);
+    }
+}
+
 /// The operator that passes records through unchanged: the start of a chain.
 pub struct Identity<T>(PhantomData<fn(T) -> T>);
 
@@ -77,6 +102,12 @@ impl<T> Default for Identity<T> {
 impl<T: Send + 'static> Operator for Identity<T> {
     type In = T;
     type Out = T;
+    const RECORD_AT_A_TIME: bool = true;
+
+    #[inline(always)]
+    fn on_record<E: Emit<T>>(&mut self, value: T, ts: Timestamp, out: &mut E) {
+        out.emit(value, ts);
+    }
 
     #[inline]
     fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
@@ -123,6 +154,12 @@ where
 {
     type In = I;
     type Out = O;
+    const RECORD_AT_A_TIME: bool = true;
+
+    #[inline(always)]
+    fn on_record<E: Emit<O>>(&mut self, value: I, ts: Timestamp, out: &mut E) {
+        out.emit((self.f)(value), ts);
+    }
 
     #[inline]
     fn process(&mut self, input: &mut Batch<I>, out: &mut Batch<O>) -> Result<(), ConnectorError> {
@@ -165,24 +202,49 @@ where
 {
     type In = T;
     type Out = T;
+    const RECORD_AT_A_TIME: bool = true;
+
+    #[inline(always)]
+    fn on_record<E: Emit<T>>(&mut self, value: T, ts: Timestamp, out: &mut E) {
+        if (self.f)(&value) {
+            out.emit(value, ts);
+        }
+    }
 
     #[inline]
     fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
-        // Compact in place (no push per record), then hand the buffer over.
+        // Compact in place (each record visited once, in order), moving
+        // timestamps along; then hand the buffer over.
         let f = &mut self.f;
         let Batch { values, timestamps } = input;
-        let mut keep = 0;
-        for read in 0..values.len() {
-            if f(&values[read]) {
-                if keep != read {
-                    values.swap(keep, read);
-                    timestamps[keep] = timestamps[read];
+        let len = values.len();
+        debug_assert_eq!(len, timestamps.len());
+        let vp = values.as_mut_ptr();
+        let tp = timestamps.as_mut_ptr();
+        // SAFETY: `values` is set to length 0 first, so if `f` panics the
+        // records not yet visited are leaked, never dropped twice. Each
+        // index `read < len` is visited once: a kept record is moved down to
+        // `keep <= read` (distinct slots when they differ), a dropped one is
+        // dropped in place; afterwards `0..keep` holds the kept records.
+        // Timestamps are `Copy` and `keep <= read < len` stays in bounds.
+        unsafe {
+            values.set_len(0);
+            let mut keep = 0usize;
+            for read in 0..len {
+                let v = vp.add(read);
+                if f(&*v) {
+                    if keep != read {
+                        std::ptr::copy_nonoverlapping(v, vp.add(keep), 1);
+                        *tp.add(keep) = *tp.add(read);
+                    }
+                    keep += 1;
+                } else {
+                    std::ptr::drop_in_place(v);
                 }
-                keep += 1;
             }
+            values.set_len(keep);
+            timestamps.set_len(keep);
         }
-        values.truncate(keep);
-        timestamps.truncate(keep);
         Identity::default().process(input, out)
     }
 }
@@ -221,6 +283,14 @@ where
 {
     type In = I;
     type Out = O;
+    const RECORD_AT_A_TIME: bool = true;
+
+    #[inline(always)]
+    fn on_record<E: Emit<O>>(&mut self, value: I, ts: Timestamp, out: &mut E) {
+        for o in (self.f)(value) {
+            out.emit(o, ts);
+        }
+    }
 
     #[inline]
     fn process(&mut self, input: &mut Batch<I>, out: &mut Batch<O>) -> Result<(), ConnectorError> {
@@ -267,6 +337,13 @@ where
 {
     type In = T;
     type Out = T;
+    const RECORD_AT_A_TIME: bool = true;
+
+    #[inline(always)]
+    fn on_record<E: Emit<T>>(&mut self, value: T, _ts: Timestamp, out: &mut E) {
+        let ts = (self.f)(&value);
+        out.emit(value, ts);
+    }
 
     #[inline]
     fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<T>) -> Result<(), ConnectorError> {
@@ -278,7 +355,92 @@ where
     }
 }
 
-/// Two operators fused: `A`'s output feeds `B` through a reused buffer.
+/// Appends to a batch through raw pointers with the length kept in a
+/// register: the fused loop's output. Its `Drop` publishes the length, so a
+/// panic in user code leaves the batch valid.
+pub struct BatchWriter<'a, T> {
+    batch: &'a mut Batch<T>,
+    len: usize,
+    cap: usize,
+    vp: *mut T,
+    tp: *mut Timestamp,
+}
+
+impl<'a, T> BatchWriter<'a, T> {
+    /// A writer appending to `batch`, with room reserved for `expect` records.
+    #[inline(always)]
+    pub fn new(batch: &'a mut Batch<T>, expect: usize) -> Self {
+        batch.reserve(expect);
+        let len = batch.values.len();
+        let cap = batch.values.capacity().min(batch.timestamps.capacity());
+        let vp = batch.values.as_mut_ptr();
+        let tp = batch.timestamps.as_mut_ptr();
+        BatchWriter { batch, len, cap, vp, tp }
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        // SAFETY: `0..len` of both vectors was written by `emit`.
+        unsafe {
+            self.batch.values.set_len(self.len);
+            self.batch.timestamps.set_len(self.len);
+        }
+        self.batch.reserve(self.len.max(64));
+        self.cap = self.batch.values.capacity().min(self.batch.timestamps.capacity());
+        self.vp = self.batch.values.as_mut_ptr();
+        self.tp = self.batch.timestamps.as_mut_ptr();
+    }
+}
+
+impl<T> Emit<T> for BatchWriter<'_, T> {
+    #[inline(always)]
+    fn emit(&mut self, value: T, ts: Timestamp) {
+        if self.len == self.cap {
+            self.grow();
+        }
+        // SAFETY: `len < cap` for both vectors (checked above), and the
+        // pointers were refreshed after any reallocation.
+        unsafe {
+            self.vp.add(self.len).write(value);
+            self.tp.add(self.len).write(ts);
+        }
+        self.len += 1;
+    }
+}
+
+impl<T> Drop for BatchWriter<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `0..len` of both vectors was initialised by `emit`.
+        unsafe {
+            self.batch.values.set_len(self.len);
+            self.batch.timestamps.set_len(self.len);
+        }
+    }
+}
+
+/// Feeds records into operator `B`, whose output goes to `out`.
+pub struct ChainEmit<'a, B, E> {
+    b: &'a mut B,
+    out: &'a mut E,
+}
+
+impl<'a, B, E> ChainEmit<'a, B, E> {
+    /// Records emitted here run through `b` into `out`.
+    #[inline(always)]
+    pub fn new(b: &'a mut B, out: &'a mut E) -> Self {
+        ChainEmit { b, out }
+    }
+}
+
+impl<B: Operator, E: Emit<B::Out>> Emit<B::In> for ChainEmit<'_, B, E> {
+    #[inline(always)]
+    fn emit(&mut self, value: B::In, ts: Timestamp) {
+        self.b.on_record(value, ts, self.out);
+    }
+}
+
+/// Two operators fused: `A`'s output feeds `B`, record by record when both
+/// allow it, otherwise through a reused buffer.
 pub struct Chain<A: Operator, B> {
     a: A,
     b: B,
@@ -309,6 +471,12 @@ where
 {
     type In = A::In;
     type Out = B::Out;
+    const RECORD_AT_A_TIME: bool = A::RECORD_AT_A_TIME && B::RECORD_AT_A_TIME;
+
+    #[inline(always)]
+    fn on_record<E: Emit<B::Out>>(&mut self, value: A::In, ts: Timestamp, out: &mut E) {
+        self.a.on_record(value, ts, &mut ChainEmit { b: &mut self.b, out });
+    }
 
     #[inline]
     fn process(
@@ -316,6 +484,14 @@ where
         input: &mut Batch<A::In>,
         out: &mut Batch<B::Out>,
     ) -> Result<(), ConnectorError> {
+        if Self::RECORD_AT_A_TIME {
+            // One fused loop over the batch: no intermediate buffers.
+            let mut w = BatchWriter::new(out, input.len());
+            for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+                self.on_record(v, ts, &mut w);
+            }
+            return Ok(());
+        }
         self.a.process(input, &mut self.mid)?;
         self.b.process(&mut self.mid, out)
     }
