@@ -2,7 +2,7 @@
 //! loses no input (at-least-once); a closure that always panics fails the
 //! job after exactly `max_restarts` restarts with `RunError::Failed`; an
 //! error returned by a source reader is retried and given up on the same
-//! way; and the lifecycle (RUNNING, RESTARTING, CANCELLED) is observable
+//! way, as is an error returned by a sink writer; and the lifecycle (RUNNING, RESTARTING, CANCELLED) is observable
 //! through `JobHandle` while the job runs.
 
 use std::collections::BTreeSet;
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use weir::actors::{JobHandle, JobStatus, LocalRuntime, RestartPolicy, RunError};
 use weir::connectors::{BlackholeSink, CollectSink, GeneratorSource, VecSource};
-use weir::pipeline::{Batch, ConnectorError, Job, Source, SourceReader, SourceStatus, TaskContext};
+use weir::pipeline::{
+    Batch, ConnectorError, Job, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext,
+};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -211,6 +213,66 @@ fn a_source_that_keeps_failing_fails_the_job() {
     assert!(RunError::Failed(report)
         .to_string()
         .contains("disk on fire"));
+}
+
+/// A sink whose first `failures` writes (over all instances) fail.
+struct FailingSink {
+    failures: u32,
+    writes: Arc<AtomicU32>,
+    out: weir::connectors::CollectSink<u64>,
+}
+
+struct FailingWriter {
+    failures: u32,
+    writes: Arc<AtomicU32>,
+    inner: weir::connectors::Collected<u64>,
+}
+
+impl Sink for FailingSink {
+    type In = u64;
+    type Writer = FailingWriter;
+    fn open(&self, ctx: &TaskContext) -> Result<FailingWriter, ConnectorError> {
+        Ok(FailingWriter {
+            failures: self.failures,
+            writes: self.writes.clone(),
+            inner: self.out.open(ctx)?,
+        })
+    }
+}
+
+impl SinkWriter for FailingWriter {
+    type In = u64;
+    fn write(&mut self, batch: &mut Batch<u64>) -> Result<(), ConnectorError> {
+        if self.writes.fetch_add(1, SeqCst) < self.failures {
+            return Err(ConnectorError::new("sink refused the batch"));
+        }
+        self.inner.write(batch)
+    }
+}
+
+#[test]
+fn a_failing_sink_write_is_retried() {
+    let (out, got) = CollectSink::new();
+    let report = Job::new("flaky-sink")
+        .parallelism(2)
+        .batch_size(100)
+        .restart_policy(quick(3))
+        .source(VecSource::new((0..3_000u64).collect()))
+        .sink(FailingSink {
+            failures: 1,
+            writes: Arc::new(AtomicU32::new(0)),
+            out,
+        })
+        .run_local()
+        .expect("recovers from one failed write");
+    assert_eq!(report.restarts, 1);
+    assert!(report
+        .last_error
+        .unwrap()
+        .message
+        .contains("sink refused the batch"));
+    let got: BTreeSet<u64> = got.take().into_iter().collect();
+    assert_eq!(got, (0..3_000).collect::<BTreeSet<u64>>());
 }
 
 async fn wait_for(handle: &JobHandle, status: JobStatus, within: Duration) {
