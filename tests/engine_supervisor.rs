@@ -2,9 +2,9 @@
 //! loses no input (at-least-once); a closure that always panics fails the
 //! job after exactly `max_restarts` restarts with `RunError::Failed`; an
 //! error returned by a source reader is retried and given up on the same
-//! way, as is an error returned by a sink writer; and the lifecycle (RUNNING, RESTARTING, CANCELLED) is observable
-//! through `JobHandle` while the job runs.
-
+//! way, and one returned by a sink writer is retried; and the lifecycle
+//! (RUNNING, RESTARTING, CANCELLED) is observable through `JobHandle` while
+//! the job runs.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
