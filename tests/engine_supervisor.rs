@@ -5,6 +5,7 @@
 //! way, and one returned by a sink writer is retried; and the lifecycle
 //! (RUNNING, RESTARTING, CANCELLED) is observable through `JobHandle` while
 //! the job runs.
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
