@@ -7,7 +7,7 @@
 //! instance `i` of every stage runs on arbiter `i % arbiters`, so one
 //! parallel slice of a job stays on one thread and parallel slices spread.
 
-use actix::{ArbiterHandle, Recipient};
+use actix::{Actor, Addr, ArbiterHandle, Context, Recipient};
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -75,5 +75,23 @@ impl Launch<'_> {
     /// Mailbox capacity of every data-plane actor, in batches.
     pub fn mailbox(&self) -> usize {
         self.config.channel_capacity
+    }
+
+    /// Starts the actor `make()` on the arbiter of instance `subtask` with a
+    /// mailbox bounded at [`Launch::mailbox`] from the first message.
+    /// (`Actor::start_in_arbiter` opens the mailbox at actix's default of 16
+    /// and the actor can only lower it once it runs, so batches sent before
+    /// that would overshoot the bound.)
+    pub fn start_bounded<A, F>(&self, subtask: usize, make: F) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        let (tx, rx) = actix::dev::channel::channel(self.mailbox());
+        self.arbiter(subtask).spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            actix::spawn(ctx.into_future(make()));
+        });
+        Addr::new(tx)
     }
 }

@@ -495,13 +495,11 @@ impl Handler<TaskEvent> for JobSupervisor {
                 attempt,
                 id,
                 task,
-                position,
+                position: Some(pos),
             } if attempt == self.attempt => {
-                if let Some(pos) = position {
-                    self.on_checkpoint_event(id, |p| {
-                        p.positions.insert(task, pos);
-                    });
-                }
+                self.on_checkpoint_event(id, |p| {
+                    p.positions.insert(task, pos);
+                });
             }
             TaskEvent::OperatorSnapshot {
                 attempt,

@@ -59,10 +59,9 @@ impl<D: Decode> Source for StdinSource<D> {
                         Ok(0) | Err(_) => break,
                         Ok(_) => chunk.push(line),
                     }
-                    if chunk.len() >= 1024 || lock.buffer().is_empty() {
-                        if tx.send(std::mem::take(&mut chunk)).is_err() {
-                            return;
-                        }
+                    let flush = chunk.len() >= 1024 || lock.buffer().is_empty();
+                    if flush && tx.send(std::mem::take(&mut chunk)).is_err() {
+                        return;
                     }
                 }
                 if !chunk.is_empty() {

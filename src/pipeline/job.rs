@@ -339,7 +339,7 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
+            let addr = l.start_bounded(i, move || {
                 OperatorActor::new(op, edge, task, inputs, mailbox, restore)
             });
             l.stops.push(addr.clone().recipient());
@@ -362,6 +362,8 @@ pub struct Stream<I, Op> {
     node: StageNode<I, Op>,
 }
 
+// The return types below are the static job graph itself: long by design.
+#[allow(clippy::type_complexity)]
 impl<I, Op> Stream<I, Op>
 where
     Op: Operator,
@@ -509,6 +511,7 @@ pub struct KeyedStream<I, Op, KF> {
 /// The stage type a keyed aggregation creates.
 pub type KeyedStage<I, Op, KF, O2> = Stream<FromExchange<StageNode<I, Op>, HashBy<KF>>, O2>;
 
+#[allow(clippy::type_complexity)]
 impl<I, Op, KF, K> KeyedStream<I, Op, KF>
 where
     Op: Operator,
@@ -639,9 +642,7 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (sink, mailbox) = (self.sink.clone(), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                SinkActor::new(sink, task, inputs, mailbox)
-            });
+            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs, mailbox));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
