@@ -25,6 +25,8 @@ use crate::pipeline::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Reading,
+    /// Draining, but the reader still emits what it already took in.
+    DrainingBuffered,
     Draining,
     /// End-of-input sent; waiting for `CommitFinal`.
     Ended,
@@ -96,7 +98,10 @@ where
     /// Ends the stream: fires what the chain holds and sends end-of-input,
     /// then waits for `CommitFinal`.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.phase, Phase::Reading | Phase::Draining) {
+        if !matches!(
+            self.phase,
+            Phase::Reading | Phase::DrainingBuffered | Phase::Draining
+        ) {
             return;
         }
         self.phase = Phase::Ended;
@@ -110,7 +115,7 @@ where
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
-            Phase::Reading => {}
+            Phase::Reading | Phase::DrainingBuffered => {}
             Phase::Draining => return self.finish(ctx),
             Phase::Ended | Phase::Stopped => return,
         }
@@ -291,7 +296,12 @@ where
         match cmd {
             SourceCommand::Drain => {
                 if self.phase == Phase::Reading {
-                    self.phase = Phase::Draining;
+                    let now = self.reader.as_mut().is_none_or(|r| r.drain());
+                    self.phase = if now {
+                        Phase::Draining
+                    } else {
+                        Phase::DrainingBuffered
+                    };
                 }
             }
             SourceCommand::TriggerCheckpoint(id) => self.checkpoint(id, ctx),

@@ -70,6 +70,7 @@ impl<D: Decode> Source for StdinSource<D> {
             })
             .map_err(|e| ConnectorError::new(format!("stdin reader thread: {e}")))?;
         Ok(StdinReader {
+            draining: false,
             rx,
             pending: Vec::new().into_iter(),
             line_no: 0,
@@ -82,6 +83,7 @@ impl<D: Decode> Source for StdinSource<D> {
 
 /// The reader of a [`StdinSource`].
 pub struct StdinReader<D> {
+    draining: bool,
     rx: Receiver<Vec<String>>,
     pending: std::vec::IntoIter<String>,
     line_no: u64,
@@ -108,6 +110,11 @@ impl<D: Decode> SourceReader for StdinReader<D> {
                     Ok(chunk) => {
                         self.pending = chunk.into_iter();
                         continue;
+                    }
+                    Err(TryRecvError::Empty) if self.draining => {
+                        // Everything read from stdin before the drain is out.
+                        status = SourceStatus::Finished;
+                        break;
                     }
                     Err(TryRecvError::Empty) => {
                         if n == 0 {
@@ -143,5 +150,10 @@ impl<D: Decode> SourceReader for StdinReader<D> {
             self.dead_letters.send(bad);
         }
         Ok(status)
+    }
+
+    fn drain(&mut self) -> bool {
+        self.draining = true;
+        false
     }
 }

@@ -80,6 +80,14 @@ pub trait SourceReader: Send + 'static {
         Ok((status, n))
     }
 
+    /// The job is draining: stop taking new input. Return `true` to end at
+    /// once, or `false` when records already taken in (e.g. lines a reader
+    /// thread has read) must still be emitted: `poll` is then called until
+    /// it returns [`SourceStatus::Finished`].
+    fn drain(&mut self) -> bool {
+        true
+    }
+
     /// The position after the last record returned, if the source can seek.
     fn position(&self) -> Option<serde_json::Value> {
         None
