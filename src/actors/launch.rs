@@ -72,16 +72,16 @@ impl Launch<'_> {
         self.config.batch_size
     }
 
-    /// Mailbox capacity of every data-plane actor, in batches.
+    /// Credits of every operator and sink instance: batches in flight
+    /// towards it, from all its senders together.
     pub fn mailbox(&self) -> usize {
         self.config.channel_capacity
     }
 
-    /// Starts the actor `make()` on the arbiter of instance `subtask` with a
-    /// mailbox bounded at [`Launch::mailbox`] from the first message.
-    /// (`Actor::start_in_arbiter` opens the mailbox at actix's default of 16
-    /// and the actor can only lower it once it runs, so batches sent before
-    /// that would overshoot the bound.)
+    /// Starts the actor `make()` on the arbiter of instance `subtask`, its
+    /// mailbox created with [`Launch::mailbox`] capacity before the first
+    /// message. Data messages are bounded by credits (see `edge`), which
+    /// exist from the first batch on.
     pub fn start_bounded<A, F>(&self, subtask: usize, make: F) -> Addr<A>
     where
         A: Actor<Context = Context<A>>,

@@ -28,7 +28,7 @@ use crate::actors::edge::{HashBy, Outputs, Partitioner, RoundRobin};
 use crate::actors::launch::Launch;
 use crate::actors::operator_actor::OperatorActor;
 use crate::actors::sink_actor::SinkActor;
-use crate::actors::source_actor::SourceActor;
+use crate::actors::source_actor::{SourceActor, SourceSetup};
 use crate::actors::supervisor::LaunchPlan;
 use crate::actors::task::TaskHandle;
 use crate::actors::RestartPolicy;
@@ -289,6 +289,13 @@ where
         l: &mut Launch<'_>,
         out: Outputs<Op::Out, P>,
     ) -> Result<(), BuildError> {
+        let alignment = match self.input.watermarks.max_drift_ms() {
+            Some(drift) if self.parallelism > 1 => Some(crate::pipeline::WatermarkAlignment::new(
+                self.parallelism,
+                drift,
+            )),
+            _ => None,
+        };
         for i in 0..self.parallelism {
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
@@ -298,9 +305,13 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
-            let (wm, batch) = (self.input.watermarks.generator(), l.batch_size());
+            let (wm, batch, alignment) = (
+                self.input.watermarks.generator(),
+                l.batch_size(),
+                alignment.clone(),
+            );
             let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                SourceActor::new(source, op, edge, task, wm, batch, restore)
+                SourceActor::new(source, op, edge, task, setup)
             });
             l.stops.push(addr.clone().recipient());
             l.sources.push(addr.recipient());
@@ -338,20 +349,16 @@ where
                 ctx,
                 supervisor: l.supervisor.clone(),
             };
-            let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
+            let (op, edge) = (self.op.clone(), out.edge(i));
             let addr = l.start_bounded(i, move || {
-                OperatorActor::new(op, edge, task, inputs, mailbox, restore)
+                OperatorActor::new(op, edge, task, inputs, restore)
             });
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
         self.input.upstream.launch(
             l,
-            Outputs {
-                targets,
-                partitioner: self.input.partitioner.clone(),
-                forward: false,
-            },
+            Outputs::new(targets, self.input.partitioner.clone(), false, l.mailbox()),
         )
     }
 }
@@ -641,19 +648,15 @@ where
                 ctx: l.task_context(&self.stage, i, self.parallelism),
                 supervisor: l.supervisor.clone(),
             };
-            let (sink, mailbox) = (self.sink.clone(), l.mailbox());
-            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs, mailbox));
+            let sink = self.sink.clone();
+            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
         l.sinks += self.parallelism;
         self.upstream.launch(
             l,
-            Outputs {
-                targets,
-                partitioner: RoundRobin::default(),
-                forward,
-            },
+            Outputs::new(targets, RoundRobin::default(), forward, l.mailbox()),
         )
     }
 }
