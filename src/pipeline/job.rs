@@ -305,11 +305,12 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
-            let (wm, batch, alignment) = (
-                self.input.watermarks.generator(),
-                l.batch_size(),
-                alignment.clone(),
-            );
+            let setup = SourceSetup {
+                watermarks: self.input.watermarks.generator(),
+                alignment: alignment.clone(),
+                batch_size: l.batch_size(),
+                restore,
+            };
             let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
                 SourceActor::new(source, op, edge, task, setup)
             });
