@@ -24,6 +24,7 @@
 //! ```
 
 pub mod actors;
+pub mod apps;
 pub mod connectors;
 pub mod coord;
 pub mod pipeline;

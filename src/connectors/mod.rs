@@ -10,6 +10,8 @@
 pub mod file;
 pub mod format;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod sinks;
 pub mod stdin;
 pub mod vec;
@@ -17,6 +19,8 @@ pub mod vec;
 pub use file::FileSource;
 pub use format::{Decode, Encode, Json, JsonLines, Lines, Text};
 pub use generator::GeneratorSource;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaConfig, KafkaDeadLetters, KafkaLateSink, KafkaSink, KafkaSource, KafkaStatus};
 pub use sinks::{BlackholeSink, CollectSink, Collected, FileSink, StdoutSink};
 pub use stdin::StdinSource;
 pub use vec::VecSource;

@@ -1,0 +1,350 @@
+//! The Kafka sink: batches of records produced to a topic, acknowledged.
+//!
+//! Owns [`KafkaSink`] (topic, value format, key or round-robin partitioning,
+//! client options, transactions on/off) and [`KafkaWriter`] (one producer
+//! per parallel instance). `write` hands every record of the batch to
+//! librdkafka's queue (which batches per partition), waiting out a full
+//! queue; `flush` waits for every delivery report and, with transactions,
+//! commits the transaction (a new one begins with the next record). The
+//! producer is idempotent with `acks=all` by default.
+//!
+//! Never drops a record: a failed delivery makes the next `write`/`flush`
+//! fail the task (the records are then re-read from the last committed
+//! position). Never fails on a transient outage: librdkafka retries until
+//! `message.timeout.ms` (default 300 s), and the status shows "waiting".
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::config::{wait_for_topic, KafkaConfig};
+use super::dead_letter::{create_producer, flush_producer, send_retrying, PRODUCER_DEFAULTS};
+use super::error::KafkaConnectorError;
+use super::format::{Bytes, JsonValue, KafkaEncode, TextValue};
+use super::status::{KafkaStatus, ProducerCtx};
+use crate::pipeline::{Batch, BuildError, ConnectorError, Sink, SinkWriter, TaskContext};
+
+/// How a record's Kafka key (and so its partition) is chosen.
+pub trait KeyFn<T>: Clone + Send + Sync + 'static {
+    /// Writes the key of `value` into `out` (cleared by the caller);
+    /// false for "no key" (round-robin).
+    fn key(&self, value: &T, out: &mut Vec<u8>) -> bool;
+}
+
+/// No key: records are spread round-robin over the partitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundRobin;
+
+impl<T> KeyFn<T> for RoundRobin {
+    #[inline]
+    fn key(&self, _: &T, _: &mut Vec<u8>) -> bool {
+        false
+    }
+}
+
+/// Key from a closure; librdkafka's default partitioner hashes it.
+#[derive(Clone)]
+pub struct KeyBy<F>(F);
+
+impl<T, F, K> KeyFn<T> for KeyBy<F>
+where
+    F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    K: AsRef<[u8]>,
+{
+    #[inline]
+    fn key(&self, value: &T, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice((self.0)(value).as_ref());
+        true
+    }
+}
+
+/// Writes records to a Kafka topic.
+///
+/// ```no_run
+/// use weir::connectors::kafka::KafkaSink;
+/// #[derive(serde::Serialize)]
+/// struct Out { user: String, n: u64 }
+/// let sink = KafkaSink::<Out>::json("127.0.0.1:9092", "counts")
+///     .key_by(|o: &Out| o.user.clone())
+///     .set("linger.ms", "10");
+/// # let _ = sink;
+/// ```
+pub struct KafkaSink<T, E = JsonValue, K = RoundRobin> {
+    config: KafkaConfig,
+    topic: String,
+    encode: E,
+    key: K,
+    transactional: Option<String>,
+    status: KafkaStatus,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> KafkaSink<T, JsonValue, RoundRobin> {
+    /// Records as JSON documents.
+    pub fn json(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self::with_format(brokers, topic, JsonValue)
+    }
+
+    /// Records as their `Display` text.
+    pub fn text(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+    ) -> KafkaSink<T, TextValue, RoundRobin> {
+        Self::with_format(brokers, topic, TextValue)
+    }
+
+    /// Records with a custom payload format.
+    pub fn with_format<E>(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        encode: E,
+    ) -> KafkaSink<T, E, RoundRobin> {
+        let brokers = brokers.into();
+        KafkaSink {
+            status: KafkaStatus::new(&brokers),
+            config: KafkaConfig::new(brokers),
+            topic: topic.into(),
+            encode,
+            key: RoundRobin,
+            transactional: None,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl KafkaSink<Vec<u8>, Bytes, RoundRobin> {
+    /// Records are the raw payload bytes.
+    pub fn bytes(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        KafkaSink::<Vec<u8>>::with_format(brokers, topic, Bytes)
+    }
+}
+
+impl<T, E, K> KafkaSink<T, E, K> {
+    /// Keys records with `f(record)`: equal keys go to one partition.
+    pub fn key_by<F, R>(self, f: F) -> KafkaSink<T, E, KeyBy<F>>
+    where
+        F: Fn(&T) -> R + Clone + Send + Sync + 'static,
+        R: AsRef<[u8]>,
+    {
+        KafkaSink {
+            config: self.config,
+            topic: self.topic,
+            encode: self.encode,
+            key: KeyBy(f),
+            transactional: self.transactional,
+            status: self.status,
+            _t: PhantomData,
+        }
+    }
+
+    /// Sets any librdkafka producer option (overrides weir's defaults).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config = self.config.set(key, value);
+        self
+    }
+
+    /// Replaces the client settings (bootstrap servers included).
+    pub fn with_config(mut self, config: KafkaConfig) -> Self {
+        self.status = KafkaStatus::new(config.brokers());
+        self.config = config;
+        self
+    }
+
+    /// How long opening waits for a broker before failing (default 30 s).
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.config = self.config.startup_timeout(d);
+        self
+    }
+
+    /// Produces in transactions, committed at every flush (checkpoint);
+    /// `transactional.id` is `<prefix>-<job>-<stage>-<subtask>`, stable
+    /// across restarts so a restarted task fences its predecessor.
+    pub fn transactional(mut self, prefix: impl Into<String>) -> Self {
+        self.transactional = Some(prefix.into());
+        self
+    }
+
+    /// The connection state shared by this sink's writers.
+    pub fn status(&self) -> KafkaStatus {
+        self.status.clone()
+    }
+}
+
+impl<T, E, K> Sink for KafkaSink<T, E, K>
+where
+    T: Send + 'static,
+    E: KafkaEncode<T>,
+    K: KeyFn<T>,
+{
+    type In = T;
+    type Writer = KafkaWriter<T, E, K>;
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if self.topic.is_empty() {
+            return Err(BuildError::invalid("sink.kafka.topic", "must not be empty"));
+        }
+        if self.config.brokers().is_empty() {
+            return Err(BuildError::invalid(
+                "sink.kafka.brokers",
+                "must not be empty",
+            ));
+        }
+        self.config
+            .check(PRODUCER_DEFAULTS)
+            .map_err(|e| e.into_build_error("sink.kafka"))
+    }
+
+    fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError> {
+        let client_id = format!("weir-{}-{}-{}", ctx.job, ctx.stage, ctx.subtask);
+        let txn_id = self
+            .transactional
+            .as_ref()
+            .map(|p| format!("{p}-{}-{}-{}", ctx.job, ctx.stage, ctx.subtask));
+        let mut extra = vec![("client.id", client_id.as_str())];
+        if let Some(id) = &txn_id {
+            extra.push(("transactional.id", id));
+        }
+        let producer = create_producer(&self.config, &extra, &self.status)?;
+        let partitions =
+            wait_for_topic(producer.client(), &self.config, &self.topic, &self.status)?;
+        if txn_id.is_some() {
+            producer
+                .init_transactions(self.config.startup_wait())
+                .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        }
+        Ok(KafkaWriter {
+            producer,
+            topic: self.topic.clone(),
+            encode: self.encode.clone(),
+            key: self.key.clone(),
+            partitions: partitions as u32,
+            rr: ctx.subtask as u32,
+            value: Vec::with_capacity(256),
+            keybuf: Vec::with_capacity(64),
+            transactional: txn_id.is_some(),
+            in_txn: false,
+            status: self.status.clone(),
+            _t: PhantomData,
+        })
+    }
+}
+
+/// One instance's writer of a [`KafkaSink`].
+pub struct KafkaWriter<T, E, K> {
+    producer: BaseProducer<ProducerCtx>,
+    topic: String,
+    encode: E,
+    key: K,
+    partitions: u32,
+    rr: u32,
+    value: Vec<u8>,
+    keybuf: Vec<u8>,
+    transactional: bool,
+    in_txn: bool,
+    status: KafkaStatus,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, E, K> KafkaWriter<T, E, K> {
+    /// A delivery failed: the task must fail (never a silent drop).
+    fn check_deliveries(&self) -> Result<(), KafkaConnectorError> {
+        let d = &self.producer.context().deliveries;
+        let failed = d.failed.load(Relaxed);
+        if failed > 0 {
+            return Err(KafkaConnectorError::Delivery {
+                topic: self.topic.clone(),
+                failed,
+                reason: d.first_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records acknowledged by the broker so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.producer.context().deliveries.acked.load(Relaxed)
+    }
+
+    fn begin(&mut self) -> Result<(), KafkaConnectorError> {
+        if self.transactional && !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| KafkaConnectorError::client("begin_transaction", e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Waits for every delivery; with transactions, commits (or aborts on
+    /// failure).
+    fn deliver_all(&mut self) -> Result<(), KafkaConnectorError> {
+        flush_producer(&self.producer, None, &self.status);
+        let checked = self.check_deliveries();
+        if self.in_txn {
+            self.in_txn = false;
+            if checked.is_err() {
+                let _ = self.producer.abort_transaction(Duration::from_secs(30));
+                return checked;
+            }
+            if let Err(e) = self.producer.commit_transaction(Duration::from_secs(60)) {
+                let _ = self.producer.abort_transaction(Duration::from_secs(30));
+                return Err(KafkaConnectorError::client("commit_transaction", e));
+            }
+        }
+        checked
+    }
+}
+
+impl<T, E, K> SinkWriter for KafkaWriter<T, E, K>
+where
+    T: Send + 'static,
+    E: KafkaEncode<T>,
+    K: KeyFn<T>,
+{
+    type In = T;
+
+    fn write(&mut self, batch: &mut Batch<T>) -> Result<(), ConnectorError> {
+        self.check_deliveries()?;
+        self.begin()?;
+        for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
+            self.value.clear();
+            self.encode
+                .encode(&v, &mut self.value)
+                .map_err(|e| ConnectorError::new(format!("kafka sink {}: {e}", self.topic)))?;
+            self.keybuf.clear();
+            let keyed = self.key.key(&v, &mut self.keybuf);
+            let mut rec: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(&self.topic).payload(&self.value[..]);
+            if keyed {
+                rec = rec.key(&self.keybuf[..]);
+            } else if self.partitions > 0 {
+                rec = rec.partition((self.rr % self.partitions) as i32);
+                self.rr = self.rr.wrapping_add(1);
+            }
+            if ts > 0 {
+                rec = rec.timestamp(ts);
+            }
+            send_retrying(&self.producer, rec, &self.status)?;
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        Ok(self.deliver_all()?)
+    }
+
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        Ok(self.deliver_all()?)
+    }
+}
+
+impl<T, E, K> Drop for KafkaWriter<T, E, K> {
+    fn drop(&mut self) {
+        if self.in_txn {
+            // Not flushed: whatever this transaction holds is uncommitted.
+            let _ = self.producer.abort_transaction(Duration::from_secs(10));
+        }
+    }
+}

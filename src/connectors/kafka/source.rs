@@ -1,0 +1,813 @@
+//! The Kafka source: records from a topic, in batches, at least once.
+//!
+//! Owns [`KafkaSource`] (the description: topic, group, assignment, format,
+//! event-time extractor, dead-letter route, client options) and
+//! [`KafkaReader`] (one consumer per parallel instance). Two assignment
+//! modes: a consumer-group subscription (library use; the group balances
+//! partitions between instances and processes) and explicit partitions
+//! (the coordinated service: instance `i` of `p` reads the given partitions
+//! at positions `i, i + p, ..`).
+//!
+//! The reader polls librdkafka without blocking (`poll(0)` up to `max`
+//! records), tracks event time per partition (watermark = minimum over
+//! non-idle partitions minus the bound), sends undecodable payloads
+//! unchanged to the dead-letter topic, and reports/seeks positions
+//! (`{"topic": .., "offsets": {"<partition>": next_offset}}`). It never
+//! auto-commits: offsets are committed only by [`SourceReader::commit`]
+//! (a completed checkpoint) and, for those same safe positions, when a
+//! rebalance revokes partitions. Transient broker errors never fail it.
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Message, Timestamp as KTimestamp};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::config::{wait_for_topic, KafkaConfig};
+use super::dead_letter::DlqProducer;
+use super::error::KafkaConnectorError;
+use super::format::{Bytes, Json, KafkaDecode, Text};
+use super::status::{self, KafkaStatus};
+use crate::connectors::file::now_ms;
+use crate::pipeline::{
+    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
+    TaskContext, TaskMetrics, Timestamp,
+};
+
+/// Consumer defaults (user `.set(..)` overrides win).
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("fetch.wait.max.ms", "100"),
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "2000"),
+    ("enable.partition.eof", "false"),
+    ("statistics.interval.ms", "1000"),
+];
+
+/// How an instance gets its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// Subscribe with the consumer group; the group balances partitions.
+    Group,
+    /// These partitions, split over the instances (`i, i + p, ..`).
+    Partitions(Vec<i32>),
+}
+
+/// Where records that fail to decode go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeadLetterRoute {
+    /// Unchanged to this topic, with provenance headers.
+    Topic(String),
+    /// To the job's dead-letter output (payload as lossy UTF-8).
+    Job,
+}
+
+/// Reads a Kafka topic.
+///
+/// ```no_run
+/// use weir::connectors::kafka::KafkaSource;
+/// #[derive(serde::Deserialize)]
+/// struct Click { user: String, ts: i64 }
+/// let clicks = KafkaSource::json::<Click>("127.0.0.1:9092", "clicks")
+///     .group("clicks-per-user")
+///     .with_timestamps(|c: &Click| c.ts)
+///     .set("fetch.wait.max.ms", "50");
+/// let status = clicks.status(); // "connected" / "waiting for broker .."
+/// # let _ = (clicks, status);
+/// ```
+#[derive(Clone)]
+pub struct KafkaSource<D: KafkaDecode, F = fn(&<D as KafkaDecode>::Out) -> Timestamp> {
+    config: KafkaConfig,
+    topic: String,
+    group: Option<String>,
+    assignment: Assignment,
+    decode: D,
+    ts: Option<F>,
+    dead_letters: DeadLetterRoute,
+    status: KafkaStatus,
+}
+
+impl KafkaSource<Bytes> {
+    /// Records with a custom payload format.
+    pub fn with_format<D: KafkaDecode>(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        decode: D,
+    ) -> KafkaSource<D> {
+        let (brokers, topic) = (brokers.into(), topic.into());
+        KafkaSource {
+            status: KafkaStatus::new(&brokers),
+            config: KafkaConfig::new(brokers),
+            dead_letters: DeadLetterRoute::Topic(format!("{topic}.dlq")),
+            topic,
+            group: None,
+            assignment: Assignment::Group,
+            decode,
+            ts: None,
+        }
+    }
+
+    /// Payloads as raw bytes.
+    pub fn bytes(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaSource<Bytes> {
+        Self::with_format(brokers, topic, Bytes)
+    }
+
+    /// Payloads as UTF-8 text (invalid UTF-8 goes to the dead-letter topic).
+    pub fn text(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaSource<Text> {
+        Self::with_format(brokers, topic, Text)
+    }
+
+    /// Payloads as JSON `T` (malformed ones go to the dead-letter topic).
+    pub fn json<T: DeserializeOwned + Send + 'static>(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+    ) -> KafkaSource<Json<T>> {
+        Self::with_format(brokers, topic, Json::default())
+    }
+}
+
+impl<D: KafkaDecode, F> KafkaSource<D, F> {
+    /// The consumer group (default `weir-<job name>`): commits go there.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Reads exactly these partitions instead of subscribing with the
+    /// group; instance `i` of `p` takes those at positions `i, i + p, ..`.
+    pub fn partitions(mut self, partitions: impl Into<Vec<i32>>) -> Self {
+        self.assignment = Assignment::Partitions(partitions.into());
+        self
+    }
+
+    /// Sets any librdkafka consumer option (overrides weir's defaults).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config = self.config.set(key, value);
+        self
+    }
+
+    /// Replaces the client settings (bootstrap servers included).
+    pub fn with_config(mut self, config: KafkaConfig) -> Self {
+        self.status = KafkaStatus::new(config.brokers());
+        self.config = config;
+        self
+    }
+
+    /// How long opening waits for a broker before failing (default 30 s).
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.config = self.config.startup_timeout(d);
+        self
+    }
+
+    /// Records that fail to decode go to `topic` (default `<input>.dlq`).
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letters = DeadLetterRoute::Topic(topic.into());
+        self
+    }
+
+    /// Records that fail to decode go to the job's dead-letter output.
+    pub fn dead_letters_to_job(mut self) -> Self {
+        self.dead_letters = DeadLetterRoute::Job;
+        self
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The connection state shared by this source's readers.
+    pub fn status(&self) -> KafkaStatus {
+        self.status.clone()
+    }
+
+    /// Event time from the record (default: the Kafka record timestamp).
+    pub fn with_timestamps<G: Fn(&D::Out) -> Timestamp>(self, f: G) -> KafkaSource<D, G> {
+        KafkaSource {
+            config: self.config,
+            topic: self.topic,
+            group: self.group,
+            assignment: self.assignment,
+            decode: self.decode,
+            ts: Some(f),
+            dead_letters: self.dead_letters,
+            status: self.status,
+        }
+    }
+
+    fn group_id(&self, ctx: &TaskContext) -> String {
+        self.group
+            .clone()
+            .or_else(|| self.config.get("group.id").map(str::to_string))
+            .unwrap_or_else(|| format!("weir-{}", ctx.job))
+    }
+}
+
+impl<D, F> Source for KafkaSource<D, F>
+where
+    D: KafkaDecode,
+    F: Fn(&D::Out) -> Timestamp + Clone + Send + Sync + 'static,
+{
+    type Out = D::Out;
+    type Reader = KafkaReader<D, F>;
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if self.topic.is_empty() {
+            return Err(BuildError::invalid(
+                "source.kafka.topic",
+                "must not be empty",
+            ));
+        }
+        if self.config.brokers().is_empty() {
+            return Err(BuildError::invalid(
+                "source.kafka.brokers",
+                "must not be empty",
+            ));
+        }
+        if let Assignment::Partitions(p) = &self.assignment {
+            if p.is_empty() || p.iter().any(|x| *x < 0) {
+                return Err(BuildError::invalid(
+                    "source.kafka.partitions",
+                    format!("{p:?}: need at least one partition, none negative"),
+                ));
+            }
+        }
+        if let DeadLetterRoute::Topic(t) = &self.dead_letters {
+            if t.is_empty() {
+                return Err(BuildError::invalid(
+                    "source.kafka.dead_letter_topic",
+                    "must not be empty",
+                ));
+            }
+        }
+        self.config
+            .check(CONSUMER_DEFAULTS)
+            .map_err(|e| e.into_build_error("source.kafka"))
+    }
+
+    fn max_parallelism(&self) -> Option<usize> {
+        match &self.assignment {
+            Assignment::Group => None,
+            Assignment::Partitions(p) => Some(p.len().max(1)),
+        }
+    }
+
+    fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
+        let group = self.group_id(ctx);
+        let client_id = format!("weir-{}-{}-{}", ctx.job, ctx.stage, ctx.subtask);
+        let mut defaults = CONSUMER_DEFAULTS.to_vec();
+        defaults.push(("group.id", &group));
+        defaults.push(("client.id", &client_id));
+        let shared = Arc::new(Mutex::new(GroupShared::default()));
+        let context = SourceCtx {
+            status: self.status.clone(),
+            topic: self.topic.clone(),
+            shared: shared.clone(),
+        };
+        let consumer: BaseConsumer<SourceCtx> = self
+            .config
+            .client_config(&defaults)
+            .create_with_context(context)
+            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+        let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
+        let mut parts = BTreeMap::new();
+        let now = Instant::now();
+        match &self.assignment {
+            Assignment::Group => {
+                consumer
+                    .subscribe(&[&self.topic])
+                    .map_err(|e| KafkaConnectorError::client("subscribe", e))?;
+                tracing::info!(task = %ctx.task_name(), topic = %self.topic, group = %group, "kafka source: subscribed");
+            }
+            Assignment::Partitions(all) => {
+                let p = ctx.parallelism.max(1);
+                let mine: Vec<i32> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % p == ctx.subtask)
+                    .map(|(_, x)| *x)
+                    .collect();
+                let mut tpl = TopicPartitionList::new();
+                for &x in &mine {
+                    if x as usize >= count {
+                        return Err(KafkaConnectorError::UnknownPartition {
+                            topic: self.topic.clone(),
+                            partition: x,
+                            count,
+                        }
+                        .into());
+                    }
+                    tpl.add_partition_offset(&self.topic, x, Offset::Stored)
+                        .map_err(|e| KafkaConnectorError::client("assign", e))?;
+                    parts.insert(x, PartState::new(now));
+                }
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| KafkaConnectorError::client("assign", e))?;
+                tracing::info!(task = %ctx.task_name(), topic = %self.topic, partitions = ?mine, "kafka source: assigned partitions {mine:?}");
+            }
+        }
+        let dlq_topic = match &self.dead_letters {
+            DeadLetterRoute::Topic(t) => Some(t.clone()),
+            DeadLetterRoute::Job => None,
+        };
+        Ok(KafkaReader {
+            consumer,
+            st: ReaderState {
+                config: self.config.clone(),
+                topic: self.topic.clone(),
+                group_mode: self.assignment == Assignment::Group,
+                decode: self.decode.clone(),
+                ts: self.ts.clone(),
+                parts,
+                shared,
+                dlq_topic,
+                dlq: None,
+                job_dead_letters: ctx.dead_letters.clone(),
+                metrics: ctx.metrics.clone(),
+                status: self.status.clone(),
+                bound_ms: ctx.watermarks.bound_ms(),
+                idle_timeout: ctx.watermarks.idle_timeout(),
+                emitted: i64::MIN,
+                task: ctx.task_name(),
+            },
+        })
+    }
+}
+
+/// Per-partition progress of one reader.
+#[derive(Debug, Clone)]
+struct PartState {
+    /// Offset of the next record to read (-1: unknown yet).
+    next: i64,
+    /// Largest event time seen.
+    max_ts: Timestamp,
+    /// When the partition last delivered a record (or was assigned).
+    last_record: Instant,
+}
+
+impl PartState {
+    fn new(now: Instant) -> Self {
+        PartState {
+            next: -1,
+            max_ts: i64::MIN,
+            last_record: now,
+        }
+    }
+}
+
+/// What the rebalance callback shares with the reader.
+#[derive(Default)]
+struct GroupShared {
+    /// Offsets made safe by completed checkpoints, not yet committed on revoke.
+    safe: BTreeMap<i32, i64>,
+    /// Positions to start from when a partition is (re)assigned.
+    pending_seek: BTreeMap<i32, i64>,
+    /// Rebalances the reader has not applied yet.
+    events: Vec<Rebalanced>,
+}
+
+enum Rebalanced {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+    RevokedAll,
+}
+
+/// The consumer context: logging, connection state, rebalances.
+pub(crate) struct SourceCtx {
+    status: KafkaStatus,
+    topic: String,
+    shared: Arc<Mutex<GroupShared>>,
+}
+
+impl ClientContext for SourceCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        status::log(level, fac, msg)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        status::on_error(&self.status, &error, reason)
+    }
+    fn stats_raw(&self, json: &[u8]) {
+        status::on_stats(&self.status, json)
+    }
+}
+
+impl ConsumerContext for SourceCtx {
+    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let parts: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let mut g = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for p in &parts {
+                    if let Some(o) = g.pending_seek.remove(p) {
+                        let _ = tpl.set_partition_offset(&self.topic, *p, Offset::Offset(o));
+                    }
+                }
+                let r = if cooperative {
+                    c.incremental_assign(tpl)
+                } else {
+                    c.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, topic = %self.topic, "kafka source: assign failed");
+                }
+                tracing::info!(topic = %self.topic, partitions = ?parts, "kafka source: assigned partitions {parts:?}");
+                g.events.push(Rebalanced::Assigned(parts));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Commit what completed checkpoints made safe, never more.
+                let mut commit = TopicPartitionList::new();
+                for p in &parts {
+                    if let Some(o) = g.safe.remove(p) {
+                        let _ = commit.add_partition_offset(&self.topic, *p, Offset::Offset(o));
+                    }
+                }
+                if commit.count() > 0 && !c.assignment_lost() {
+                    match c.commit(&commit, CommitMode::Sync) {
+                        Ok(()) => {
+                            tracing::info!(topic = %self.topic, offsets = ?commit.to_topic_map(), "kafka source: committed on revocation")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, topic = %self.topic, "kafka source: commit on revocation failed (records will be read again)")
+                        }
+                    }
+                }
+                let r = if cooperative {
+                    c.incremental_unassign(tpl)
+                } else {
+                    c.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, topic = %self.topic, "kafka source: unassign failed");
+                }
+                tracing::info!(topic = %self.topic, partitions = ?parts, "kafka source: revoked partitions {parts:?}");
+                g.events.push(Rebalanced::Revoked(parts));
+            }
+            other => {
+                tracing::warn!(error = ?other, topic = %self.topic, "kafka source: rebalance error; unassigning");
+                let _ = c.unassign();
+                g.events.push(Rebalanced::RevokedAll);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(offsets = ?offsets.to_topic_map(), "kafka source: offsets committed")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka source: offset commit failed (records will be read again)")
+            }
+        }
+    }
+}
+
+/// One instance's reader of a [`KafkaSource`].
+pub struct KafkaReader<D, F> {
+    consumer: BaseConsumer<SourceCtx>,
+    st: ReaderState<D, F>,
+}
+
+struct ReaderState<D, F> {
+    config: KafkaConfig,
+    topic: String,
+    group_mode: bool,
+    decode: D,
+    ts: Option<F>,
+    parts: BTreeMap<i32, PartState>,
+    shared: Arc<Mutex<GroupShared>>,
+    dlq_topic: Option<String>,
+    dlq: Option<DlqProducer>,
+    job_dead_letters: DeadLetters,
+    metrics: Arc<TaskMetrics>,
+    status: KafkaStatus,
+    bound_ms: Option<i64>,
+    idle_timeout: Option<Duration>,
+    emitted: Timestamp,
+    task: String,
+}
+
+impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
+    fn apply_rebalances(&mut self) {
+        let events =
+            std::mem::take(&mut self.shared.lock().unwrap_or_else(|p| p.into_inner()).events);
+        let now = Instant::now();
+        for e in events {
+            match e {
+                Rebalanced::Assigned(ps) => {
+                    for p in ps {
+                        self.parts.insert(p, PartState::new(now));
+                    }
+                }
+                Rebalanced::Revoked(ps) => {
+                    for p in ps {
+                        self.parts.remove(&p);
+                    }
+                }
+                Rebalanced::RevokedAll => self.parts.clear(),
+            }
+        }
+    }
+
+    /// Handles one message; true if it became a record.
+    #[inline]
+    fn on_message<M: Message>(
+        &mut self,
+        msg: &M,
+        out: &mut Batch<D::Out>,
+        now: Instant,
+    ) -> Result<bool, ConnectorError> {
+        let (p, off) = (msg.partition(), msg.offset());
+        let payload = msg.payload().unwrap_or(&[]);
+        let decoded = self.decode.decode(payload);
+        let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
+        state.next = off + 1;
+        state.last_record = now;
+        match decoded {
+            Ok(v) => {
+                let ts = match &self.ts {
+                    Some(f) => f(&v),
+                    None => match msg.timestamp() {
+                        KTimestamp::CreateTime(t) | KTimestamp::LogAppendTime(t) if t >= 0 => t,
+                        _ => now_ms(),
+                    },
+                };
+                if ts > state.max_ts {
+                    state.max_ts = ts;
+                }
+                out.push(v, ts);
+                Ok(true)
+            }
+            Err(reason) => {
+                self.dead_letter(payload, msg.key(), &reason, p, off)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        reason: &str,
+        p: i32,
+        off: i64,
+    ) -> Result<(), ConnectorError> {
+        self.metrics.dead_letters.fetch_add(1, Relaxed);
+        match &self.dlq_topic {
+            Some(topic) => {
+                if self.dlq.is_none() {
+                    self.dlq = Some(DlqProducer::new(&self.config, topic, &self.status)?);
+                }
+                let dlq = self.dlq.as_ref().expect("created above");
+                dlq.send(payload, key, reason, (&self.topic, p, off))?;
+                tracing::debug!(task = %self.task, partition = p, offset = off, reason, "dead letter");
+            }
+            None => self.job_dead_letters.send(vec![DeadLetter {
+                reason: reason.to_string(),
+                source: self.topic.clone(),
+                position: format!("partition {p} offset {off}"),
+                payload: String::from_utf8_lossy(payload).into_owned(),
+            }]),
+        }
+        Ok(())
+    }
+
+    fn on_poll_error(&mut self, e: KafkaError) -> Result<(), ConnectorError> {
+        match e {
+            KafkaError::PartitionEOF(_) => Ok(()),
+            KafkaError::MessageConsumptionFatal(code) => Err(ConnectorError::new(format!(
+                "kafka source {}: fatal consumer error: {code}",
+                self.topic
+            ))),
+            other => {
+                match status::code_of(&other) {
+                    Some(c) if status::is_transient(c) => {
+                        self.status.set_waiting(&other.to_string())
+                    }
+                    _ => {
+                        tracing::warn!(task = %self.task, error = %other, "kafka source: consumer error (retrying)")
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn position(&self) -> Value {
+        let offsets: serde_json::Map<String, Value> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.next >= 0)
+            .map(|(p, s)| (p.to_string(), json!(s.next)))
+            .collect();
+        json!({ "topic": self.topic, "offsets": offsets })
+    }
+
+    fn parse(&self, position: &Value) -> Result<BTreeMap<i32, i64>, KafkaConnectorError> {
+        let bad = || KafkaConnectorError::BadPosition(position.to_string());
+        if position.get("topic").and_then(Value::as_str) != Some(self.topic.as_str()) {
+            return Err(bad());
+        }
+        let offsets = position
+            .get("offsets")
+            .and_then(Value::as_object)
+            .ok_or_else(bad)?;
+        offsets
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.parse::<i32>().map_err(|_| bad())?,
+                    v.as_i64().filter(|o| *o >= 0).ok_or_else(bad)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn watermark(&mut self) -> Option<Timestamp> {
+        let bound = self.bound_ms?;
+        let min = self
+            .parts
+            .values()
+            .filter(|s| self.idle_timeout.is_none_or_active(s.last_record))
+            .map(|s| s.max_ts)
+            .min();
+        if let Some(m) = min {
+            if m > i64::MIN {
+                let wm = m.saturating_sub(bound);
+                if wm > self.emitted {
+                    self.emitted = wm;
+                }
+            }
+        }
+        (self.emitted > i64::MIN).then_some(self.emitted)
+    }
+}
+
+/// `None` (no idle timeout) or a partition that delivered within it.
+trait IdleCheck {
+    fn is_none_or_active(&self, last: Instant) -> bool;
+}
+
+impl IdleCheck for Option<Duration> {
+    #[inline]
+    fn is_none_or_active(&self, last: Instant) -> bool {
+        match self {
+            None => true,
+            Some(t) => last.elapsed() < *t,
+        }
+    }
+}
+
+impl<D, F> SourceReader for KafkaReader<D, F>
+where
+    D: KafkaDecode,
+    F: Fn(&D::Out) -> Timestamp + Send + 'static,
+{
+    type Out = D::Out;
+
+    fn poll(
+        &mut self,
+        out: &mut Batch<D::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
+        self.st.apply_rebalances();
+        if let Some(dlq) = &self.st.dlq {
+            dlq.check()?;
+        }
+        let now = Instant::now();
+        let mut seen = 0usize;
+        let mut records = 0usize;
+        while records < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    seen += 1;
+                    if self.st.on_message(&msg, out, now)? {
+                        records += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.st.on_poll_error(e)?;
+                    break;
+                }
+            }
+        }
+        if seen > 0 {
+            if self.st.status.is_waiting() {
+                self.st.status.set_connected();
+            }
+            self.st.apply_rebalances();
+            Ok(SourceStatus::Ready)
+        } else {
+            self.st.apply_rebalances();
+            Ok(SourceStatus::Idle(Duration::from_millis(5)))
+        }
+    }
+
+    fn position(&self) -> Option<Value> {
+        Some(self.st.position())
+    }
+
+    fn seek(&mut self, position: &Value) -> Result<(), ConnectorError> {
+        let offsets = self.st.parse(position)?;
+        self.st.apply_rebalances();
+        if self.st.group_mode {
+            // Partitions not assigned yet start there when they are.
+            let mut g = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
+            for (p, o) in &offsets {
+                if !self.st.parts.contains_key(p) {
+                    g.pending_seek.insert(*p, *o);
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut any = false;
+        for (p, state) in self.st.parts.iter_mut() {
+            let off = match offsets.get(p) {
+                Some(o) => {
+                    any = true;
+                    state.next = *o;
+                    Offset::Offset(*o)
+                }
+                None if state.next >= 0 => Offset::Offset(state.next),
+                None => Offset::Stored,
+            };
+            tpl.add_partition_offset(&self.st.topic, *p, off)
+                .map_err(|e| KafkaConnectorError::client("seek", e))?;
+        }
+        if any {
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| KafkaConnectorError::client("seek", e))?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, position: &Value) -> Result<(), ConnectorError> {
+        let offsets = self.st.parse(position)?;
+        self.st.apply_rebalances();
+        // Dead letters before these offsets must be durable first.
+        if let Some(dlq) = &self.st.dlq {
+            if !dlq.flush(Duration::from_secs(10))? {
+                tracing::warn!(task = %self.st.task, "kafka source: dead letters not yet acknowledged; commit postponed");
+                return Ok(());
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut g = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
+            for (p, o) in &offsets {
+                // Never commit for a partition another member owns now.
+                if self.st.parts.contains_key(p) {
+                    g.safe.insert(*p, *o);
+                    tpl.add_partition_offset(&self.st.topic, *p, Offset::Offset(*o))
+                        .map_err(|e| KafkaConnectorError::client("commit", e))?;
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A failed commit only means records are read again.
+                tracing::warn!(task = %self.st.task, error = %e, "kafka source: commit failed (records will be read again)");
+                Ok(())
+            }
+        }
+    }
+
+    fn watermark(&mut self) -> Option<Timestamp> {
+        self.st.watermark()
+    }
+}
+
+impl<D, F> KafkaReader<D, F> {
+    /// The partitions this reader currently owns.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.st.parts.keys().copied().collect()
+    }
+
+    /// The connection state.
+    pub fn status(&self) -> &KafkaStatus {
+        &self.st.status
+    }
+}
