@@ -256,7 +256,7 @@ fn unknown_topic_is_reported_when_not_auto_created() {
     let brokers = ensure_kafka();
     let topic = unique("missing");
     let _g = TopicGuard { brokers: brokers.clone(), topics: vec![topic.clone()] };
-    match KafkaSource::text(&brokers, &topic).startup_timeout(Duration::from_secs(5)).open(&ctx(0, 1)) {
+    match KafkaSource::text(&brokers, &topic).startup_timeout(Duration::from_secs(3)).open(&ctx(0, 1)) {
         Err(e) => assert!(e.to_string().contains(&format!("unknown Kafka topic `{topic}`")), "{e}"),
         // The broker auto-created it on the metadata request: then it must
         // be a usable, empty topic.

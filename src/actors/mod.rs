@@ -23,4 +23,6 @@ pub mod task;
 pub use messages::{Deliver, SourceCommand, Stop, TaskEvent};
 pub use restart::RestartPolicy;
 pub use runtime::{shutdown_signal, LocalRuntime, RunError};
-pub use supervisor::{CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError};
+pub use supervisor::{
+    CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError,
+};

@@ -4,14 +4,15 @@
 //! Owns one instance of a stage fed by an exchange (hash by key, or
 //! round-robin). It merges its inputs' watermarks (minimum over live,
 //! non-idle inputs), lets the chain fire windows when the watermark moves,
-//! and sends end-of-input once every input has ended. Its mailbox is
-//! bounded; it never handles a new batch while its own output is blocked.
+//! and sends end-of-input once every input has ended. At most
+//! `channel_capacity` batches are in flight towards it (credits, see
+//! `edge`); it never handles a new batch while its own output is blocked.
 
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::edge::{Edge, Partitioner};
 use super::barrier::BarrierTracker;
+use super::edge::{Edge, Partitioner};
 use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{after_emit, guarded, TaskActor, TaskHandle};
 use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
@@ -25,7 +26,6 @@ pub struct OperatorActor<Op: Operator, P> {
     barriers: BarrierTracker,
     restore: Option<Vec<u8>>,
     out: Batch<Op::Out>,
-    mailbox: usize,
     done: bool,
 }
 
@@ -37,7 +37,6 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
         inputs: usize,
-        mailbox: usize,
         restore: Option<Vec<u8>>,
     ) -> Self {
         OperatorActor {
@@ -48,7 +47,6 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             barriers: BarrierTracker::default(),
             restore,
             out: Batch::new(),
-            mailbox,
             done: false,
         }
     }
@@ -57,7 +55,13 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         if self.done {
             return;
         }
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            // Returned to the sender when this handler ends.
+            credit: _credit,
+        } = msg;
         let m = self.task.ctx.metrics.clone();
         if !batch.is_empty() {
             m.records_in.fetch_add(batch.len() as u64, Relaxed);
@@ -160,7 +164,6 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Actor for OperatorActor<Op, P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox);
         if let Some(state) = self.restore.take() {
             let op = &mut self.op;
             if let Err(f) = guarded(|| op.restore(&state)) {

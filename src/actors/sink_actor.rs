@@ -3,8 +3,9 @@
 //! Owns one sink instance's writer. It writes every batch it receives
 //! (under `catch_unwind`), and when every input has ended it closes the
 //! writer (flush) and reports `Finished` to the supervisor: a job is
-//! finished only when all its sinks have flushed. Its bounded mailbox is
-//! where backpressure starts when the output is slow.
+//! finished only when all its sinks have flushed. Its input credits
+//! (`channel_capacity` batches in flight) are where backpressure starts
+//! when the output is slow.
 
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,20 +23,18 @@ pub struct SinkActor<S: Sink> {
     task: TaskHandle,
     inputs: InputWatermarks,
     barriers: BarrierTracker,
-    mailbox: usize,
     done: bool,
 }
 
 impl<S: Sink> SinkActor<S> {
     /// An instance with `inputs` upstream channels; opens its writer when started.
-    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize, mailbox: usize) -> Self {
+    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize) -> Self {
         SinkActor {
             sink,
             writer: None,
             task,
             inputs: InputWatermarks::new(inputs),
             barriers: BarrierTracker::default(),
-            mailbox,
             done: false,
         }
     }
@@ -54,7 +53,6 @@ impl<S: Sink> Actor for SinkActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox);
         let (sink, tctx) = (&self.sink, &self.task.ctx);
         match guarded(|| sink.open(tctx)) {
             Ok(w) => self.writer = Some(w),
@@ -78,7 +76,13 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            // Returned to the sender when this handler ends.
+            credit: _credit,
+        } = msg;
         if !batch.is_empty() {
             let m = &self.task.ctx.metrics;
             let n = batch.len() as u64;

@@ -16,19 +16,34 @@ use std::sync::Arc;
 use super::edge::{Edge, Partitioner};
 use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
 use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
+use crate::pipeline::WatermarkAlignment;
 use crate::pipeline::{
     operator::{BatchWriter, ChainEmit},
-    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp, WatermarkGenerator,
-    MAX_WATERMARK,
+    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp,
+    WatermarkGenerator, MAX_WATERMARK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Reading,
+    /// Draining, but the reader still emits what it already took in.
+    DrainingBuffered,
     Draining,
     /// End-of-input sent; waiting for `CommitFinal`.
     Ended,
     Stopped,
+}
+
+/// How a source instance reads: batch size, watermarks, where to resume.
+pub struct SourceSetup {
+    /// The instance's watermark generator.
+    pub watermarks: WatermarkGenerator,
+    /// Alignment with the stage's other instances, if on.
+    pub alignment: Option<WatermarkAlignment>,
+    /// Records per poll.
+    pub batch_size: usize,
+    /// The checkpointed position to seek to, when restoring.
+    pub restore: Option<serde_json::Value>,
 }
 
 /// One instance of a source stage.
@@ -40,6 +55,7 @@ pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
     watermarks: WatermarkGenerator,
+    alignment: Option<WatermarkAlignment>,
     emitted_wm: Timestamp,
     batch_size: usize,
     input: Batch<S::Out>,
@@ -59,17 +75,23 @@ where
     Op: Operator<In = S::Out>,
     P: Partitioner<Op::Out>,
 {
-    /// A source instance; it opens its reader (and seeks to `restore`) when started.
+    /// A source instance; it opens its reader (and seeks to the restored
+    /// position) when started.
     pub fn new(
         source: Arc<S>,
         op: Op,
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
-        watermarks: WatermarkGenerator,
-        batch_size: usize,
-        restore: Option<serde_json::Value>,
+        setup: SourceSetup,
     ) -> Self {
+        let SourceSetup {
+            watermarks,
+            alignment,
+            batch_size,
+            restore,
+        } = setup;
         SourceActor {
+            alignment,
             source,
             reader: None,
             restore,
@@ -96,10 +118,16 @@ where
     /// Ends the stream: fires what the chain holds and sends end-of-input,
     /// then waits for `CommitFinal`.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.phase, Phase::Reading | Phase::Draining) {
+        if !matches!(
+            self.phase,
+            Phase::Reading | Phase::DrainingBuffered | Phase::Draining
+        ) {
             return;
         }
         self.phase = Phase::Ended;
+        if let Some(a) = &self.alignment {
+            a.withdraw(self.task.ctx.subtask);
+        }
         self.final_position = self.reader.as_ref().and_then(|r| r.position());
         let (op, out) = (&mut self.op, &mut self.out);
         if let Err(f) = guarded(|| op.on_watermark(MAX_WATERMARK, out)) {
@@ -110,9 +138,18 @@ where
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
-            Phase::Reading => {}
+            Phase::Reading | Phase::DrainingBuffered => {}
             Phase::Draining => return self.finish(ctx),
             Phase::Ended | Phase::Stopped => return,
+        }
+        if let Some(a) = &self.alignment {
+            if self.phase == Phase::Reading
+                && a.should_pause(self.task.ctx.subtask, self.emitted_wm)
+            {
+                // Too far ahead of the slowest instance: let it catch up.
+                ctx.notify_later(Pump, std::time::Duration::from_millis(1));
+                return;
+            }
         }
         let Some(reader) = self.reader.as_mut() else {
             return;
@@ -160,8 +197,16 @@ where
         } else if matches!(status, SourceStatus::Idle(_)) && self.watermarks.check_idle() {
             signal = Signal::Idle;
         }
+        if signal == Signal::Idle {
+            if let Some(a) = &self.alignment {
+                a.withdraw(self.task.ctx.subtask);
+            }
+        }
         if let Some(w) = wm.filter(|w| *w > self.emitted_wm) {
             self.emitted_wm = w;
+            if let Some(a) = &self.alignment {
+                a.report(self.task.ctx.subtask, w);
+            }
             signal = Signal::Watermark(w);
             self.task.ctx.metrics.watermark.store(w, Relaxed);
             let (op, out) = (&mut self.op, &mut self.out);
@@ -180,7 +225,12 @@ where
         }
     }
 
-    fn send(&mut self, ctx: &mut Context<Self>, signal: Signal, then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static) {
+    fn send(
+        &mut self,
+        ctx: &mut Context<Self>,
+        signal: Signal,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         if !self.out.is_empty() {
             let m = &self.task.ctx.metrics;
             m.records_out.fetch_add(self.out.len() as u64, Relaxed);
@@ -286,7 +336,12 @@ where
         match cmd {
             SourceCommand::Drain => {
                 if self.phase == Phase::Reading {
-                    self.phase = Phase::Draining;
+                    let now = self.reader.as_mut().is_none_or(|r| r.drain());
+                    self.phase = if now {
+                        Phase::Draining
+                    } else {
+                        Phase::DrainingBuffered
+                    };
                 }
             }
             SourceCommand::TriggerCheckpoint(id) => self.checkpoint(id, ctx),

@@ -92,7 +92,7 @@ impl KafkaConfig {
 }
 
 /// Waits (bounded by the startup timeout) until a broker answers a metadata
-/// request for `topic`; returns its partition count.
+/// request for `topic` and the topic exists; returns its partition count.
 pub(crate) fn wait_for_topic<C: ClientContext>(
     client: &Client<C>,
     config: &KafkaConfig,
@@ -101,6 +101,7 @@ pub(crate) fn wait_for_topic<C: ClientContext>(
 ) -> Result<usize, KafkaConnectorError> {
     let start = Instant::now();
     let limit = config.startup_wait();
+    let mut warned = false;
     loop {
         let left = limit.saturating_sub(start.elapsed());
         let attempt = left.clamp(Duration::from_millis(100), Duration::from_secs(2));
@@ -113,11 +114,21 @@ pub(crate) fn wait_for_topic<C: ClientContext>(
                         return Ok(t.partitions().len());
                     }
                     _ => {
+                        // The broker answers but has no such topic: it may
+                        // be about to be created (a broker that just came
+                        // back empty): wait within the startup bound.
                         status.set_connected();
-                        return Err(KafkaConnectorError::UnknownTopic {
-                            topic: topic.to_string(),
-                            brokers: config.brokers().to_string(),
-                        });
+                        if start.elapsed() >= limit {
+                            return Err(KafkaConnectorError::UnknownTopic {
+                                topic: topic.to_string(),
+                                brokers: config.brokers().to_string(),
+                            });
+                        }
+                        if !warned {
+                            warned = true;
+                            tracing::warn!(topic, brokers = %config.brokers(), "waiting up to {limit:?} for topic {topic} to exist");
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
                     }
                 }
             }
