@@ -239,3 +239,32 @@ fn worker_http_endpoint() {
         "{human}"
     );
 }
+
+/// `weir rescale`: 2 -> 4 tasks; every task RUNNING and every id reaches the output.
+#[test]
+fn rescale_restarts_tasks_on_new_partitions() {
+    let _g = serial();
+    let mut c = Cluster::new("rescale", TIMEOUT_MS);
+    for w in ["s1", "s2"] {
+        c.start_worker(w);
+    }
+    let (input, output) = submit_etl(&mut c, "rs", 2, 4);
+    c.wait("2 tasks RUNNING", Duration::from_secs(30), |c| {
+        all_running(c, "rs", 2)
+    });
+    produce(&c.brokers, &input, &payments(0..2000, 4));
+    let out = c.weir_ok(&["rescale", "rs", "4"]);
+    assert!(out.contains("2 -> 4"), "{out}");
+    c.wait("4 tasks RUNNING", Duration::from_secs(30), |c| {
+        all_running(c, "rs", 4)
+    });
+    assert_eq!(
+        c.loads("rs").values().copied().collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    produce(&c.brokers, &input, &payments(2000..4000, 4));
+    let want: BTreeSet<u64> = (0..4000).collect();
+    let (ids, dups) = output_ids(&c.brokers, &output, &want, Duration::from_secs(60));
+    eprintln!("rescale: {} of 4000 ids out, {dups} duplicates", ids.len());
+    assert!(want.is_subset(&ids), "ids lost\n{}", c.logs());
+}
