@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
-use crate::service::lease::{Fenced, LeaseGuard};
 use crate::pipeline::{
     Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks, Windowed,
 };
+use crate::service::lease::{Fenced, LeaseGuard};
 
 /// Window size of the clicks job.
 pub const WINDOW_MS: i64 = 10_000;

@@ -114,5 +114,8 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
         .source(source)
         .filter(is_valid)
         .map(PaymentCents::from_payment)
-        .sink(Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced)))
+        .sink(Fenced::new(
+            sink,
+            p.fence.clone().unwrap_or_else(LeaseGuard::unfenced),
+        ))
 }

@@ -95,7 +95,7 @@ impl Lease {
         if s.session != session {
             s.session = session;
             s.valid_until = Some(until);
-        } else if s.valid_until.map_or(true, |u| u < until) {
+        } else if s.valid_until.is_none_or(|u| u < until) {
             s.valid_until = Some(until);
         }
     }
