@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::barrier::BarrierTracker;
 use super::edge::{Edge, Partitioner};
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{after_emit, guarded, TaskActor, TaskHandle};
+use super::task::{after_emit, guarded, yield_arbiter, TaskActor, TaskHandle};
 use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
 
 /// One instance of an operator stage.
@@ -191,6 +191,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for Operato
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
         self.on_deliver(msg, ctx);
+        yield_arbiter(ctx);
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::barrier::BarrierTracker;
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{guarded, TaskActor, TaskHandle};
+use super::task::{guarded, yield_arbiter, TaskActor, TaskHandle};
 use crate::pipeline::{InputWatermarks, Signal, Sink, SinkWriter};
 
 /// One instance of a sink stage.
@@ -70,6 +70,15 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
+        self.on_deliver(msg, ctx);
+        if !self.done {
+            yield_arbiter(ctx);
+        }
+    }
+}
+
+impl<S: Sink> SinkActor<S> {
+    fn on_deliver(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
         if self.done {
             return;
         }
