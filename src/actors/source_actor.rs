@@ -61,6 +61,13 @@ pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     input: Batch<S::Out>,
     out: Batch<Op::Out>,
     phase: Phase,
+    /// An emission is waiting for credits: nothing else may be emitted (or
+    /// read) before it goes out.
+    blocked: bool,
+    /// A `Pump` arrived while `blocked`; run it once the emission is out.
+    pump_deferred: bool,
+    /// Checkpoints triggered while `blocked`; taken once the emission is out.
+    barrier_deferred: Vec<u64>,
     /// Positions recorded at barriers, oldest first.
     pending: Vec<(u64, serde_json::Value)>,
     final_position: Option<serde_json::Value>,
@@ -104,6 +111,9 @@ where
             input: Batch::with_capacity(batch_size),
             out: Batch::with_capacity(batch_size),
             phase: Phase::Reading,
+            blocked: false,
+            pump_deferred: false,
+            barrier_deferred: Vec::new(),
             pending: Vec::new(),
             final_position: None,
         }
@@ -137,6 +147,13 @@ where
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.blocked {
+            // actix may run a queued `Pump` while a wait started by a mailbox
+            // handler (e.g. a blocked barrier) is pending: reading now would
+            // put records ahead of that barrier. Run it after the emission.
+            self.pump_deferred = true;
+            return;
+        }
         match self.phase {
             Phase::Reading | Phase::DrainingBuffered => {}
             Phase::Draining => return self.finish(ctx),
@@ -244,11 +261,32 @@ where
             m.batches_out.fetch_add(1, Relaxed);
         }
         let sent = self.edge.emit(&mut self.out, signal);
-        after_emit(self, ctx, sent, then);
+        if matches!(sent, Ok(Some(_))) {
+            self.blocked = true;
+            after_emit(self, ctx, sent, move |act, ctx| {
+                act.blocked = false;
+                then(act, ctx);
+                for id in std::mem::take(&mut act.barrier_deferred) {
+                    ctx.notify(SourceCommand::TriggerCheckpoint(id));
+                }
+                if std::mem::take(&mut act.pump_deferred) {
+                    ctx.notify(Pump);
+                }
+            });
+        } else {
+            after_emit(self, ctx, sent, then);
+        }
     }
 
     fn checkpoint(&mut self, id: u64, ctx: &mut Context<Self>) {
         if self.phase != Phase::Reading {
+            return;
+        }
+        if self.blocked {
+            // Same rule as for `Pump`: the barrier must follow what is
+            // waiting to be sent. (actix does not handle mailbox messages
+            // during a wait, so this is a guard, not the usual path.)
+            self.barrier_deferred.push(id);
             return;
         }
         let position = self.reader.as_ref().and_then(|r| r.position());
