@@ -19,7 +19,8 @@
 //! children watch per job on `failed`, so a record wakes it at once. For a
 //! record whose worker and epoch are still the task's assignment, the task is
 //! requested with `avoid = <that worker>` (kept in the assignment as
-//! [`TaskAssignment::avoid`], so later passes do not move it back): it moves,
+//! [`TaskAssignment::avoid`] while the task runs elsewhere, so later passes do
+//! not move it back): it moves,
 //! with a new epoch, to the least-loaded other live worker that accepts its
 //! job type, and nothing else moves. If no other worker can take it (a single
 //! live worker, or the others full) it stays and gets a new epoch on the same
@@ -300,7 +301,12 @@ impl Leader {
                         new_epoch
                     }
                 };
-                let avoid = avoids.get(&id).map(|w| (*w).clone());
+                // Remembered only while the task runs elsewhere: once it is (back) on the
+                // worker it avoids, for want of another, it counts there like any task.
+                let avoid = avoids
+                    .get(&id)
+                    .filter(|w| **w != worker)
+                    .map(|w| (*w).clone());
                 tasks.insert(
                     id,
                     TaskAssignment {
