@@ -93,10 +93,14 @@ async fn failed_task_moves_alone_and_stale_records_are_dropped() {
     assert!(exists(&lc, &record).await);
 
     let (report, _) = leader.reconcile().await.unwrap();
-    assert_eq!(report.failed_over, [failed.clone()], "{report:?}");
+    assert_eq!(
+        report.failed_over,
+        std::slice::from_ref(failed),
+        "{report:?}"
+    );
     assert_eq!(
         report.moved,
-        [failed.clone()],
+        std::slice::from_ref(failed),
         "nothing else moves: {report:?}"
     );
     let (a2, _) = read_assignment(&lc, p, "f").await.unwrap().unwrap();
@@ -181,7 +185,11 @@ async fn failed_task_moves_alone_and_stale_records_are_dropped() {
     let tok2 = token("f", &a2, failed);
     fail(&sessions[now_on.as_str()], p, &tok2, "still broken", 7).await;
     let (report, _) = leader.reconcile().await.unwrap();
-    assert_eq!(report.failed_over, [failed.clone()], "{report:?}");
+    assert_eq!(
+        report.failed_over,
+        std::slice::from_ref(failed),
+        "{report:?}"
+    );
     let (a4, _) = read_assignment(&lc, p, "f").await.unwrap().unwrap();
     assert_ne!(a4.tasks[failed].worker, now_on);
     let st = &read_job(&lc, p, "f").await.unwrap().tasks[failed];
@@ -210,7 +218,7 @@ async fn single_worker_restarts_the_task_in_place() {
     fail(&w, p, &token("s", &a1, &t), "boom", 2).await;
 
     let (report, _) = leader.reconcile().await.unwrap();
-    assert_eq!(report.restarted, [t.clone()], "{report:?}");
+    assert_eq!(report.restarted, std::slice::from_ref(&t), "{report:?}");
     assert!(report.moved.is_empty() && report.failed_over.is_empty());
     let (a2, _) = read_assignment(&lc, p, "s").await.unwrap().unwrap();
     assert_eq!(a2.tasks[&t].worker, "solo", "nowhere else to go: it stays");
