@@ -53,8 +53,27 @@ impl<T> Partitioner<T> for RoundRobin {
 }
 
 /// Each record to the target owning the hash of its key.
-#[derive(Clone)]
-pub struct HashBy<KF>(pub KF);
+pub struct HashBy<KF> {
+    key: KF,
+    /// Target of each record of the batch being split (reused).
+    route: Vec<u32>,
+}
+
+impl<KF: Clone> Clone for HashBy<KF> {
+    fn clone(&self) -> Self {
+        HashBy::new(self.key.clone())
+    }
+}
+
+impl<KF> HashBy<KF> {
+    /// Routes by `key(record)`.
+    pub fn new(key: KF) -> Self {
+        HashBy {
+            key,
+            route: Vec::new(),
+        }
+    }
+}
 
 impl<T, K, KF> Partitioner<T> for HashBy<KF>
 where
@@ -67,16 +86,54 @@ where
         if n == 1 {
             return append(&mut parts[0], batch);
         }
-        let per = batch.len() / n + batch.len() / (4 * n) + 16;
-        for p in parts.iter_mut() {
-            p.reserve(per);
+        // Pass 1: route every record (user code runs here, before anything
+        // moves) and count per target.
+        let key = &self.key;
+        self.route.clear();
+        self.route.extend(
+            batch
+                .values
+                .iter()
+                .map(|v| key_partition(key_hash(&key(v)), n) as u32),
+        );
+        let mut counts = [0usize; 64];
+        if n <= counts.len() {
+            for &r in &self.route {
+                counts[r as usize] += 1;
+            }
+            for (p, c) in parts.iter_mut().zip(counts) {
+                p.reserve(c);
+            }
+        } else {
+            for p in parts.iter_mut() {
+                p.reserve(batch.len() / n + batch.len() / (4 * n) + 16);
+            }
         }
-        for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
-            let i = key_partition(key_hash(&(self.0)(&v)), n);
-            let p = &mut parts[i];
-            p.values.push(v);
-            p.timestamps.push(ts);
+        // Pass 2: move each record to its target (no user code, no panics).
+        let len = batch.len();
+        for (i, (v, ts)) in batch
+            .values
+            .drain(..)
+            .zip(batch.timestamps.drain(..))
+            .enumerate()
+        {
+            let p = &mut parts[self.route[i] as usize];
+            if n <= counts.len() {
+                // SAFETY: `reserve(counts[target])` above made room for every
+                // record routed to this target; `len < capacity` holds.
+                unsafe {
+                    let at = p.values.len();
+                    p.values.as_mut_ptr().add(at).write(v);
+                    p.values.set_len(at + 1);
+                    p.timestamps.as_mut_ptr().add(at).write(ts);
+                    p.timestamps.set_len(at + 1);
+                }
+            } else {
+                p.values.push(v);
+                p.timestamps.push(ts);
+            }
         }
+        debug_assert!(parts.iter().map(|p| p.len()).sum::<usize>() >= len);
     }
 }
 

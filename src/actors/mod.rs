@@ -10,6 +10,7 @@
 
 pub mod barrier;
 pub mod edge;
+pub mod inputs;
 pub mod launch;
 pub mod messages;
 pub mod operator_actor;

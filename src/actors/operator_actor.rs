@@ -11,19 +11,18 @@
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::barrier::BarrierTracker;
 use super::edge::{Edge, Partitioner};
+use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{after_emit, guarded, TaskActor, TaskHandle};
-use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
+use super::task::{after_emit, guarded, yield_arbiter, TaskActor, TaskHandle};
+use crate::pipeline::{Batch, Operator, Signal, MAX_WATERMARK};
 
 /// One instance of an operator stage.
 pub struct OperatorActor<Op: Operator, P> {
     op: Op,
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
-    inputs: InputWatermarks,
-    barriers: BarrierTracker,
+    inputs: TaskInputs,
     restore: Option<Vec<u8>>,
     out: Batch<Op::Out>,
     done: bool,
@@ -43,8 +42,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             op,
             edge,
             task,
-            inputs: InputWatermarks::new(inputs),
-            barriers: BarrierTracker::default(),
+            inputs: TaskInputs::new(inputs),
             restore,
             out: Batch::new(),
             done: false,
@@ -74,21 +72,10 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
                 return ctx.stop();
             }
         }
-        let mut barrier = None;
-        let advanced = match signal {
-            Signal::None => None,
-            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
-            Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => {
-                let adv = self.inputs.on_end(input);
-                barrier = self.barriers.on_input_ended(self.inputs.live());
-                adv
-            }
-            Signal::Barrier(id) => {
-                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
-                None
-            }
-        };
+        let SignalEffect {
+            watermark: advanced,
+            barrier,
+        } = self.inputs.on_signal(input, signal);
         let ended = self.inputs.all_ended();
         let mut out_signal = Signal::None;
         if ended {
@@ -191,6 +178,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for Operato
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
         self.on_deliver(msg, ctx);
+        yield_arbiter(ctx);
     }
 }
 

@@ -11,18 +11,17 @@ use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::barrier::BarrierTracker;
+use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{guarded, TaskActor, TaskHandle};
-use crate::pipeline::{InputWatermarks, Signal, Sink, SinkWriter};
+use super::task::{guarded, yield_arbiter, TaskActor, TaskHandle};
+use crate::pipeline::{Sink, SinkWriter};
 
 /// One instance of a sink stage.
 pub struct SinkActor<S: Sink> {
     sink: Arc<S>,
     writer: Option<S::Writer>,
     task: TaskHandle,
-    inputs: InputWatermarks,
-    barriers: BarrierTracker,
+    inputs: TaskInputs,
     done: bool,
 }
 
@@ -33,8 +32,7 @@ impl<S: Sink> SinkActor<S> {
             sink,
             writer: None,
             task,
-            inputs: InputWatermarks::new(inputs),
-            barriers: BarrierTracker::default(),
+            inputs: TaskInputs::new(inputs),
             done: false,
         }
     }
@@ -70,6 +68,15 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
+        self.on_deliver(msg, ctx);
+        if !self.done {
+            yield_arbiter(ctx);
+        }
+    }
+}
+
+impl<S: Sink> SinkActor<S> {
+    fn on_deliver(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
         if self.done {
             return;
         }
@@ -93,21 +100,10 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
             m.records_out.fetch_add(n, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
         }
-        let mut barrier = None;
-        let advanced = match signal {
-            Signal::None => None,
-            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
-            Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => {
-                let adv = self.inputs.on_end(input);
-                barrier = self.barriers.on_input_ended(self.inputs.live());
-                adv
-            }
-            Signal::Barrier(id) => {
-                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
-                None
-            }
-        };
+        let SignalEffect {
+            watermark: advanced,
+            barrier,
+        } = self.inputs.on_signal(input, signal);
         if let Some(w) = advanced {
             self.task.ctx.metrics.watermark.store(w, Relaxed);
         }

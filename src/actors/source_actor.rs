@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::edge::{Edge, Partitioner};
 use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
-use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
+use super::task::{after_emit, guarded, yield_arbiter, Failure, TaskActor, TaskHandle};
 use crate::pipeline::WatermarkAlignment;
 use crate::pipeline::{
     operator::{BatchWriter, ChainEmit},
@@ -146,8 +146,11 @@ where
             if self.phase == Phase::Reading
                 && a.should_pause(self.task.ctx.subtask, self.emitted_wm)
             {
-                // Too far ahead of the slowest instance: let it catch up.
-                ctx.notify_later(Pump, std::time::Duration::from_millis(1));
+                // Too far ahead of the slowest instance: wait for it to
+                // make progress, then try again.
+                let progress = a.progress(std::time::Duration::from_millis(5));
+                ctx.wait(actix::fut::wrap_future(progress));
+                ctx.notify(Pump);
                 return;
             }
         }
@@ -216,7 +219,11 @@ where
         }
         match status {
             SourceStatus::Finished => self.send(ctx, signal, |act, ctx| act.finish(ctx)),
+            // Yield to the arbiter before the next batch: a self-notified
+            // actor is otherwise polled again at once and would keep its
+            // thread from the operators placed on it.
             SourceStatus::Ready => self.send(ctx, signal, |_, ctx| {
+                yield_arbiter(ctx);
                 ctx.notify(Pump);
             }),
             SourceStatus::Idle(after) => self.send(ctx, signal, move |_, ctx| {

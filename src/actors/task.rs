@@ -131,3 +131,14 @@ pub fn after_emit<A, T, F>(
         }
     }
 }
+
+/// Lets the other actors of this arbiter run before this one handles its
+/// next message. actix polls an actor's mailbox until it is empty, so an
+/// operator fed from another thread, or a source that pumps itself, could
+/// otherwise keep its thread forever and starve the tasks placed beside it
+/// (e.g. the other source of a window). One yield per batch.
+pub fn yield_arbiter<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>) {
+    if !ctx.waiting() {
+        ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
+    }
+}

@@ -536,7 +536,7 @@ where
             node: StageNode {
                 input: FromExchange {
                     upstream: node,
-                    partitioner: HashBy(self.key.clone()),
+                    partitioner: HashBy::new(self.key.clone()),
                 },
                 op,
                 stage,

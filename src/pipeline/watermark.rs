@@ -152,6 +152,7 @@ impl WatermarkGenerator {
 pub struct WatermarkAlignment {
     slots: std::sync::Arc<[std::sync::atomic::AtomicI64]>,
     drift: i64,
+    progress: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl WatermarkAlignment {
@@ -162,17 +163,32 @@ impl WatermarkAlignment {
                 .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
                 .collect(),
             drift: drift_ms,
+            progress: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// Instance `i` emitted watermark `wm`.
+    /// Instance `i` emitted watermark `wm`: wakes paused instances.
     pub fn report(&self, i: usize, wm: Timestamp) {
         self.slots[i].store(wm, std::sync::atomic::Ordering::Relaxed);
+        self.progress.notify_waiters();
     }
 
     /// Instance `i` is idle or finished: it holds no one back.
     pub fn withdraw(&self, i: usize) {
         self.slots[i].store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Resolves when another instance reports progress (or after `at_most`,
+    /// so a missed wake-up costs little).
+    pub fn progress(
+        &self,
+        at_most: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let progress = self.progress.clone();
+        async move {
+            let _ = tokio::time::timeout(at_most, progress.notified()).await;
+        }
     }
 
     /// True when instance `i`, at watermark `wm`, is too far ahead of the
