@@ -13,6 +13,12 @@
 //! (both types), `group` (optional). SIGTERM drains every task (the sinks
 //! flush, offsets are committed), leaves the cluster and exits. Logs go to
 //! stderr (`RUST_LOG` filters).
+//!
+//! For tests only, the hidden flag `--test-job-types` also registers the job
+//! type `failing`: an unbounded generator whose tasks panic on every record on
+//! the worker named by `--set fail_on=<worker id>` (and run normally on the
+//! others), with a short restart policy (2 restarts, 50-200 ms backoff), so a
+//! test can drive a task past its policy on one worker and watch it move.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +26,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use weir::actors::RestartPolicy;
 use weir::apps::clicks::{clicks_job, ClicksParams};
 use weir::apps::etl::{etl_job, EtlParams};
+use weir::connectors::{BlackholeSink, GeneratorSource};
+use weir::pipeline::Job;
 use weir::service::kafka::{partition_count, KafkaLagProbe};
 use weir::service::registry::partitions_of_task;
 use weir::service::{run_worker, JobTypeRegistry, TaskBuild, TaskEnv, WorkerConfig};
@@ -65,6 +74,9 @@ enum Cmd {
         /// Threads running the tasks' actors.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Also register the test-only job type `failing` (see the module docs).
+        #[arg(long, hide = true)]
+        test_job_types: bool,
     },
 }
 
@@ -121,6 +133,28 @@ fn clicks(env: &TaskEnv) -> Result<TaskBuild, String> {
     })
 }
 
+/// Test-only (`--test-job-types`): a generator of numbers at 200 records/s into a blackhole,
+/// whose map panics on every record when this worker is the job's `fail_on` parameter.
+fn failing(env: &TaskEnv, worker: &str) -> Result<TaskBuild, String> {
+    let fail = env.spec.config.get("fail_on").map(String::as_str) == Some(worker);
+    let name = format!("{}-{}", env.spec.name, env.index);
+    let who = worker.to_string();
+    let job = Job::new(name)
+        .restart_policy(
+            RestartPolicy::new(2, Duration::from_secs(60))
+                .with_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .source(GeneratorSource::new(|i: u64| i).rate(200.0))
+        .map(move |i: u64| {
+            if fail {
+                panic!("failing job: record {i} refused on worker {who} (fail_on)");
+            }
+            i
+        })
+        .sink(BlackholeSink::new());
+    Ok(TaskBuild::from(job))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -137,9 +171,14 @@ fn main() -> anyhow::Result<()> {
         root,
         capacity,
         threads,
+        test_job_types,
     } = Args::parse().cmd;
     let mut registry = JobTypeRegistry::new();
     registry.register("etl", etl).register("clicks", clicks);
+    if test_job_types {
+        let me = id.clone();
+        registry.register("failing", move |env| failing(env, &me));
+    }
     let mut cfg = WorkerConfig::new(&id, &zk, &brokers);
     cfg.root = root;
     cfg.session_timeout = Duration::from_millis(session_timeout_ms);

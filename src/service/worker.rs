@@ -3,7 +3,11 @@
 //! Owns: [`WorkerActor`], which subscribes to the [`CoordActor`]'s events,
 //! starts and stops task jobs on a [`LocalRuntime`] (one `RunnableJob` per
 //! task, built by the [`JobTypeRegistry`]), publishes each task's
-//! [`TaskState`] (on change and at most once per `publish_interval`), keeps
+//! [`TaskState`] (on change and at most once per `publish_interval`; restarts
+//! and the last error carry over from the state the task had before it
+//! started here), reports a task FAILED past its restart policy to the leader
+//! (a fenced failure record: the leader moves it elsewhere or restarts it in
+//! place, see [`crate::coord::leader`]), keeps
 //! the write [`Lease`] renewed by a periodic ZooKeeper round trip, and
 //! [`run_worker`], the process entry point (SIGTERM: drain, commit, leave,
 //! exit).
@@ -29,7 +33,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::{JobHandle, JobStatus, LocalRuntime};
-use crate::coord::actor::{Deregister, ForgetTask, Ping, ReadJob, Shutdown, WriteTaskState};
+use crate::coord::actor::{
+    Deregister, ForgetTask, Ping, ReadSpec, ReadTaskState, ReportFailure, Shutdown, WriteTaskState,
+};
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment, JobSpec,
@@ -64,6 +70,9 @@ pub struct WorkerConfig {
     pub publish_interval: Duration,
     /// How long SIGTERM waits for tasks to drain before aborting them.
     pub drain_grace: Duration,
+    /// How long a task that could not even be built stays FAILED here before it is reported
+    /// to the leader (which moves it): a bad job bounces between workers at most this often.
+    pub build_failure_delay: Duration,
 }
 
 impl WorkerConfig {
@@ -81,6 +90,7 @@ impl WorkerConfig {
             address: String::new(),
             publish_interval: Duration::from_secs(1),
             drain_grace: Duration::from_secs(6),
+            build_failure_delay: Duration::from_secs(1),
         }
     }
 
@@ -95,8 +105,23 @@ enum Phase {
     Starting,
     /// Running (or restarting, or terminal) under its supervisor.
     Running(JobHandle),
-    /// Could not be built or started.
-    BuildFailed(TaskError),
+    /// Could not be built or started (and since when).
+    BuildFailed(TaskError, Instant),
+}
+
+/// Where the report of a FAILED task to the leader stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureReport {
+    NotSent,
+    InFlight,
+    Done,
+}
+
+/// What the task had published before it started here (moved in, or restarted in place).
+#[derive(Debug, Clone, Default)]
+struct Carried {
+    restarts: u32,
+    last_error: Option<TaskError>,
 }
 
 struct Task {
@@ -108,13 +133,15 @@ struct Task {
     last_probe: Option<Instant>,
     progress: Progress,
     published: Option<(TaskStatus, Instant)>,
+    carried: Carried,
+    report: FailureReport,
 }
 
 impl Task {
     fn status(&self) -> Option<TaskStatus> {
         match &self.phase {
             Phase::Starting => None,
-            Phase::BuildFailed(_) => Some(TaskStatus::Failed),
+            Phase::BuildFailed(..) => Some(TaskStatus::Failed),
             Phase::Running(h) => Some(match h.status() {
                 JobStatus::Created | JobStatus::Running => TaskStatus::Running,
                 JobStatus::Restarting => TaskStatus::Restarting,
@@ -138,12 +165,12 @@ impl Task {
             backpressure_ms: 0,
             lag: self.progress.lag,
             offsets: self.progress.offsets.clone(),
-            restarts: 0,
-            last_error: None,
+            restarts: self.carried.restarts,
+            last_error: self.carried.last_error.clone(),
         };
         match &self.phase {
             Phase::Starting => {}
-            Phase::BuildFailed(e) => v.last_error = Some(e.clone()),
+            Phase::BuildFailed(e, _) => v.last_error = Some(e.clone()),
             Phase::Running(h) => {
                 let r = h.report();
                 for (name, m) in &r.tasks {
@@ -156,11 +183,13 @@ impl Task {
                     }
                     v.backpressure_ms += m.backpressure_ms;
                 }
-                v.restarts = r.restarts;
-                v.last_error = r.last_error.map(|e| TaskError {
-                    message: e.message,
-                    at_ms: e.at_ms,
-                });
+                v.restarts += r.restarts;
+                if let Some(e) = r.last_error {
+                    v.last_error = Some(TaskError {
+                        message: e.message,
+                        at_ms: e.at_ms,
+                    });
+                }
             }
         }
         v
@@ -299,15 +328,16 @@ impl WorkerActor {
                         .collect();
                 let d = self.desired.entry(job.clone()).or_default();
                 d.tokens = tokens;
-                // The spec may have changed (rescale): read it again, then reconcile.
+                // The spec may have changed (rescale): read it again, then reconcile. Only the
+                // spec: a malformed task-state node must not keep this job's tasks from starting.
                 self.coord
-                    .send(ReadJob { job: job.clone() })
+                    .send(ReadSpec { job: job.clone() })
                     .into_actor(self)
                     .map(move |res, act, ctx| {
                         match res {
-                            Ok(Ok(view)) => {
+                            Ok(Ok(spec)) => {
                                 if let Some(d) = act.desired.get_mut(&job) {
-                                    d.spec = Some(view.spec);
+                                    d.spec = Some(spec);
                                 }
                             }
                             Ok(Err(CoordError::NoNode { .. })) => {
@@ -379,6 +409,8 @@ impl WorkerActor {
             last_probe: None,
             progress: Progress::default(),
             published: None,
+            carried: Carried::default(),
+            report: FailureReport::NotSent,
         };
         let Some(factory) = self.registry.get(&spec.job_type) else {
             let msg = format!(
@@ -387,10 +419,13 @@ impl WorkerActor {
                 self.registry.names().join(", ")
             );
             tracing::error!(task = %id, "{msg}");
-            task.phase = Phase::BuildFailed(TaskError {
-                message: msg,
-                at_ms: crate::coord::model::now_ms(),
-            });
+            task.phase = Phase::BuildFailed(
+                TaskError {
+                    message: msg,
+                    at_ms: crate::coord::model::now_ms(),
+                },
+                Instant::now(),
+            );
             self.tasks.insert(id, task);
             return;
         };
@@ -413,25 +448,53 @@ impl WorkerActor {
                 },
             )
         });
+        // What the task published before (here or on the worker it moved from): its restarts
+        // and last error carry over.
+        let prior = self.coord.send(ReadTaskState {
+            job: token.job.clone(),
+            task: id.clone(),
+        });
+        let task_name = id.clone();
         async move {
-            built
-                .await
-                .unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")))
+            let (built, prior) = futures::future::join(built, prior).await;
+            let built =
+                built.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")));
+            let prior = match prior {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %task_name, error = %e, "previous task state unreadable; restarts and last error start afresh");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task_name, error = %e, "coordination actor unavailable");
+                    None
+                }
+            };
+            (built, prior)
         }
         .into_actor(self)
-        .map(move |res, act, ctx| {
+        .map(move |(res, prior), act, ctx| {
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
             };
             if task.token != token || !matches!(task.phase, Phase::Starting) {
                 return;
             }
+            if let Some(p) = prior {
+                task.carried = Carried {
+                    restarts: p.restarts,
+                    last_error: p.last_error,
+                };
+            }
             let failed = |reason: String| {
                 tracing::error!(task = %id, error = %reason, "task could not start");
-                Phase::BuildFailed(TaskError {
-                    message: reason,
-                    at_ms: crate::coord::model::now_ms(),
-                })
+                Phase::BuildFailed(
+                    TaskError {
+                        message: reason,
+                        at_ms: crate::coord::model::now_ms(),
+                    },
+                    Instant::now(),
+                )
             };
             task.phase = match res {
                 Ok(build) => {
@@ -514,6 +577,70 @@ impl WorkerActor {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => act.on_write_failed(&token, &e),
                     Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
+                })
+                .spawn(ctx);
+        }
+        self.report_failures(ctx);
+    }
+
+    /// Reports each task FAILED past its restart policy (once its FAILED state was sent) to
+    /// the leader, once per assignment token; a task that could not even be built only after
+    /// `build_failure_delay`. A failed report is retried on the next tick.
+    fn report_failures(&mut self, ctx: &mut Context<Self>) {
+        let delay = self.cfg.build_failure_delay;
+        let mut reports = Vec::new();
+        for task in self.tasks.values_mut() {
+            if task.report != FailureReport::NotSent
+                || task.status() != Some(TaskStatus::Failed)
+                || task.published.map(|(s, _)| s) != Some(TaskStatus::Failed)
+            {
+                continue;
+            }
+            if let Phase::BuildFailed(_, since) = &task.phase {
+                if since.elapsed() < delay {
+                    continue;
+                }
+            }
+            let v = task.view();
+            let error = v.last_error.unwrap_or_else(|| TaskError {
+                message: "failed (no error recorded)".into(),
+                at_ms: crate::coord::model::now_ms(),
+            });
+            task.report = FailureReport::InFlight;
+            reports.push(ReportFailure {
+                token: task.token.clone(),
+                error,
+                restarts: v.restarts,
+            });
+        }
+        for msg in reports {
+            let token = msg.token.clone();
+            tracing::warn!(task = %token.task, epoch = token.epoch, restarts = msg.restarts, error = %msg.error.message,
+                "task FAILED past its restart policy: reporting it to the leader");
+            self.coord
+                .send(msg)
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let outcome = match res {
+                        Ok(Ok(())) => FailureReport::Done,
+                        Ok(Err(e @ CoordError::Fenced { .. })) => {
+                            act.on_write_failed(&token, &e);
+                            FailureReport::Done
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(task = %token.task, error = %e, "failure not reported; will retry");
+                            FailureReport::NotSent
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "coordination actor unavailable");
+                            FailureReport::NotSent
+                        }
+                    };
+                    if let Some(t) = act.tasks.get_mut(&token.task) {
+                        if t.token == token {
+                            t.report = outcome;
+                        }
+                    }
                 })
                 .spawn(ctx);
         }

@@ -107,26 +107,30 @@ impl Cluster {
 
     /// Starts worker `id` (HTTP on an ephemeral port) and waits until it registered.
     pub fn start_worker(&mut self, id: &str) {
+        self.start_worker_with(id, &[]);
+    }
+
+    /// [`start_worker`](Self::start_worker) with extra arguments (e.g. `--test-job-types`).
+    pub fn start_worker_with(&mut self, id: &str, extra: &[&str]) {
         let st = self.session_timeout_ms.to_string();
         let zk = zk_addr();
-        let p = Proc::spawn(
-            "service",
-            &[
-                "worker",
-                "--zk",
-                &zk,
-                "--brokers",
-                &self.brokers,
-                "--id",
-                id,
-                "--session-timeout-ms",
-                &st,
-                "--root",
-                &self.root,
-                "--http",
-                "127.0.0.1:0",
-            ],
-        );
+        let mut args = vec![
+            "worker",
+            "--zk",
+            &zk,
+            "--brokers",
+            &self.brokers,
+            "--id",
+            id,
+            "--session-timeout-ms",
+            &st,
+            "--root",
+            &self.root,
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let p = Proc::spawn("service", &args);
         self.workers.insert(id.to_string(), p);
         let want = id.to_string();
         self.wait("worker registration", Duration::from_secs(20), |c| {
