@@ -139,6 +139,23 @@ pub fn after_emit<A, T, F>(
 /// (e.g. the other source of a window). One yield per batch.
 pub fn yield_arbiter<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>) {
     if !ctx.waiting() {
-        ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
+        ctx.wait(actix::fut::wrap_future(YieldOnce(false)));
+    }
+}
+
+/// Pending once, waking itself: the task goes to the back of its arbiter's
+/// run queue. (Cheaper than `tokio::task::yield_now`, which defers the
+/// wake-up until the I/O driver has been polled: a syscall per batch.)
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
