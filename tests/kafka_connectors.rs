@@ -9,7 +9,9 @@ use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use weir::connectors::kafka::{KafkaSink, KafkaSource};
-use weir::pipeline::{Batch, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext, Watermarks};
+use weir::pipeline::{
+    Batch, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext, Watermarks,
+};
 
 fn ctx(subtask: usize, parallelism: usize) -> TaskContext {
     let mut c = TaskContext::detached("source");
@@ -24,7 +26,11 @@ fn poll_n<R: SourceReader>(r: &mut R, n: usize, timeout: Duration) -> Batch<R::O
     let mut out = Batch::with_capacity(n);
     let start = Instant::now();
     while out.len() < n {
-        assert!(start.elapsed() < timeout, "only {} of {n} records within {timeout:?}", out.len());
+        assert!(
+            start.elapsed() < timeout,
+            "only {} of {n} records within {timeout:?}",
+            out.len()
+        );
         let room = n - out.len();
         if let SourceStatus::Idle(d) = r.poll(&mut out, room).expect("poll") {
             std::thread::sleep(d);
@@ -48,7 +54,10 @@ fn poll_for<R: SourceReader>(r: &mut R, d: Duration) -> Batch<R::Out> {
 fn topic_with(brokers: &str, prefix: &str, partitions: i32) -> (String, TopicGuard) {
     let t = unique(prefix);
     create_topic(brokers, &t, partitions);
-    let g = TopicGuard { brokers: brokers.to_string(), topics: vec![t.clone(), format!("{t}.dlq")] };
+    let g = TopicGuard {
+        brokers: brokers.to_string(),
+        topics: vec![t.clone(), format!("{t}.dlq")],
+    };
     (t, g)
 }
 
@@ -59,7 +68,9 @@ fn explicit_assignment_position_commit_and_seek() {
     let recs: Vec<Rec> = (0..20).map(|i| Rec::to(i % 2, format!("r{i}"))).collect();
     produce(&brokers, &topic, &recs);
     let group = unique("pos-group");
-    let source = KafkaSource::text(&brokers, &topic).group(&group).partitions(vec![0, 1]);
+    let source = KafkaSource::text(&brokers, &topic)
+        .group(&group)
+        .partitions(vec![0, 1]);
     source.validate().expect("valid");
 
     let mut r = source.open(&ctx(0, 1)).expect("open");
@@ -78,41 +89,71 @@ fn explicit_assignment_position_commit_and_seek() {
     let mut r2 = source.open(&ctx(0, 1)).expect("reopen");
     let rest = poll_n(&mut r2, 20 - total as usize, Duration::from_secs(30));
     let extra = poll_for(&mut r2, Duration::from_millis(500));
-    assert_eq!(extra.len(), 0, "nothing before the committed position is read again");
+    assert_eq!(
+        extra.len(),
+        0,
+        "nothing before the committed position is read again"
+    );
     let mut seen: Vec<String> = first.values.iter().cloned().collect();
     seen.extend(rest.values.iter().cloned());
     // first batch may hold records past the committed offsets only if
     // position counted them: every record is seen at least once.
     for i in 0..20 {
-        assert!(seen.contains(&format!("r{i}")), "r{i} missing from {seen:?}");
+        assert!(
+            seen.contains(&format!("r{i}")),
+            "r{i} missing from {seen:?}"
+        );
     }
 
     // Seek back to the start of partition 1 only.
-    r2.seek(&json!({"topic": topic, "offsets": {"1": 0}})).expect("seek");
+    r2.seek(&json!({"topic": topic, "offsets": {"1": 0}}))
+        .expect("seek");
     let again = poll_n(&mut r2, 10, Duration::from_secs(30));
     let mut vals: Vec<String> = again.values.clone();
     vals.sort();
-    let mut want: Vec<String> = (0..20).filter(|i| i % 2 == 1).map(|i| format!("r{i}")).collect();
+    let mut want: Vec<String> = (0..20)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("r{i}"))
+        .collect();
     want.sort();
     assert_eq!(vals, want);
-    assert!(r2.seek(&json!({"topic": "other", "offsets": {}})).is_err(), "a position of another topic is rejected");
+    assert!(
+        r2.seek(&json!({"topic": "other", "offsets": {}})).is_err(),
+        "a position of another topic is rejected"
+    );
 }
 
 #[test]
 fn explicit_assignment_splits_partitions_between_instances() {
     let brokers = ensure_kafka();
     let (topic, _g) = topic_with(&brokers, "split", 4);
-    produce(&brokers, &topic, &(0..40).map(|i| Rec::to(i % 4, format!("{}", i % 4))).collect::<Vec<_>>());
-    let source = KafkaSource::text(&brokers, &topic).group(unique("split")).partitions(vec![0, 1, 2, 3]);
+    produce(
+        &brokers,
+        &topic,
+        &(0..40)
+            .map(|i| Rec::to(i % 4, format!("{}", i % 4)))
+            .collect::<Vec<_>>(),
+    );
+    let source = KafkaSource::text(&brokers, &topic)
+        .group(unique("split"))
+        .partitions(vec![0, 1, 2, 3]);
     assert_eq!(source.max_parallelism(), Some(4));
     let mut r = source.open(&ctx(1, 2)).expect("open");
     assert_eq!(r.partitions(), vec![1, 3]);
     let got = poll_n(&mut r, 20, Duration::from_secs(30));
-    assert!(got.values.iter().all(|v| v == "1" || v == "3"), "{:?}", got.values);
+    assert!(
+        got.values.iter().all(|v| v == "1" || v == "3"),
+        "{:?}",
+        got.values
+    );
     assert_eq!(poll_for(&mut r, Duration::from_millis(300)).len(), 0);
 
     let bad = KafkaSource::text(&brokers, &topic).partitions(vec![7]);
-    let err = bad.open(&ctx(0, 1)).err().expect("partition 7 does not exist").to_string();
+    let err = bad
+        .open(&ctx(0, 1))
+        .err()
+        .expect("partition 7 does not exist")
+        .to_string();
     assert!(err.contains("no partition 7"), "{err}");
 }
 
@@ -120,7 +161,13 @@ fn explicit_assignment_splits_partitions_between_instances() {
 fn group_subscription_reads_everything_and_reports_assignment() {
     let brokers = ensure_kafka();
     let (topic, _g) = topic_with(&brokers, "grp", 4);
-    produce(&brokers, &topic, &(0..100).map(|i| Rec::to(i % 4, format!("{i}"))).collect::<Vec<_>>());
+    produce(
+        &brokers,
+        &topic,
+        &(0..100)
+            .map(|i| Rec::to(i % 4, format!("{i}")))
+            .collect::<Vec<_>>(),
+    );
     let source = KafkaSource::text(&brokers, &topic).group(unique("grp"));
     let mut r = source.open(&ctx(0, 1)).expect("open");
     let got = poll_n(&mut r, 100, Duration::from_secs(30));
@@ -137,21 +184,40 @@ fn watermark_is_the_minimum_over_active_partitions() {
     struct E {
         ts: i64,
     }
-    let source = KafkaSource::json::<E>(&brokers, &topic).partitions(vec![0, 1]).with_timestamps(|e: &E| e.ts);
+    let source = KafkaSource::json::<E>(&brokers, &topic)
+        .partitions(vec![0, 1])
+        .with_timestamps(|e: &E| e.ts);
     let mut c = ctx(0, 1);
-    c.watermarks = Watermarks::bounded_out_of_orderness(Duration::from_millis(100)).with_idle_timeout(Duration::from_secs(2));
+    c.watermarks = Watermarks::bounded_out_of_orderness(Duration::from_millis(100))
+        .with_idle_timeout(Duration::from_secs(2));
     let mut r = source.open(&c).expect("open");
     assert_eq!(r.watermark(), None, "no watermark before any record");
-    produce(&brokers, &topic, &[Rec::to(0, r#"{"ts": 5000}"#), Rec::to(1, r#"{"ts": 1000}"#), Rec::to(0, r#"{"ts": 9000}"#)]);
+    produce(
+        &brokers,
+        &topic,
+        &[
+            Rec::to(0, r#"{"ts": 5000}"#),
+            Rec::to(1, r#"{"ts": 1000}"#),
+            Rec::to(0, r#"{"ts": 9000}"#),
+        ],
+    );
     let got = poll_n(&mut r, 3, Duration::from_secs(30));
     assert_eq!(got.timestamps.iter().copied().max(), Some(9000));
-    assert_eq!(r.watermark(), Some(900), "min(9000, 1000) - 100: the slow partition holds it back");
+    assert_eq!(
+        r.watermark(),
+        Some(900),
+        "min(9000, 1000) - 100: the slow partition holds it back"
+    );
     // Partition 1 goes quiet past the idle timeout; partition 0 moves on.
     std::thread::sleep(Duration::from_millis(1500));
     produce(&brokers, &topic, &[Rec::to(0, r#"{"ts": 12000}"#)]);
     poll_n(&mut r, 1, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(r.watermark(), Some(11_900), "idle partition 1 no longer holds the watermark");
+    assert_eq!(
+        r.watermark(),
+        Some(11_900),
+        "idle partition 1 no longer holds the watermark"
+    );
     // Decode failures go to the dead-letter topic, not into the batch.
     produce(&brokers, &topic, &[Rec::to(1, "nope")]);
     assert_eq!(poll_for(&mut r, Duration::from_millis(800)).len(), 0);
@@ -183,7 +249,9 @@ fn sink_keyed_and_round_robin_and_transactional() {
     w.flush().expect("flush");
     assert_eq!(w.acknowledged(), 8);
     // Keyed, in a transaction committed at flush.
-    let sink = KafkaSink::<String>::text(&brokers, &topic).key_by(|s: &String| s[..2].to_string()).transactional(unique("txn"));
+    let sink = KafkaSink::<String>::text(&brokers, &topic)
+        .key_by(|s: &String| s[..2].to_string())
+        .transactional(unique("txn"));
     let mut w = sink.open(&ctx(0, 1)).expect("open transactional");
     for i in 0..12 {
         b.push(format!("k{}-{i}", i % 3), 0);
@@ -192,12 +260,26 @@ fn sink_keyed_and_round_robin_and_transactional() {
     w.flush().expect("commit transaction");
     w.write(&mut Batch::with_capacity(0)).expect("empty write");
     w.close().expect("close");
-    let got = read_topic(&brokers, &topic, 20, Duration::from_secs(30), Duration::from_millis(500));
+    let got = read_topic(
+        &brokers,
+        &topic,
+        20,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    );
     assert_eq!(got.len(), 20);
-    let rr: std::collections::BTreeSet<i32> = got.iter().filter(|g| g.text().starts_with("rr")).map(|g| g.partition).collect();
+    let rr: std::collections::BTreeSet<i32> = got
+        .iter()
+        .filter(|g| g.text().starts_with("rr"))
+        .map(|g| g.partition)
+        .collect();
     assert_eq!(rr.len(), 4, "round-robin uses every partition");
     for k in ["k0", "k1", "k2"] {
-        let parts: std::collections::BTreeSet<i32> = got.iter().filter(|g| g.key.as_deref() == Some(k)).map(|g| g.partition).collect();
+        let parts: std::collections::BTreeSet<i32> = got
+            .iter()
+            .filter(|g| g.key.as_deref() == Some(k))
+            .map(|g| g.partition)
+            .collect();
         assert_eq!(parts.len(), 1, "key {k} in one partition");
     }
 }
@@ -222,12 +304,24 @@ fn sink_rejected_record_is_a_task_error() {
 fn bad_configuration_errors_name_the_problem() {
     let brokers = ensure_kafka();
     // Unknown option.
-    let e = KafkaSource::text(&brokers, "t").set("no.such.option", "1").validate().unwrap_err().to_string();
+    let e = KafkaSource::text(&brokers, "t")
+        .set("no.such.option", "1")
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no.such.option"), "{e}");
     // Invalid value.
-    let e = KafkaSource::text(&brokers, "t").set("fetch.wait.max.ms", "soon").validate().unwrap_err().to_string();
+    let e = KafkaSource::text(&brokers, "t")
+        .set("fetch.wait.max.ms", "soon")
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("fetch.wait.max.ms"), "{e}");
-    let e = KafkaSink::<String>::text(&brokers, "t").set("acks", "most").validate().unwrap_err().to_string();
+    let e = KafkaSink::<String>::text(&brokers, "t")
+        .set("acks", "most")
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("acks"), "{e}");
     // Unreachable bootstrap servers: a bounded wait, then a clear error.
     let start = Instant::now();
@@ -237,7 +331,10 @@ fn bad_configuration_errors_name_the_problem() {
         .err()
         .expect("unreachable")
         .to_string();
-    assert!(e.contains("127.0.0.1:1") && e.contains("unreachable"), "{e}");
+    assert!(
+        e.contains("127.0.0.1:1") && e.contains("unreachable"),
+        "{e}"
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
     let e = KafkaSink::<String>::text("127.0.0.1:1", "t")
         .startup_timeout(Duration::from_secs(2))
@@ -247,7 +344,10 @@ fn bad_configuration_errors_name_the_problem() {
         .to_string();
     assert!(e.contains("127.0.0.1:1"), "{e}");
     // Empty topic name.
-    let e = KafkaSource::text(&brokers, "").validate().unwrap_err().to_string();
+    let e = KafkaSource::text(&brokers, "")
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("source.kafka.topic"), "{e}");
 }
 
@@ -255,15 +355,27 @@ fn bad_configuration_errors_name_the_problem() {
 fn unknown_topic_is_reported_when_not_auto_created() {
     let brokers = ensure_kafka();
     let topic = unique("missing");
-    let _g = TopicGuard { brokers: brokers.clone(), topics: vec![topic.clone()] };
-    match KafkaSource::text(&brokers, &topic).startup_timeout(Duration::from_secs(3)).open(&ctx(0, 1)) {
-        Err(e) => assert!(e.to_string().contains(&format!("unknown Kafka topic `{topic}`")), "{e}"),
+    let _g = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![topic.clone()],
+    };
+    match KafkaSource::text(&brokers, &topic)
+        .startup_timeout(Duration::from_secs(3))
+        .open(&ctx(0, 1))
+    {
+        Err(e) => assert!(
+            e.to_string()
+                .contains(&format!("unknown Kafka topic `{topic}`")),
+            "{e}"
+        ),
         // The broker auto-created it on the metadata request: then it must
         // be a usable, empty topic.
         Ok(mut r) => {
             assert!(partition_count(&brokers, &topic).is_some(), "auto-created");
             assert_eq!(poll_for(&mut r, Duration::from_millis(300)).len(), 0);
-            println!("broker auto-creates topics on metadata requests: unknown topic not reportable");
+            println!(
+                "broker auto-creates topics on metadata requests: unknown topic not reportable"
+            );
         }
     }
 }

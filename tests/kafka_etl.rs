@@ -275,21 +275,47 @@ fn etl_sigterm_commits_so_a_restart_reads_only_new_records() {
     create_topic(&brokers, &input, 4);
     create_topic(&brokers, &output, 4);
     let group = unique("etl3-group");
-    let args = ["--brokers", &brokers, "--input", &input, "--output", &output, "--group", &group];
+    let args = [
+        "--brokers",
+        &brokers,
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "--group",
+        &group,
+    ];
     produce(&brokers, &input, &input_records(0..1000));
     let first = Proc::spawn("kafka_etl", &args);
     let want1 = expected(0..1000);
-    let got = read_topic(&brokers, &output, want1.len(), Duration::from_secs(60), Duration::from_millis(200));
+    let got = read_topic(
+        &brokers,
+        &output,
+        want1.len(),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+    );
     assert_eq!(got.len(), want1.len());
     first.terminate(Duration::from_secs(30));
 
     produce(&brokers, &input, &input_records(1000..1500));
     let second = Proc::spawn("kafka_etl", &args);
     let want = expected(0..1500);
-    let got = read_topic(&brokers, &output, want.len(), Duration::from_secs(60), Duration::from_secs(2));
+    let got = read_topic(
+        &brokers,
+        &output,
+        want.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
     let log = second.terminate(Duration::from_secs(30));
     let out = parse_output(&got);
     let set: BTreeSet<_> = out.iter().cloned().collect();
     assert_eq!(set, want);
-    assert_eq!(out.len(), want.len(), "no record of the first run processed again; log:\n{}", tail(&log));
+    assert_eq!(
+        out.len(),
+        want.len(),
+        "no record of the first run processed again; log:\n{}",
+        tail(&log)
+    );
 }
