@@ -394,19 +394,19 @@ struct Outage {
     back: AtomicBool,
 }
 
+/// A consumer with the state its context shares with the reader.
+type NewConsumer = (
+    BaseConsumer<SourceCtx>,
+    Arc<Mutex<GroupShared>>,
+    Arc<Outage>,
+);
+
 /// A consumer with weir's context; nothing assigned yet.
 fn new_consumer(
     client: &ClientConfig,
     status: &KafkaStatus,
     topic: &str,
-) -> Result<
-    (
-        BaseConsumer<SourceCtx>,
-        Arc<Mutex<GroupShared>>,
-        Arc<Outage>,
-    ),
-    KafkaConnectorError,
-> {
+) -> Result<NewConsumer, KafkaConnectorError> {
     let shared = Arc::new(Mutex::new(GroupShared::default()));
     let outage = Arc::new(Outage::default());
     let context = SourceCtx {
