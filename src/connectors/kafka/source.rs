@@ -14,7 +14,8 @@
 //! unchanged to the dead-letter topic, and reports/seeks positions
 //! (`{"topic": .., "offsets": {"<partition>": next_offset}}`). It never
 //! auto-commits: offsets are committed only by [`SourceReader::commit`]
-//! (a completed checkpoint) and, for those same safe positions, when a
+//! (a completed checkpoint; synchronous, so a drained job has committed
+//! when it stops) and, for those same safe positions, when a
 //! rebalance revokes partitions. Transient broker errors never fail it.
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -37,6 +38,7 @@ use super::error::KafkaConnectorError;
 use super::format::{Bytes, Json, KafkaDecode, Text};
 use super::status::{self, KafkaStatus};
 use crate::connectors::file::now_ms;
+use crate::pipeline::Emit;
 use crate::pipeline::{
     Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
     TaskContext, TaskMetrics, Timestamp,
@@ -626,10 +628,10 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
 
     /// Handles one message; true if it became a record.
     #[inline]
-    fn on_message<M: Message>(
+    fn on_message<M: Message, E: Emit<D::Out>>(
         &mut self,
         msg: &M,
-        out: &mut Batch<D::Out>,
+        out: &mut E,
         now: Instant,
     ) -> Result<bool, ConnectorError> {
         let (p, off) = (msg.partition(), msg.offset());
@@ -650,7 +652,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 if ts > state.max_ts {
                     state.max_ts = ts;
                 }
-                out.push(v, ts);
+                out.emit(v, ts);
                 Ok(true)
             }
             Err(reason) => {
@@ -795,49 +797,17 @@ where
         out: &mut Batch<D::Out>,
         max: usize,
     ) -> Result<SourceStatus, ConnectorError> {
-        self.st.apply_rebalances();
-        if self.st.outage.down.load(Relaxed) {
-            if !self.st.paused {
-                self.pause_all();
-            }
-            if self.st.outage.back.load(Relaxed) {
-                self.recreate()?;
-            }
-        }
-        if self.st.pending_start.is_some() {
-            self.try_start()?;
-        }
-        if let Some(dlq) = &self.st.dlq {
-            dlq.check()?;
-        }
-        let now = Instant::now();
-        let mut seen = 0usize;
-        let mut records = 0usize;
-        while records < max {
-            match self.consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(msg)) => {
-                    seen += 1;
-                    if self.st.on_message(&msg, out, now)? {
-                        records += 1;
-                    }
-                }
-                Some(Err(e)) => {
-                    self.st.on_poll_error(e)?;
-                    break;
-                }
-            }
-        }
-        if seen > 0 {
-            if self.st.status.is_waiting() {
-                self.st.status.set_connected();
-            }
-            self.st.apply_rebalances();
-            Ok(SourceStatus::Ready)
-        } else {
-            self.st.apply_rebalances();
-            Ok(SourceStatus::Idle(Duration::from_millis(5)))
-        }
+        self.poll_emit(out, max).map(|(s, _)| s)
+    }
+
+    #[inline]
+    fn poll_into<E: Emit<D::Out>>(
+        &mut self,
+        _scratch: &mut Batch<D::Out>,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        self.poll_emit(out, max)
     }
 
     fn position(&self) -> Option<Value> {
@@ -904,7 +874,7 @@ where
         if tpl.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&tpl, CommitMode::Async) {
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // A failed commit only means records are read again.
@@ -916,6 +886,63 @@ where
 
     fn watermark(&mut self) -> Option<Timestamp> {
         self.st.watermark()
+    }
+}
+
+impl<D, F> KafkaReader<D, F>
+where
+    D: KafkaDecode,
+    F: Fn(&D::Out) -> Timestamp + Send + 'static,
+{
+    /// The poll loop: up to `max` records handed to `out`.
+    fn poll_emit<E: Emit<D::Out>>(
+        &mut self,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        self.st.apply_rebalances();
+        if self.st.outage.down.load(Relaxed) {
+            if !self.st.paused {
+                self.pause_all();
+            }
+            if self.st.outage.back.load(Relaxed) {
+                self.recreate()?;
+            }
+        }
+        if self.st.pending_start.is_some() {
+            self.try_start()?;
+        }
+        if let Some(dlq) = &self.st.dlq {
+            dlq.check()?;
+        }
+        let now = Instant::now();
+        let mut seen = 0usize;
+        let mut records = 0usize;
+        while records < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    seen += 1;
+                    if self.st.on_message(&msg, out, now)? {
+                        records += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.st.on_poll_error(e)?;
+                    break;
+                }
+            }
+        }
+        if seen > 0 {
+            if self.st.status.is_waiting() {
+                self.st.status.set_connected();
+            }
+            self.st.apply_rebalances();
+            Ok((SourceStatus::Ready, records))
+        } else {
+            self.st.apply_rebalances();
+            Ok((SourceStatus::Idle(Duration::from_millis(5)), records))
+        }
     }
 }
 
