@@ -3,7 +3,8 @@
 //! Pre-loads N records of ~100 bytes (default 5,000,000; override with
 //! `WEIR_BENCH_KAFKA_RECORDS` or the first argument) into a 4-partition
 //! topic, measuring rdkafka's raw produce rate while doing so; then
-//! rdkafka's raw consume rate of the same topic; then the `kafka_etl`
+//! rdkafka's raw consume rate of the same topic; rdkafka alone copying
+//! the topic (consume and produce at once, no decoding); then the `kafka_etl`
 //! pipeline (weir's Kafka source → filter → map → keyed Kafka sink, explicit
 //! partitions, parallelism `WEIR_BENCH_KAFKA_PARALLELISM`, default 2) end to
 //! end, from job start until every record was written and flushed. Prints
@@ -165,6 +166,64 @@ fn main() {
     drop(consumer);
     let ceiling = produce_rate.min(consume_rate);
 
+    // 2b. Raw copy: rdkafka alone, consume and produce at once (what a
+    // Kafka-to-Kafka job can reach on this machine, broker included).
+    let copy_out = format!("bench-copy-{suffix}");
+    for r in futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(&copy_out, 4, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .expect("create topic")
+    {
+        r.expect("create topic");
+    }
+    let consumer: BaseConsumer = config(&brokers)
+        .set("group.id", format!("bench-copy-{suffix}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.assign(&tpl).unwrap();
+    let producer: BaseProducer = config(&brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    let mut copied = 0u64;
+    while copied < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let p = m.payload().unwrap_or(&[]);
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&copy_out)
+                .payload(p)
+                .key(&p[20..29]);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            copied += 1;
+            if copied % 1024 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let copy_rate = line(
+        "raw_copy",
+        n,
+        start.elapsed().as_secs_f64(),
+        Some(ceiling),
+        "",
+    );
+    drop((consumer, producer));
+
     // 3. The kafka_etl pipeline, end to end.
     let mut params = EtlParams::new(&brokers, &input, &output);
     params.group = format!("bench-etl-{suffix}");
@@ -212,11 +271,14 @@ fn main() {
         n,
         secs,
         Some(ceiling),
-        &format!(",\"parallelism\":{parallelism},\"ceiling_events_per_s\":{ceiling:.0}"),
+        &format!(
+            ",\"parallelism\":{parallelism},\"ceiling_events_per_s\":{ceiling:.0},\"ratio_to_raw_copy\":{:.3}",
+            n as f64 / secs / copy_rate
+        ),
     );
     // Let the pipeline's clients finish closing before the topics go away
     // (librdkafka 2.12 can crash on the broker's reply to fetches of a
     // deleted topic: see the Kafka section of ARCHITECTURE.md).
     std::thread::sleep(Duration::from_secs(3));
-    let _ = futures::executor::block_on(admin.delete_topics(&[&input, &output], &opts));
+    let _ = futures::executor::block_on(admin.delete_topics(&[&input, &output, &copy_out], &opts));
 }
