@@ -50,7 +50,11 @@ fn w1_pipeline(n: u64, parallelism: usize) -> Duration {
     let job = Job::new("w1")
         .parallelism(parallelism)
         .batch_size(batch_size())
-        .source(GeneratorSource::new(event).count(n).timestamps(|e: &Event| e.ts))
+        .source(
+            GeneratorSource::new(event)
+                .count(n)
+                .timestamps(|e: &Event| e.ts),
+        )
         .filter(|e: &Event| e.value % 3 != 0)
         .map(|e: Event| e.value * 2)
         .sink(BlackholeSink::new());
@@ -83,7 +87,11 @@ fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
     let job = Job::new("w2")
         .parallelism(parallelism)
         .batch_size(batch_size())
-        .source(GeneratorSource::new(event).count(n).timestamps(|e: &Event| e.ts))
+        .source(
+            GeneratorSource::new(event)
+                .count(n)
+                .timestamps(|e: &Event| e.ts),
+        )
         .watermarks(Watermarks::ascending())
         .key_by(|e: &Event| e.key)
         .window(Tumbling::event_time(Duration::from_secs(1)))
@@ -96,7 +104,10 @@ fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
 
 /// `WEIR_BENCH_BATCH` overrides the job's batch size.
 fn batch_size() -> usize {
-    std::env::var("WEIR_BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(weir::pipeline::JobConfig::default().batch_size)
+    std::env::var("WEIR_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(weir::pipeline::JobConfig::default().batch_size)
 }
 
 fn report(workload: &str, parallelism: usize, events: u64, took: Duration, baseline: Duration) {
@@ -113,12 +124,23 @@ fn report(workload: &str, parallelism: usize, events: u64, took: Duration, basel
 
 fn main() {
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let scale: f64 = std::env::var("WEIR_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("WEIR_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    // `WEIR_BENCH_PARALLELISM=2` runs one parallelism only (profiling).
+    let ps: Vec<usize> = match std::env::var("WEIR_BENCH_PARALLELISM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(p) => vec![p],
+        None => vec![1, 2],
+    };
     let want = |w: &str| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(w));
     if want("W1") {
         let n = (50_000_000.0 * scale) as u64;
         let base = w1_baseline(n);
-        for p in [1, 2] {
+        for &p in &ps {
             let took = w1_pipeline(n, p);
             report("W1", p, n, took, base);
         }
@@ -126,7 +148,7 @@ fn main() {
     if want("W2") {
         let n = (20_000_000.0 * scale) as u64;
         let base = w2_baseline(n);
-        for p in [1, 2] {
+        for &p in &ps {
             let took = w2_pipeline(n, p);
             report("W2", p, n, took, base);
         }

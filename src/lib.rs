@@ -28,3 +28,4 @@ pub mod apps;
 pub mod connectors;
 pub mod coord;
 pub mod pipeline;
+pub mod service;

@@ -30,15 +30,7 @@ fn assignment(epoch: u64, tasks: &[(u32, &str, u64)]) -> JobAssignment {
         epoch,
         tasks: tasks
             .iter()
-            .map(|(i, w, e)| {
-                (
-                    TaskId::new("j", *i),
-                    TaskAssignment {
-                        worker: (*w).into(),
-                        epoch: *e,
-                    },
-                )
-            })
+            .map(|(i, w, e)| (TaskId::new("j", *i), TaskAssignment::new(w, *e)))
             .collect(),
     }
 }

@@ -94,7 +94,7 @@ fn explicit_assignment_position_commit_and_seek() {
         0,
         "nothing before the committed position is read again"
     );
-    let mut seen: Vec<String> = first.values.iter().cloned().collect();
+    let mut seen: Vec<String> = first.values.to_vec();
     seen.extend(rest.values.iter().cloned());
     // first batch may hold records past the committed offsets only if
     // position counted them: every record is seen at least once.

@@ -37,7 +37,12 @@ impl BarrierTracker {
     }
 
     fn complete(&mut self, live: usize) -> Option<u64> {
-        let done = self.seen.iter().filter(|(_, ins)| ins.len() >= live).map(|(id, _)| *id).max()?;
+        let done = self
+            .seen
+            .iter()
+            .filter(|(_, ins)| ins.len() >= live)
+            .map(|(id, _)| *id)
+            .max()?;
         self.seen = self.seen.split_off(&(done + 1));
         self.last_done = done;
         Some(done)
@@ -52,7 +57,11 @@ mod tests {
     fn completes_when_all_live_inputs_delivered() {
         let mut t = BarrierTracker::default();
         assert_eq!(t.on_barrier(1, 0, 2), None);
-        assert_eq!(t.on_barrier(1, 0, 2), None, "the same input twice counts once");
+        assert_eq!(
+            t.on_barrier(1, 0, 2),
+            None,
+            "the same input twice counts once"
+        );
         assert_eq!(t.on_barrier(1, 1, 2), Some(1));
     }
 

@@ -3,15 +3,18 @@
 //!
 //! Owns [`Partitioner`] (forward, round-robin, hash by key), [`Outputs`]
 //! (the targets of a stage, from which each upstream instance takes its
-//! [`Edge`]) and the send protocol: `try_send` while the target mailbox has
-//! room, otherwise the message is handed back as [`Blocked`] and the actor
-//! waits on it (`send().await`, which respects the mailbox bound) before it
-//! handles anything else. Never drops a message and never uses `do_send`
-//! on the data path: that would ignore the bound.
+//! [`Edge`]) and the send protocol, credit-based as in Flink's network
+//! stack: each receiver has `channel_capacity` credits (a semaphore); a
+//! message is sent only with a credit, which the receiver returns when it
+//! has handled it. With a credit at hand the send is immediate; otherwise
+//! the rest of the emission is handed back as [`Blocked`] and the actor
+//! waits for credits (not for the receiver to drain) before it handles
+//! anything else. Never drops a message, never sends without a credit.
 
-use actix::dev::SendError;
 use actix::Recipient;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use super::messages::Deliver;
 use crate::pipeline::keyed::{key_hash, key_partition};
@@ -50,8 +53,27 @@ impl<T> Partitioner<T> for RoundRobin {
 }
 
 /// Each record to the target owning the hash of its key.
-#[derive(Clone)]
-pub struct HashBy<KF>(pub KF);
+pub struct HashBy<KF> {
+    key: KF,
+    /// Target of each record of the batch being split (reused).
+    route: Vec<u32>,
+}
+
+impl<KF: Clone> Clone for HashBy<KF> {
+    fn clone(&self) -> Self {
+        HashBy::new(self.key.clone())
+    }
+}
+
+impl<KF> HashBy<KF> {
+    /// Routes by `key(record)`.
+    pub fn new(key: KF) -> Self {
+        HashBy {
+            key,
+            route: Vec::new(),
+        }
+    }
+}
 
 impl<T, K, KF> Partitioner<T> for HashBy<KF>
 where
@@ -64,16 +86,54 @@ where
         if n == 1 {
             return append(&mut parts[0], batch);
         }
-        let per = batch.len() / n + batch.len() / (4 * n) + 16;
-        for p in parts.iter_mut() {
-            p.reserve(per);
+        // Pass 1: route every record (user code runs here, before anything
+        // moves) and count per target.
+        let key = &self.key;
+        self.route.clear();
+        self.route.extend(
+            batch
+                .values
+                .iter()
+                .map(|v| key_partition(key_hash(&key(v)), n) as u32),
+        );
+        let mut counts = [0usize; 64];
+        if n <= counts.len() {
+            for &r in &self.route {
+                counts[r as usize] += 1;
+            }
+            for (p, c) in parts.iter_mut().zip(counts) {
+                p.reserve(c);
+            }
+        } else {
+            for p in parts.iter_mut() {
+                p.reserve(batch.len() / n + batch.len() / (4 * n) + 16);
+            }
         }
-        for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
-            let i = key_partition(key_hash(&(self.0)(&v)), n);
-            let p = &mut parts[i];
-            p.values.push(v);
-            p.timestamps.push(ts);
+        // Pass 2: move each record to its target (no user code, no panics).
+        let len = batch.len();
+        for (i, (v, ts)) in batch
+            .values
+            .drain(..)
+            .zip(batch.timestamps.drain(..))
+            .enumerate()
+        {
+            let p = &mut parts[self.route[i] as usize];
+            if n <= counts.len() {
+                // SAFETY: `reserve(counts[target])` above made room for every
+                // record routed to this target; `len < capacity` holds.
+                unsafe {
+                    let at = p.values.len();
+                    p.values.as_mut_ptr().add(at).write(v);
+                    p.values.set_len(at + 1);
+                    p.timestamps.as_mut_ptr().add(at).write(ts);
+                    p.timestamps.set_len(at + 1);
+                }
+            } else {
+                p.values.push(v);
+                p.timestamps.push(ts);
+            }
         }
+        debug_assert!(parts.iter().map(|p| p.len()).sum::<usize>() >= len);
     }
 }
 
@@ -89,15 +149,49 @@ fn append<T>(dst: &mut Batch<T>, src: &mut Batch<T>) {
 
 /// The targets of one stage's output, shared by every upstream instance.
 pub struct Outputs<T: Send + 'static, P> {
-    /// One recipient per downstream instance.
-    pub targets: Vec<Recipient<Deliver<T>>>,
-    /// How records are routed.
-    pub partitioner: P,
-    /// True: upstream instance `i` feeds only target `i`.
-    pub forward: bool,
+    targets: Vec<Target<T>>,
+    partitioner: P,
+    forward: bool,
+}
+
+/// A downstream instance and its input credits.
+struct Target<T: Send + 'static> {
+    recipient: Recipient<Deliver<T>>,
+    credits: Arc<Semaphore>,
+}
+
+impl<T: Send + 'static> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        Target {
+            recipient: self.recipient.clone(),
+            credits: self.credits.clone(),
+        }
+    }
 }
 
 impl<T: Send + 'static, P: Partitioner<T>> Outputs<T, P> {
+    /// Targets with `capacity` credits each (batches in flight towards
+    /// one receiver, all senders together). `forward`: upstream instance `i`
+    /// feeds only target `i`.
+    pub fn new(
+        targets: Vec<Recipient<Deliver<T>>>,
+        partitioner: P,
+        forward: bool,
+        capacity: usize,
+    ) -> Self {
+        Outputs {
+            targets: targets
+                .into_iter()
+                .map(|recipient| Target {
+                    recipient,
+                    credits: Arc::new(Semaphore::new(capacity.max(1))),
+                })
+                .collect(),
+            partitioner,
+            forward,
+        }
+    }
+
     /// The edge of upstream instance `subtask`.
     pub fn edge(&self, subtask: usize) -> Edge<T, P> {
         let (targets, input) = if self.forward {
@@ -117,15 +211,15 @@ impl<T: Send + 'static, P: Partitioner<T>> Outputs<T, P> {
 
 /// The output of one task instance.
 pub struct Edge<T: Send + 'static, P> {
-    targets: Vec<Recipient<Deliver<T>>>,
+    targets: Vec<Target<T>>,
     input: usize,
     partitioner: P,
     parts: Vec<Batch<T>>,
 }
 
-/// Messages that met a full mailbox, in send order: await [`Blocked::send`].
+/// Messages that found no credit, in send order: await [`Blocked::send`].
 pub struct Blocked<T: Send + 'static> {
-    sends: Vec<(Recipient<Deliver<T>>, Deliver<T>)>,
+    sends: Vec<(Target<T>, Deliver<T>)>,
 }
 
 /// A downstream actor is gone.
@@ -133,12 +227,19 @@ pub struct Blocked<T: Send + 'static> {
 pub struct Closed;
 
 impl<T: Send + 'static> Blocked<T> {
-    /// Sends every blocked message, each waiting for room; returns the time
-    /// spent waiting.
+    /// Sends every blocked message, each after waiting for a credit;
+    /// returns the time spent waiting.
     pub async fn send(self) -> Result<Duration, Closed> {
         let start = Instant::now();
-        for (target, msg) in self.sends {
-            target.send(msg).await.map_err(|_| Closed)?;
+        for (target, mut msg) in self.sends {
+            let credit = target
+                .credits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Closed)?;
+            msg.credit = Some(credit);
+            send_with_credit(&target.recipient, msg)?;
         }
         Ok(start.elapsed())
     }
@@ -153,7 +254,11 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
     /// Routes `batch` and sends each target its part followed by `signal`
     /// (every target gets a signal; only non-empty parts are sent otherwise).
     /// Returns the messages that must be awaited, if any mailbox was full.
-    pub fn emit(&mut self, batch: &mut Batch<T>, signal: Signal) -> Result<Option<Blocked<T>>, Closed> {
+    pub fn emit(
+        &mut self,
+        batch: &mut Batch<T>,
+        signal: Signal,
+    ) -> Result<Option<Blocked<T>>, Closed> {
         if batch.is_empty() && signal == Signal::None {
             return Ok(None);
         }
@@ -167,24 +272,44 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
                 continue;
             }
             let cap = part.values.capacity().max(16);
-            let msg = Deliver {
+            let mut msg = Deliver {
                 input: self.input,
                 batch: part.take(cap),
                 signal,
+                credit: None,
             };
-            match &mut blocked {
-                Some(b) => b.sends.push((target.clone(), msg)),
-                None => match target.try_send(msg) {
-                    Ok(()) => {}
-                    Err(SendError::Full(msg)) => {
-                        blocked = Some(Blocked {
-                            sends: vec![(target.clone(), msg)],
-                        })
-                    }
-                    Err(SendError::Closed(_)) => return Err(Closed),
-                },
+            if let Some(b) = &mut blocked {
+                b.sends.push((target.clone(), msg));
+                continue;
+            }
+            match target.credits.clone().try_acquire_owned() {
+                Ok(credit) => {
+                    msg.credit = Some(credit);
+                    send_with_credit(&target.recipient, msg)?;
+                }
+                Err(_) => {
+                    blocked = Some(Blocked {
+                        sends: vec![(target.clone(), msg)],
+                    })
+                }
             }
         }
         Ok(blocked)
     }
+}
+
+/// Sends a message that holds a credit. The credits, not the actix
+/// mailbox, bound what is in flight towards a receiver, so the message is
+/// queued unconditionally (`do_send`); it fails only if the receiver is gone.
+#[inline]
+fn send_with_credit<T: Send + 'static>(
+    to: &Recipient<Deliver<T>>,
+    msg: Deliver<T>,
+) -> Result<(), Closed> {
+    debug_assert!(msg.credit.is_some(), "data-plane messages carry a credit");
+    if !to.connected() {
+        return Err(Closed);
+    }
+    to.do_send(msg);
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! instance `i` of every stage runs on arbiter `i % arbiters`, so one
 //! parallel slice of a job stays on one thread and parallel slices spread.
 
-use actix::{ArbiterHandle, Recipient};
+use actix::{Actor, Addr, ArbiterHandle, Context, Recipient};
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -55,12 +55,16 @@ impl Launch<'_> {
 
     /// The checkpointed position of task `name`, when restoring.
     pub fn restored_position(&self, name: &str) -> Option<serde_json::Value> {
-        self.restore.as_ref().and_then(|c| c.positions.get(name).cloned())
+        self.restore
+            .as_ref()
+            .and_then(|c| c.positions.get(name).cloned())
     }
 
     /// The checkpointed operator state of task `name`, when restoring.
     pub fn restored_state(&self, name: &str) -> Option<Vec<u8>> {
-        self.restore.as_ref().and_then(|c| c.states.get(name).cloned())
+        self.restore
+            .as_ref()
+            .and_then(|c| c.states.get(name).cloned())
     }
 
     /// The batch size sources read and operators aim for.
@@ -68,8 +72,26 @@ impl Launch<'_> {
         self.config.batch_size
     }
 
-    /// Mailbox capacity of every data-plane actor, in batches.
+    /// Credits of every operator and sink instance: batches in flight
+    /// towards it, from all its senders together.
     pub fn mailbox(&self) -> usize {
         self.config.channel_capacity
+    }
+
+    /// Starts the actor `make()` on the arbiter of instance `subtask`, its
+    /// mailbox created with [`Launch::mailbox`] capacity before the first
+    /// message. Data messages are bounded by credits (see `edge`), which
+    /// exist from the first batch on.
+    pub fn start_bounded<A, F>(&self, subtask: usize, make: F) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        let (tx, rx) = actix::dev::channel::channel(self.mailbox());
+        self.arbiter(subtask).spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            actix::spawn(ctx.into_future(make()));
+        });
+        Addr::new(tx)
     }
 }

@@ -17,6 +17,9 @@ pub struct Deliver<T> {
     pub batch: Batch<T>,
     /// Watermark, idleness or end of input, applied after the batch.
     pub signal: Signal,
+    /// The sender's credit on the receiver's input queue: returned (dropped)
+    /// when the receiver has handled the message.
+    pub credit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T: Send + 'static> Message for Deliver<T> {

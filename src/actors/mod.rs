@@ -10,6 +10,7 @@
 
 pub mod barrier;
 pub mod edge;
+pub mod inputs;
 pub mod launch;
 pub mod messages;
 pub mod operator_actor;
@@ -23,4 +24,6 @@ pub mod task;
 pub use messages::{Deliver, SourceCommand, Stop, TaskEvent};
 pub use restart::RestartPolicy;
 pub use runtime::{shutdown_signal, LocalRuntime, RunError};
-pub use supervisor::{CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError};
+pub use supervisor::{
+    CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError,
+};

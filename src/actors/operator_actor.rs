@@ -4,28 +4,27 @@
 //! Owns one instance of a stage fed by an exchange (hash by key, or
 //! round-robin). It merges its inputs' watermarks (minimum over live,
 //! non-idle inputs), lets the chain fire windows when the watermark moves,
-//! and sends end-of-input once every input has ended. Its mailbox is
-//! bounded; it never handles a new batch while its own output is blocked.
+//! and sends end-of-input once every input has ended. At most
+//! `channel_capacity` batches are in flight towards it (credits, see
+//! `edge`); it never handles a new batch while its own output is blocked.
 
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::edge::{Edge, Partitioner};
-use super::barrier::BarrierTracker;
+use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{after_emit, guarded, TaskActor, TaskHandle};
-use crate::pipeline::{Batch, InputWatermarks, Operator, Signal, MAX_WATERMARK};
+use super::task::{after_emit, guarded, yield_arbiter, TaskActor, TaskHandle};
+use crate::pipeline::{Batch, Operator, Signal, MAX_WATERMARK};
 
 /// One instance of an operator stage.
 pub struct OperatorActor<Op: Operator, P> {
     op: Op,
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
-    inputs: InputWatermarks,
-    barriers: BarrierTracker,
+    inputs: TaskInputs,
     restore: Option<Vec<u8>>,
     out: Batch<Op::Out>,
-    mailbox: usize,
     done: bool,
 }
 
@@ -37,18 +36,15 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
         inputs: usize,
-        mailbox: usize,
         restore: Option<Vec<u8>>,
     ) -> Self {
         OperatorActor {
             op,
             edge,
             task,
-            inputs: InputWatermarks::new(inputs),
-            barriers: BarrierTracker::default(),
+            inputs: TaskInputs::new(inputs),
             restore,
             out: Batch::new(),
-            mailbox,
             done: false,
         }
     }
@@ -57,7 +53,13 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         if self.done {
             return;
         }
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            // Returned to the sender when this handler ends.
+            credit: _credit,
+        } = msg;
         let m = self.task.ctx.metrics.clone();
         if !batch.is_empty() {
             m.records_in.fetch_add(batch.len() as u64, Relaxed);
@@ -70,21 +72,10 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
                 return ctx.stop();
             }
         }
-        let mut barrier = None;
-        let advanced = match signal {
-            Signal::None => None,
-            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
-            Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => {
-                let adv = self.inputs.on_end(input);
-                barrier = self.barriers.on_input_ended(self.inputs.live());
-                adv
-            }
-            Signal::Barrier(id) => {
-                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
-                None
-            }
-        };
+        let SignalEffect {
+            watermark: advanced,
+            barrier,
+        } = self.inputs.on_signal(input, signal);
         let ended = self.inputs.all_ended();
         let mut out_signal = Signal::None;
         if ended {
@@ -160,7 +151,6 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Actor for OperatorActor<Op, P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox);
         if let Some(state) = self.restore.take() {
             let op = &mut self.op;
             if let Err(f) = guarded(|| op.restore(&state)) {
@@ -188,6 +178,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for Operato
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
         self.on_deliver(msg, ctx);
+        yield_arbiter(ctx);
     }
 }
 

@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn gives_up_after_max_within_window_with_growing_backoff() {
-        let p = RestartPolicy::new(3, Duration::from_secs(10)).with_backoff(Duration::from_millis(100), Duration::from_millis(300));
+        let p = RestartPolicy::new(3, Duration::from_secs(10))
+            .with_backoff(Duration::from_millis(100), Duration::from_millis(300));
         let mut t = RestartTracker::new(p);
         let now = Instant::now();
         assert_eq!(t.on_failure(now), Some(Duration::from_millis(100)));
@@ -118,7 +119,10 @@ mod tests {
         assert_eq!(t.on_failure(now), Some(Duration::from_millis(300)));
         assert_eq!(t.on_failure(now), None);
         // Outside the window the count starts again.
-        assert_eq!(t.on_failure(now + Duration::from_secs(11)), Some(Duration::from_millis(100)));
+        assert_eq!(
+            t.on_failure(now + Duration::from_secs(11)),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ impl LocalRuntime {
 
     /// One thread per available core.
     pub fn with_available_cores() -> Self {
-        LocalRuntime::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        LocalRuntime::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
     }
 
     /// Number of threads.
@@ -99,7 +103,9 @@ impl RunnableJob {
     /// inside an async runtime.
     pub fn run_local(self) -> Result<JobReport, RunError> {
         self.validate()?;
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let system = actix::System::new();
         let report = system.block_on(async move {
             let rt = LocalRuntime::new(workers);

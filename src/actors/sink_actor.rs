@@ -3,39 +3,36 @@
 //! Owns one sink instance's writer. It writes every batch it receives
 //! (under `catch_unwind`), and when every input has ended it closes the
 //! writer (flush) and reports `Finished` to the supervisor: a job is
-//! finished only when all its sinks have flushed. Its bounded mailbox is
-//! where backpressure starts when the output is slow.
+//! finished only when all its sinks have flushed. Its input credits
+//! (`channel_capacity` batches in flight) are where backpressure starts
+//! when the output is slow.
 
 use actix::{Actor, ActorContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::barrier::BarrierTracker;
+use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
-use super::task::{guarded, TaskActor, TaskHandle};
-use crate::pipeline::{InputWatermarks, Signal, Sink, SinkWriter};
+use super::task::{guarded, yield_arbiter, TaskActor, TaskHandle};
+use crate::pipeline::{Sink, SinkWriter};
 
 /// One instance of a sink stage.
 pub struct SinkActor<S: Sink> {
     sink: Arc<S>,
     writer: Option<S::Writer>,
     task: TaskHandle,
-    inputs: InputWatermarks,
-    barriers: BarrierTracker,
-    mailbox: usize,
+    inputs: TaskInputs,
     done: bool,
 }
 
 impl<S: Sink> SinkActor<S> {
     /// An instance with `inputs` upstream channels; opens its writer when started.
-    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize, mailbox: usize) -> Self {
+    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize) -> Self {
         SinkActor {
             sink,
             writer: None,
             task,
-            inputs: InputWatermarks::new(inputs),
-            barriers: BarrierTracker::default(),
-            mailbox,
+            inputs: TaskInputs::new(inputs),
             done: false,
         }
     }
@@ -54,7 +51,6 @@ impl<S: Sink> Actor for SinkActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox);
         let (sink, tctx) = (&self.sink, &self.task.ctx);
         match guarded(|| sink.open(tctx)) {
             Ok(w) => self.writer = Some(w),
@@ -72,13 +68,28 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
+        self.on_deliver(msg, ctx);
+        if !self.done {
+            yield_arbiter(ctx);
+        }
+    }
+}
+
+impl<S: Sink> SinkActor<S> {
+    fn on_deliver(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
         if self.done {
             return;
         }
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
-        let Deliver { input, mut batch, signal } = msg;
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            // Returned to the sender when this handler ends.
+            credit: _credit,
+        } = msg;
         if !batch.is_empty() {
             let m = &self.task.ctx.metrics;
             let n = batch.len() as u64;
@@ -89,21 +100,10 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
             m.records_out.fetch_add(n, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
         }
-        let mut barrier = None;
-        let advanced = match signal {
-            Signal::None => None,
-            Signal::Watermark(w) => self.inputs.on_watermark(input, w),
-            Signal::Idle => self.inputs.on_idle(input),
-            Signal::End => {
-                let adv = self.inputs.on_end(input);
-                barrier = self.barriers.on_input_ended(self.inputs.live());
-                adv
-            }
-            Signal::Barrier(id) => {
-                barrier = self.barriers.on_barrier(id, input, self.inputs.live());
-                None
-            }
-        };
+        let SignalEffect {
+            watermark: advanced,
+            barrier,
+        } = self.inputs.on_signal(input, signal);
         if let Some(w) = advanced {
             self.task.ctx.metrics.watermark.store(w, Relaxed);
         }

@@ -15,20 +15,35 @@ use std::sync::Arc;
 
 use super::edge::{Edge, Partitioner};
 use super::messages::{Pump, SourceCommand, Stop, TaskEvent};
-use super::task::{after_emit, guarded, Failure, TaskActor, TaskHandle};
+use super::task::{after_emit, guarded, yield_arbiter, Failure, TaskActor, TaskHandle};
+use crate::pipeline::WatermarkAlignment;
 use crate::pipeline::{
     operator::{BatchWriter, ChainEmit},
-    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp, WatermarkGenerator,
-    MAX_WATERMARK,
+    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp,
+    WatermarkGenerator, MAX_WATERMARK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Reading,
+    /// Draining, but the reader still emits what it already took in.
+    DrainingBuffered,
     Draining,
     /// End-of-input sent; waiting for `CommitFinal`.
     Ended,
     Stopped,
+}
+
+/// How a source instance reads: batch size, watermarks, where to resume.
+pub struct SourceSetup {
+    /// The instance's watermark generator.
+    pub watermarks: WatermarkGenerator,
+    /// Alignment with the stage's other instances, if on.
+    pub alignment: Option<WatermarkAlignment>,
+    /// Records per poll.
+    pub batch_size: usize,
+    /// The checkpointed position to seek to, when restoring.
+    pub restore: Option<serde_json::Value>,
 }
 
 /// One instance of a source stage.
@@ -40,11 +55,19 @@ pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
     watermarks: WatermarkGenerator,
+    alignment: Option<WatermarkAlignment>,
     emitted_wm: Timestamp,
     batch_size: usize,
     input: Batch<S::Out>,
     out: Batch<Op::Out>,
     phase: Phase,
+    /// An emission is waiting for credits: nothing else may be emitted (or
+    /// read) before it goes out.
+    blocked: bool,
+    /// A `Pump` arrived while `blocked`; run it once the emission is out.
+    pump_deferred: bool,
+    /// Checkpoints triggered while `blocked`; taken once the emission is out.
+    barrier_deferred: Vec<u64>,
     /// Positions recorded at barriers, oldest first.
     pending: Vec<(u64, serde_json::Value)>,
     final_position: Option<serde_json::Value>,
@@ -59,17 +82,23 @@ where
     Op: Operator<In = S::Out>,
     P: Partitioner<Op::Out>,
 {
-    /// A source instance; it opens its reader (and seeks to `restore`) when started.
+    /// A source instance; it opens its reader (and seeks to the restored
+    /// position) when started.
     pub fn new(
         source: Arc<S>,
         op: Op,
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
-        watermarks: WatermarkGenerator,
-        batch_size: usize,
-        restore: Option<serde_json::Value>,
+        setup: SourceSetup,
     ) -> Self {
+        let SourceSetup {
+            watermarks,
+            alignment,
+            batch_size,
+            restore,
+        } = setup;
         SourceActor {
+            alignment,
             source,
             reader: None,
             restore,
@@ -82,6 +111,9 @@ where
             input: Batch::with_capacity(batch_size),
             out: Batch::with_capacity(batch_size),
             phase: Phase::Reading,
+            blocked: false,
+            pump_deferred: false,
+            barrier_deferred: Vec::new(),
             pending: Vec::new(),
             final_position: None,
         }
@@ -96,10 +128,16 @@ where
     /// Ends the stream: fires what the chain holds and sends end-of-input,
     /// then waits for `CommitFinal`.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.phase, Phase::Reading | Phase::Draining) {
+        if !matches!(
+            self.phase,
+            Phase::Reading | Phase::DrainingBuffered | Phase::Draining
+        ) {
             return;
         }
         self.phase = Phase::Ended;
+        if let Some(a) = &self.alignment {
+            a.withdraw(self.task.ctx.subtask);
+        }
         self.final_position = self.reader.as_ref().and_then(|r| r.position());
         let (op, out) = (&mut self.op, &mut self.out);
         if let Err(f) = guarded(|| op.on_watermark(MAX_WATERMARK, out)) {
@@ -109,10 +147,29 @@ where
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.blocked {
+            // actix may run a queued `Pump` while a wait started by a mailbox
+            // handler (e.g. a blocked barrier) is pending: reading now would
+            // put records ahead of that barrier. Run it after the emission.
+            self.pump_deferred = true;
+            return;
+        }
         match self.phase {
-            Phase::Reading => {}
+            Phase::Reading | Phase::DrainingBuffered => {}
             Phase::Draining => return self.finish(ctx),
             Phase::Ended | Phase::Stopped => return,
+        }
+        if let Some(a) = &self.alignment {
+            if self.phase == Phase::Reading
+                && a.should_pause(self.task.ctx.subtask, self.emitted_wm)
+            {
+                // Too far ahead of the slowest instance: wait for it to
+                // make progress, then try again.
+                let progress = a.progress(std::time::Duration::from_millis(5));
+                ctx.wait(actix::fut::wrap_future(progress));
+                ctx.notify(Pump);
+                return;
+            }
         }
         let Some(reader) = self.reader.as_mut() else {
             return;
@@ -160,8 +217,16 @@ where
         } else if matches!(status, SourceStatus::Idle(_)) && self.watermarks.check_idle() {
             signal = Signal::Idle;
         }
+        if signal == Signal::Idle {
+            if let Some(a) = &self.alignment {
+                a.withdraw(self.task.ctx.subtask);
+            }
+        }
         if let Some(w) = wm.filter(|w| *w > self.emitted_wm) {
             self.emitted_wm = w;
+            if let Some(a) = &self.alignment {
+                a.report(self.task.ctx.subtask, w);
+            }
             signal = Signal::Watermark(w);
             self.task.ctx.metrics.watermark.store(w, Relaxed);
             let (op, out) = (&mut self.op, &mut self.out);
@@ -171,7 +236,11 @@ where
         }
         match status {
             SourceStatus::Finished => self.send(ctx, signal, |act, ctx| act.finish(ctx)),
+            // Yield to the arbiter before the next batch: a self-notified
+            // actor is otherwise polled again at once and would keep its
+            // thread from the operators placed on it.
             SourceStatus::Ready => self.send(ctx, signal, |_, ctx| {
+                yield_arbiter(ctx);
                 ctx.notify(Pump);
             }),
             SourceStatus::Idle(after) => self.send(ctx, signal, move |_, ctx| {
@@ -180,18 +249,44 @@ where
         }
     }
 
-    fn send(&mut self, ctx: &mut Context<Self>, signal: Signal, then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static) {
+    fn send(
+        &mut self,
+        ctx: &mut Context<Self>,
+        signal: Signal,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         if !self.out.is_empty() {
             let m = &self.task.ctx.metrics;
             m.records_out.fetch_add(self.out.len() as u64, Relaxed);
             m.batches_out.fetch_add(1, Relaxed);
         }
         let sent = self.edge.emit(&mut self.out, signal);
-        after_emit(self, ctx, sent, then);
+        if matches!(sent, Ok(Some(_))) {
+            self.blocked = true;
+            after_emit(self, ctx, sent, move |act, ctx| {
+                act.blocked = false;
+                then(act, ctx);
+                for id in std::mem::take(&mut act.barrier_deferred) {
+                    ctx.notify(SourceCommand::TriggerCheckpoint(id));
+                }
+                if std::mem::take(&mut act.pump_deferred) {
+                    ctx.notify(Pump);
+                }
+            });
+        } else {
+            after_emit(self, ctx, sent, then);
+        }
     }
 
     fn checkpoint(&mut self, id: u64, ctx: &mut Context<Self>) {
         if self.phase != Phase::Reading {
+            return;
+        }
+        if self.blocked {
+            // Same rule as for `Pump`: the barrier must follow what is
+            // waiting to be sent. (actix does not handle mailbox messages
+            // during a wait, so this is a guard, not the usual path.)
+            self.barrier_deferred.push(id);
             return;
         }
         let position = self.reader.as_ref().and_then(|r| r.position());
@@ -286,7 +381,12 @@ where
         match cmd {
             SourceCommand::Drain => {
                 if self.phase == Phase::Reading {
-                    self.phase = Phase::Draining;
+                    let now = self.reader.as_mut().is_none_or(|r| r.drain());
+                    self.phase = if now {
+                        Phase::Draining
+                    } else {
+                        Phase::DrainingBuffered
+                    };
                 }
             }
             SourceCommand::TriggerCheckpoint(id) => self.checkpoint(id, ctx),

@@ -9,7 +9,9 @@
 //! FAILED with that error. Events from an older attempt are ignored, so a
 //! dying actor of a stopped attempt cannot disturb the new one.
 
-use actix::{Actor, ActorContext, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{
+    Actor, ActorContext, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient,
+};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,7 +51,10 @@ pub enum JobStatus {
 impl JobStatus {
     /// True for FINISHED, FAILED and CANCELLED.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -84,7 +89,11 @@ impl JobReport {
     /// `/<stage>#`).
     pub fn stage_records_out(&self, stage: &str) -> u64 {
         let pat = format!("/{stage}#");
-        self.tasks.iter().filter(|(k, _)| k.contains(&pat)).map(|(_, m)| m.records_out).sum()
+        self.tasks
+            .iter()
+            .filter(|(k, _)| k.contains(&pat))
+            .map(|(_, m)| m.records_out)
+            .sum()
     }
 }
 
@@ -104,13 +113,18 @@ impl JobShared {
     }
 
     fn report(&self) -> JobReport {
-        let (status, restarts, last_error) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (status, restarts, last_error) =
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         JobReport {
             name: self.name.clone(),
             status,
             restarts,
             last_error,
-            tasks: self.metrics.iter().map(|e| (e.key().clone(), e.value().snapshot())).collect(),
+            tasks: self
+                .metrics
+                .iter()
+                .map(|e| (e.key().clone(), e.value().snapshot()))
+                .collect(),
             dead_letters: self.dead_letters.count(),
         }
     }
@@ -133,17 +147,30 @@ impl JobHandle {
 
     /// Current lifecycle state.
     pub fn status(&self) -> JobStatus {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     /// Restarts so far.
     pub fn restarts(&self) -> u32 {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
     }
 
     /// The last task error, if any.
     pub fn last_error(&self) -> Option<LastError> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).2.clone()
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .2
+            .clone()
     }
 
     /// Status, restarts, last error and per-task counters.
@@ -230,13 +257,21 @@ pub struct JobSupervisor {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl JobSupervisor {
     /// Starts a supervisor for `plan` on the current arbiter and launches the
     /// job's first attempt on `arbiters`.
-    pub fn start(name: &str, plan: Box<dyn LaunchPlan>, config: JobConfig, arbiters: Vec<ArbiterHandle>) -> JobHandle {
+    pub fn start(
+        name: &str,
+        plan: Box<dyn LaunchPlan>,
+        config: JobConfig,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> JobHandle {
         let (tx, rx) = watch::channel(JobStatus::Created);
         let shared = Arc::new(JobShared {
             name: name.to_string(),
@@ -287,7 +322,12 @@ impl JobSupervisor {
             restore: self.latest.clone(),
         };
         let res = self.plan.launch(&mut launch);
-        let Launch { stops, sources, sinks, .. } = launch;
+        let Launch {
+            stops,
+            sources,
+            sinks,
+            ..
+        } = launch;
         self.stops = stops;
         self.sources_left = sources.len();
         self.sources = sources;
@@ -316,7 +356,11 @@ impl JobSupervisor {
     }
 
     fn status(&self) -> JobStatus {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     /// Every sink flushed after end-of-input: let sources commit their final
@@ -339,7 +383,11 @@ impl JobSupervisor {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.stop_all();
-        let status = if self.cancelling { JobStatus::Cancelled } else { JobStatus::Finished };
+        let status = if self.cancelling {
+            JobStatus::Cancelled
+        } else {
+            JobStatus::Finished
+        };
         tracing::info!(job = %self.shared.name, ?status, "job done");
         self.shared.set_status(status);
         ctx.stop();
@@ -352,16 +400,26 @@ impl JobSupervisor {
     }
 
     fn maybe_complete(&mut self, id: u64) {
-        let Some(p) = self.pending.get(&id) else { return };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
         if p.sinks_acked < self.sinks {
             return;
         }
         let p = self.pending.remove(&id).expect("present");
         // Older checkpoints can no longer complete usefully.
         self.pending = self.pending.split_off(&id);
-        let mut positions = self.latest.as_ref().map(|l| l.positions.clone()).unwrap_or_default();
+        let mut positions = self
+            .latest
+            .as_ref()
+            .map(|l| l.positions.clone())
+            .unwrap_or_default();
         positions.extend(p.positions);
-        let mut states = self.latest.as_ref().map(|l| l.states.clone()).unwrap_or_default();
+        let mut states = self
+            .latest
+            .as_ref()
+            .map(|l| l.states.clone())
+            .unwrap_or_default();
         states.extend(p.states);
         let done = Arc::new(CompletedCheckpoint {
             id,
@@ -378,7 +436,10 @@ impl JobSupervisor {
 
     fn record_error(&self, message: String) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.2 = Some(LastError { message, at_ms: now_ms() });
+        st.2 = Some(LastError {
+            message,
+            at_ms: now_ms(),
+        });
     }
 }
 
@@ -430,14 +491,22 @@ impl Handler<TaskEvent> for JobSupervisor {
                     self.done(ctx);
                 }
             }
-            TaskEvent::SourceCheckpointed { attempt, id, task, position } if attempt == self.attempt => {
-                if let Some(pos) = position {
-                    self.on_checkpoint_event(id, |p| {
-                        p.positions.insert(task, pos);
-                    });
-                }
+            TaskEvent::SourceCheckpointed {
+                attempt,
+                id,
+                task,
+                position: Some(pos),
+            } if attempt == self.attempt => {
+                self.on_checkpoint_event(id, |p| {
+                    p.positions.insert(task, pos);
+                });
             }
-            TaskEvent::OperatorSnapshot { attempt, id, task, state } if attempt == self.attempt => {
+            TaskEvent::OperatorSnapshot {
+                attempt,
+                id,
+                task,
+                state,
+            } if attempt == self.attempt => {
                 self.on_checkpoint_event(id, |p| {
                     p.states.insert(task, state);
                 });
@@ -456,7 +525,8 @@ impl Handler<TaskEvent> for JobSupervisor {
                 match self.restarts.on_failure(Instant::now()) {
                     Some(backoff) => {
                         {
-                            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut st =
+                                self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
                             st.1 += 1;
                         }
                         tracing::warn!(job = %self.shared.name, %error, ?backoff, "restarting job");
@@ -505,7 +575,14 @@ impl Handler<Cancel> for JobSupervisor {
             return;
         }
         self.cancelling = true;
-        if self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0 == JobStatus::Restarting {
+        if self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            == JobStatus::Restarting
+        {
             return; // Relaunch will see the flag.
         }
         for s in &self.sources {
@@ -514,7 +591,15 @@ impl Handler<Cancel> for JobSupervisor {
         let timeout: Duration = self.config.drain_timeout;
         let attempt = self.attempt;
         ctx.run_later(timeout, move |act, ctx| {
-            if act.attempt == attempt && !act.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0.is_terminal() {
+            if act.attempt == attempt
+                && !act
+                    .shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+                    .is_terminal()
+            {
                 tracing::warn!(job = %act.shared.name, "drain timed out; stopping actors");
                 act.stop_all();
                 act.shared.set_status(JobStatus::Cancelled);

@@ -92,8 +92,12 @@ pub trait TaskActor: Actor<Context = Context<Self>> {
 /// Continues with `then` once an emission is sent: at once when every
 /// target had room, otherwise after waiting for the blocked sends, during
 /// which the actor handles no other message (that is the backpressure).
-pub fn after_emit<A, T, F>(act: &mut A, ctx: &mut Context<A>, sent: Result<Option<Blocked<T>>, Closed>, then: F)
-where
+pub fn after_emit<A, T, F>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    sent: Result<Option<Blocked<T>>, Closed>,
+    then: F,
+) where
     A: TaskActor,
     T: Send + 'static,
     F: FnOnce(&mut A, &mut Context<A>) + 'static,
@@ -101,24 +105,40 @@ where
     match sent {
         Ok(None) => then(act, ctx),
         Ok(Some(blocked)) => {
-            ctx.wait(blocked.send().into_actor(act).map(move |res, act, ctx| match res {
-                Ok(waited) => {
-                    act.task()
-                        .ctx
-                        .metrics
-                        .backpressure_ns
-                        .fetch_add(waited.as_nanos() as u64, Relaxed);
-                    then(act, ctx)
-                }
-                Err(Closed) => {
-                    act.task().closed();
-                    ctx.stop();
-                }
-            }));
+            ctx.wait(
+                blocked
+                    .send()
+                    .into_actor(act)
+                    .map(move |res, act, ctx| match res {
+                        Ok(waited) => {
+                            act.task()
+                                .ctx
+                                .metrics
+                                .backpressure_ns
+                                .fetch_add(waited.as_nanos() as u64, Relaxed);
+                            then(act, ctx)
+                        }
+                        Err(Closed) => {
+                            act.task().closed();
+                            ctx.stop();
+                        }
+                    }),
+            );
         }
         Err(Closed) => {
             act.task().closed();
             ctx.stop();
         }
+    }
+}
+
+/// Lets the other actors of this arbiter run before this one handles its
+/// next message. actix polls an actor's mailbox until it is empty, so an
+/// operator fed from another thread, or a source that pumps itself, could
+/// otherwise keep its thread forever and starve the tasks placed beside it
+/// (e.g. the other source of a window). One yield per batch.
+pub fn yield_arbiter<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>) {
+    if !ctx.waiting() {
+        ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
     }
 }

@@ -16,6 +16,7 @@ use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
 use crate::pipeline::{
     Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks, Windowed,
 };
+use crate::service::lease::{Fenced, LeaseGuard};
 
 /// Window size of the clicks job.
 pub const WINDOW_MS: i64 = 10_000;
@@ -62,6 +63,9 @@ pub struct ClicksParams {
     pub partitions: Option<Vec<i32>>,
     /// Extra librdkafka options for source and sinks.
     pub options: Vec<(String, String)>,
+    /// Write lease of the coordinated service: the output sink refuses to write once it is gone
+    /// (zombie fencing). `None`: always write.
+    pub fence: Option<LeaseGuard>,
 }
 
 impl ClicksParams {
@@ -82,6 +86,7 @@ impl ClicksParams {
             idle_timeout: Duration::from_secs(10),
             partitions: None,
             options: Vec::new(),
+            fence: None,
         }
     }
 
@@ -109,6 +114,8 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     }
     let late = KafkaLateSink::<Click>::json(&p.brokers, p.dead_letter_topic(), &p.input)
         .with_config(late_config);
+    let fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
+    let sink = Fenced::new(sink, fence);
     Job::new("kafka-clicks")
         .parallelism(p.parallelism)
         .source(source)

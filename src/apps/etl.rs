@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connectors::kafka::{KafkaSink, KafkaSource};
 use crate::pipeline::{Job, RunnableJob};
+use crate::service::lease::{Fenced, LeaseGuard};
 
 /// One input record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,9 @@ pub struct EtlParams {
     pub partitions: Option<Vec<i32>>,
     /// Extra librdkafka options for source and sink.
     pub options: Vec<(String, String)>,
+    /// Write lease of the coordinated service: the sink refuses to write once it is gone
+    /// (zombie fencing). `None`: always write.
+    pub fence: Option<LeaseGuard>,
 }
 
 impl EtlParams {
@@ -88,6 +92,7 @@ impl EtlParams {
             parallelism: 1,
             partitions: None,
             options: Vec::new(),
+            fence: None,
         }
     }
 }
@@ -109,5 +114,8 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
         .source(source)
         .filter(is_valid)
         .map(PaymentCents::from_payment)
-        .sink(sink)
+        .sink(Fenced::new(
+            sink,
+            p.fence.clone().unwrap_or_else(LeaseGuard::unfenced),
+        ))
 }

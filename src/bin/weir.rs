@@ -1,1 +1,219 @@
-fn main() {}
+//! `weir`: submit, inspect, rescale and cancel jobs of a weir cluster.
+//!
+//! Owns: the command line (clap), rendering (human tables by default, JSON
+//! with `--json`) and exit codes: 0 success, 1 failure (unknown job, unknown
+//! job type, duplicate name, malformed data in ZooKeeper), 2 bad usage or
+//! invalid input (parallelism 0, bad `--set`), 3 ZooKeeper unreachable
+//! (after a bounded, announced wait).
+//! Must never: talk to anything but ZooKeeper, or panic (every failure is a
+//! message and an exit code).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weir::coord::ZkPaths;
+use weir::service::admin;
+use weir::service::ServiceError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)"
+)]
+struct Cli {
+    /// ZooKeeper address HOST:PORT.
+    #[arg(long, global = true, env = "WEIR_ZK", default_value = "127.0.0.1:2181")]
+    zk: String,
+    /// Root znode of the cluster.
+    #[arg(long, global = true, env = "WEIR_ROOT", default_value = "/weir")]
+    root: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long to wait for ZooKeeper before giving up, in seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    zk_wait_s: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Submit a job of a type the workers run (e.g. `etl`, `clicks`).
+    Submit {
+        /// Job type.
+        job_type: String,
+        /// Job name (unique in the cluster).
+        #[arg(long)]
+        name: String,
+        /// Number of tasks.
+        #[arg(long)]
+        parallelism: u32,
+        /// A job parameter, `key=value` (repeatable), e.g. `--set input=payments`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Submit even if no live worker advertises the job type.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show jobs, their tasks (worker, state, lag) and the live workers.
+    Status {
+        /// Only this job.
+        name: Option<String>,
+    },
+    /// List the live workers.
+    Workers,
+    /// Cancel a job: its tasks stop and its znodes are removed.
+    Cancel {
+        /// Job name.
+        name: String,
+        /// Return at once instead of waiting for the job's znodes to be removed.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Change the number of tasks of a job.
+    Rescale {
+        /// Job name.
+        name: String,
+        /// New parallelism.
+        parallelism: u32,
+    },
+}
+
+fn exit_code(e: &ServiceError) -> u8 {
+    match e {
+        ServiceError::Invalid { .. } => 2,
+        ServiceError::Unreachable { .. } => 3,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, ServiceError> {
+    let paths = ZkPaths::new(&cli.root).map_err(|e| ServiceError::Invalid {
+        field: "--root".into(),
+        reason: e.to_string(),
+    })?;
+    // Validate what needs no ZooKeeper first.
+    let spec = match &cli.cmd {
+        Cmd::Submit {
+            job_type,
+            name,
+            parallelism,
+            sets,
+            ..
+        } => Some(admin::build_spec(job_type, name, *parallelism, sets)?),
+        Cmd::Rescale { parallelism: 0, .. } => {
+            return Err(ServiceError::Invalid {
+                field: "N".into(),
+                reason: "parallelism must be at least 1".into(),
+            })
+        }
+        _ => None,
+    };
+    let client = admin::connect(&cli.zk, Duration::from_secs(cli.zk_wait_s), |m| {
+        eprintln!("{m}")
+    })
+    .await?;
+    // The base layout may not exist yet on a fresh cluster.
+    weir::coord::store::ensure_layout(&client, &paths).await?;
+    match cli.cmd {
+        Cmd::Submit { force, .. } => {
+            let spec = spec.expect("built above");
+            admin::submit(&client, &paths, &spec, force).await?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "submitted": spec }));
+            } else {
+                println!(
+                    "submitted job {} (type {}, parallelism {}); follow it with `weir status {}`",
+                    spec.name, spec.job_type, spec.parallelism, spec.name
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Status { name } => {
+            let st = admin::status(&client, &paths, name.as_deref()).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print!("{}", admin::render_status(&st, name.is_some()));
+            }
+            let bad: Vec<&str> = st.jobs.iter().filter_map(|j| j.error.as_deref()).collect();
+            if bad.is_empty() {
+                Ok(0)
+            } else {
+                for e in bad {
+                    eprintln!("error: {e}");
+                }
+                Ok(1)
+            }
+        }
+        Cmd::Workers => {
+            let st = admin::status(&client, &paths, None).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&st.workers).unwrap_or_default()
+                );
+            } else {
+                print!("{}", admin::render_workers(&st.workers));
+            }
+            Ok(0)
+        }
+        Cmd::Cancel { name, no_wait } => {
+            let wait = (!no_wait).then_some(Duration::from_secs(15));
+            let gone = admin::cancel(&client, &paths, &name, wait).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "cancelled": name, "removed": gone })
+                );
+            } else if gone {
+                println!("job {name} cancelled: its tasks stopped and its znodes are removed");
+            } else if no_wait {
+                println!("job {name}: cancellation requested");
+            } else {
+                println!("job {name}: cancellation requested, but the leader has not removed it yet (is a worker running?)");
+            }
+            Ok(0)
+        }
+        Cmd::Rescale { name, parallelism } => {
+            let old = admin::rescale(&client, &paths, &name, parallelism).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "job": name, "from": old, "to": parallelism })
+                );
+            } else {
+                println!("job {name}: parallelism {old} -> {parallelism}");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -17,13 +17,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{Decode, Json, Text};
 use crate::pipeline::{
-    BuildError, Batch, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus, TaskContext,
-    TaskMetrics, Timestamp,
+    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
+    TaskContext, TaskMetrics, Timestamp,
 };
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> Timestamp {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads lines from a file or a directory of files.
@@ -54,7 +57,9 @@ impl FileSource<Text> {
     }
 
     /// Each line is a JSON `T`; malformed lines go to the dead-letter output.
-    pub fn json<T: DeserializeOwned + Send + 'static>(path: impl Into<PathBuf>) -> FileSource<Json<T>> {
+    pub fn json<T: DeserializeOwned + Send + 'static>(
+        path: impl Into<PathBuf>,
+    ) -> FileSource<Json<T>> {
         FileSource {
             path: path.into(),
             decode: Json::default(),
@@ -99,13 +104,20 @@ where
     type Reader = FileReader<D, F>;
 
     fn validate(&self) -> Result<(), BuildError> {
-        list_files(&self.path).map(|_| ()).map_err(|e| BuildError::invalid("source.path", e))
+        list_files(&self.path)
+            .map(|_| ())
+            .map_err(|e| BuildError::invalid("source.path", e))
     }
 
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
         let all = list_files(&self.path).map_err(ConnectorError::new)?;
         let p = ctx.parallelism.max(1);
-        let files = all.into_iter().enumerate().filter(|(i, _)| i % p == ctx.subtask).map(|(_, f)| f).collect();
+        let files = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % p == ctx.subtask)
+            .map(|(_, f)| f)
+            .collect();
         Ok(FileReader {
             files,
             file_index: 0,
@@ -143,7 +155,8 @@ impl<D, F> FileReader<D, F> {
         let Some(path) = self.files.get(self.file_index) else {
             return Ok(false);
         };
-        let mut f = File::open(path).map_err(|e| ConnectorError::new(format!("{}: {e}", path.display())))?;
+        let mut f = File::open(path)
+            .map_err(|e| ConnectorError::new(format!("{}: {e}", path.display())))?;
         if self.offset > 0 {
             f.seek(SeekFrom::Start(self.offset))?;
         }
@@ -159,7 +172,11 @@ where
 {
     type Out = D::Out;
 
-    fn poll(&mut self, out: &mut Batch<D::Out>, max: usize) -> Result<SourceStatus, ConnectorError> {
+    fn poll(
+        &mut self,
+        out: &mut Batch<D::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         let now = now_ms();
         let mut bad = Vec::new();
         let mut n = 0;
@@ -170,7 +187,11 @@ where
             self.buf.clear();
             let reader = self.current.as_mut().expect("opened");
             let read = reader.read_line(&mut self.buf).map_err(|e| {
-                ConnectorError::new(format!("{}: line {}: {e}", self.files[self.file_index].display(), self.line_no + 1))
+                ConnectorError::new(format!(
+                    "{}: line {}: {e}",
+                    self.files[self.file_index].display(),
+                    self.line_no + 1
+                ))
             })?;
             if read == 0 {
                 self.current = None;
@@ -200,7 +221,9 @@ where
             }
         }
         if !bad.is_empty() {
-            self.metrics.dead_letters.fetch_add(bad.len() as u64, Relaxed);
+            self.metrics
+                .dead_letters
+                .fetch_add(bad.len() as u64, Relaxed);
             self.dead_letters.send(bad);
         }
         Ok(if self.file_index >= self.files.len() {

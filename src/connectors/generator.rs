@@ -10,7 +10,10 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::{BuildError, Batch, Emit, ConnectorError, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
+use crate::pipeline::{
+    Batch, BuildError, ConnectorError, Emit, Source, SourceReader, SourceStatus, TaskContext,
+    Timestamp,
+};
 
 /// Generates `make(i)` for `i = 0, 1, 2, ..`.
 ///
@@ -93,7 +96,10 @@ where
 
     fn validate(&self) -> Result<(), BuildError> {
         match self.rate {
-            Some(r) if !(r > 0.0 && r.is_finite()) => Err(BuildError::invalid("generator.rate", "must be a positive number of records per second")),
+            Some(r) if !(r > 0.0 && r.is_finite()) => Err(BuildError::invalid(
+                "generator.rate",
+                "must be a positive number of records per second",
+            )),
             _ => Ok(()),
         }
     }
@@ -133,7 +139,11 @@ where
     type Out = G::Out;
 
     #[inline]
-    fn poll(&mut self, out: &mut Batch<G::Out>, max: usize) -> Result<SourceStatus, ConnectorError> {
+    fn poll(
+        &mut self,
+        out: &mut Batch<G::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         let n = match self.budget(max) {
             Ok(n) => n,
             Err(idle) => return Ok(idle),
@@ -141,10 +151,13 @@ where
         let (start, step) = (self.next, self.step);
         let make = &self.make;
         let first = out.values.len();
-        out.values.extend((0..n as u64).map(|k| make.make(start + k * step)));
+        out.values
+            .extend((0..n as u64).map(|k| make.make(start + k * step)));
         match &self.ts {
             Some(f) => out.timestamps.extend(out.values[first..].iter().map(f)),
-            None => out.timestamps.extend((0..n as u64).map(|k| (start + k * step) as Timestamp)),
+            None => out
+                .timestamps
+                .extend((0..n as u64).map(|k| (start + k * step) as Timestamp)),
         }
         Ok(self.advance(n))
     }

@@ -20,7 +20,9 @@ pub use file::FileSource;
 pub use format::{Decode, Encode, Json, JsonLines, Lines, Text};
 pub use generator::GeneratorSource;
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaConfig, KafkaDeadLetters, KafkaLateSink, KafkaSink, KafkaSource, KafkaStatus};
+pub use kafka::{
+    KafkaConfig, KafkaDeadLetters, KafkaLateSink, KafkaSink, KafkaSource, KafkaStatus,
+};
 pub use sinks::{BlackholeSink, CollectSink, Collected, FileSink, StdoutSink};
 pub use stdin::StdinSource;
 pub use vec::VecSource;

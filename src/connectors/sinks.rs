@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::format::{Encode, JsonLines, Lines};
-use crate::pipeline::{BuildError, Batch, ConnectorError, Sink, SinkWriter, TaskContext};
+use crate::pipeline::{Batch, BuildError, ConnectorError, Sink, SinkWriter, TaskContext};
 
 /// Writes records to standard output, one line each.
 ///
@@ -92,9 +92,16 @@ impl<T: Send + 'static, E: Encode<T>> Sink for FileSink<T, E> {
     type Writer = EncodingWriter<T, E, File>;
 
     fn validate(&self) -> Result<(), BuildError> {
-        let parent = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            return Err(BuildError::invalid("sink.path", format!("directory {} does not exist", parent.display())));
+            return Err(BuildError::invalid(
+                "sink.path",
+                format!("directory {} does not exist", parent.display()),
+            ));
         }
         Ok(())
     }
@@ -107,7 +114,8 @@ impl<T: Send + 'static, E: Encode<T>> Sink for FileSink<T, E> {
             p.push(format!(".{}", ctx.subtask));
             PathBuf::from(p)
         };
-        let file = File::create(&path).map_err(|e| ConnectorError::new(format!("{}: {e}", path.display())))?;
+        let file = File::create(&path)
+            .map_err(|e| ConnectorError::new(format!("{}: {e}", path.display())))?;
         Ok(EncodingWriter::new(self.encode.clone(), file))
     }
 }
@@ -146,7 +154,9 @@ impl<T, E, W> EncodingWriter<T, E, W> {
     }
 }
 
-impl<T: Send + 'static, E: Encode<T>, W: Write + Send + 'static> SinkWriter for EncodingWriter<T, E, W> {
+impl<T: Send + 'static, E: Encode<T>, W: Write + Send + 'static> SinkWriter
+    for EncodingWriter<T, E, W>
+{
     type In = T;
 
     fn write(&mut self, batch: &mut Batch<T>) -> Result<(), ConnectorError> {
@@ -242,7 +252,12 @@ impl<T> CollectSink<T> {
     /// A sink and the handle to read what it collects.
     pub fn new() -> (Self, Collected<T>) {
         let store = Collected(Arc::new(Mutex::new(Vec::new())));
-        (CollectSink { store: store.clone() }, store)
+        (
+            CollectSink {
+                store: store.clone(),
+            },
+            store,
+        )
     }
 }
 

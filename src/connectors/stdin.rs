@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use super::file::now_ms;
 use super::format::{Decode, Json, Text};
-use crate::pipeline::{Batch, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
+use crate::pipeline::{
+    Batch, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
+    TaskContext, Timestamp,
+};
 
 /// Reads lines from standard input until it closes.
 #[derive(Clone)]
@@ -29,7 +32,9 @@ impl StdinSource<Text> {
 
     /// Each line is a JSON `T`.
     pub fn json<T: DeserializeOwned + Send + 'static>() -> StdinSource<Json<T>> {
-        StdinSource { decode: Json::default() }
+        StdinSource {
+            decode: Json::default(),
+        }
     }
 }
 
@@ -54,10 +59,9 @@ impl<D: Decode> Source for StdinSource<D> {
                         Ok(0) | Err(_) => break,
                         Ok(_) => chunk.push(line),
                     }
-                    if chunk.len() >= 1024 || lock.buffer().is_empty() {
-                        if tx.send(std::mem::take(&mut chunk)).is_err() {
-                            return;
-                        }
+                    let flush = chunk.len() >= 1024 || lock.buffer().is_empty();
+                    if flush && tx.send(std::mem::take(&mut chunk)).is_err() {
+                        return;
                     }
                 }
                 if !chunk.is_empty() {
@@ -66,6 +70,7 @@ impl<D: Decode> Source for StdinSource<D> {
             })
             .map_err(|e| ConnectorError::new(format!("stdin reader thread: {e}")))?;
         Ok(StdinReader {
+            draining: false,
             rx,
             pending: Vec::new().into_iter(),
             line_no: 0,
@@ -78,6 +83,7 @@ impl<D: Decode> Source for StdinSource<D> {
 
 /// The reader of a [`StdinSource`].
 pub struct StdinReader<D> {
+    draining: bool,
     rx: Receiver<Vec<String>>,
     pending: std::vec::IntoIter<String>,
     line_no: u64,
@@ -89,7 +95,11 @@ pub struct StdinReader<D> {
 impl<D: Decode> SourceReader for StdinReader<D> {
     type Out = D::Out;
 
-    fn poll(&mut self, out: &mut Batch<D::Out>, max: usize) -> Result<SourceStatus, ConnectorError> {
+    fn poll(
+        &mut self,
+        out: &mut Batch<D::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         let now: Timestamp = now_ms();
         let mut bad = Vec::new();
         let mut status = SourceStatus::Ready;
@@ -100,6 +110,11 @@ impl<D: Decode> SourceReader for StdinReader<D> {
                     Ok(chunk) => {
                         self.pending = chunk.into_iter();
                         continue;
+                    }
+                    Err(TryRecvError::Empty) if self.draining => {
+                        // Everything read from stdin before the drain is out.
+                        status = SourceStatus::Finished;
+                        break;
                     }
                     Err(TryRecvError::Empty) => {
                         if n == 0 {
@@ -129,9 +144,16 @@ impl<D: Decode> SourceReader for StdinReader<D> {
             }
         }
         if !bad.is_empty() {
-            self.metrics.dead_letters.fetch_add(bad.len() as u64, Relaxed);
+            self.metrics
+                .dead_letters
+                .fetch_add(bad.len() as u64, Relaxed);
             self.dead_letters.send(bad);
         }
         Ok(status)
+    }
+
+    fn drain(&mut self) -> bool {
+        self.draining = true;
+        false
     }
 }

@@ -8,7 +8,9 @@
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::pipeline::{Batch, ConnectorError, Source, SourceReader, SourceStatus, TaskContext, Timestamp};
+use crate::pipeline::{
+    Batch, ConnectorError, Source, SourceReader, SourceStatus, TaskContext, Timestamp,
+};
 
 /// Reads a vector of records.
 ///
@@ -102,7 +104,8 @@ where
         self.next = position
             .get("next")
             .and_then(|v| v.as_u64())
-            .ok_or_else(|| ConnectorError::new(format!("vec source: bad position {position}")))? as usize;
+            .ok_or_else(|| ConnectorError::new(format!("vec source: bad position {position}")))?
+            as usize;
         Ok(())
     }
 }

@@ -64,10 +64,15 @@ use zookeeper_client::{Client, SessionState};
 
 use super::election::{campaign, Leadership};
 use super::error::{CoordError, CoordResult};
-use super::fencing::{write_checkpoint, write_task_state, Decision, FenceToken, TaskStateLimiter};
+use super::fencing::{
+    write_checkpoint, write_failure, write_task_state, Decision, FenceToken, TaskStateLimiter,
+};
 use super::leader::Leader;
 use super::membership::{deregister, register, watch_workers};
-use super::model::{decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskState, WorkerInfo};
+use super::model::{
+    decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskError, TaskId, TaskState,
+    WorkerInfo,
+};
 use super::paths::{ZkPaths, DEFAULT_ROOT};
 use super::session::{connect_with_backoff, Phase, SessionConfig, SessionStatus, StatusHandle};
 use super::store::{self, ensure_layout, persistent, JobView};
@@ -732,6 +737,38 @@ pub struct ReadJob {
     pub job: String,
 }
 
+/// Reads only a job's spec (a worker building its tasks must not be blocked by one
+/// malformed task-state node, as [`ReadJob`] would be).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<JobSpec>")]
+pub struct ReadSpec {
+    /// Job name.
+    pub job: String,
+}
+
+/// Reads one task's published state (`None`: nothing published yet).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<Option<TaskState>>")]
+pub struct ReadTaskState {
+    /// Job name.
+    pub job: String,
+    /// Task.
+    pub task: TaskId,
+}
+
+/// Records that a task FAILED past its restart policy (fenced by `token`, not rate-limited):
+/// the leader moves it to another worker, or restarts it in place if none can take it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<()>")]
+pub struct ReportFailure {
+    /// The reporting worker's token for the task.
+    pub token: FenceToken,
+    /// The error that failed it.
+    pub error: TaskError,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
 /// Lists job names.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<Vec<String>>")]
@@ -896,6 +933,43 @@ impl Handler<ReadJob> for CoordActor {
     }
 }
 
+impl Handler<ReadSpec> for CoordActor {
+    type Result = ResponseFuture<CoordResult<JobSpec>>;
+    fn handle(&mut self, msg: ReadSpec, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| store::read_spec(&c, &p, &msg.job).await)
+    }
+}
+
+impl Handler<ReadTaskState> for CoordActor {
+    type Result = ResponseFuture<CoordResult<Option<TaskState>>>;
+    fn handle(&mut self, msg: ReadTaskState, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| store::read_task_state(
+            &c, &p, &msg.job, &msg.task
+        )
+        .await)
+    }
+}
+
+impl Handler<ReportFailure> for CoordActor {
+    type Result = ResponseFuture<CoordResult<()>>;
+    fn handle(&mut self, msg: ReportFailure, _: &mut Context<Self>) -> Self::Result {
+        let versions = self.versions.clone();
+        with_client!(self, |c, p| {
+            let hint = versions.get(&msg.token).map(|v| *v);
+            match write_failure(&c, &p, &msg.token, &msg.error, msg.restarts, hint).await {
+                Ok(v) => {
+                    versions.insert(msg.token, v);
+                    Ok(())
+                }
+                Err(e) => {
+                    versions.remove(&msg.token);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
 impl Handler<ListJobs> for CoordActor {
     type Result = ResponseFuture<CoordResult<Vec<String>>>;
     fn handle(&mut self, _: ListJobs, _: &mut Context<Self>) -> Self::Result {
@@ -1030,5 +1104,27 @@ impl Handler<Shutdown> for CoordActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// One cheap round trip on the current session (an `exists` on the root); answers the id
+/// of the session that served it. A worker's write lease is renewed from it: the server
+/// answered, so the session lived at least until the request was sent plus the timeout.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<i64>")]
+pub struct Ping;
+
+impl Handler<Ping> for CoordActor {
+    type Result = ResponseFuture<CoordResult<i64>>;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let status = self.status.clone();
+        with_client!(self, |c, p| {
+            let root = p.root().to_string();
+            c.check_stat(&root)
+                .await
+                .map_err(|e| CoordError::zk(&root, e))?;
+            status.touch();
+            Ok(c.session_id().0)
+        })
     }
 }

@@ -1,13 +1,14 @@
-//! Epoch-fenced writes of task state and checkpoint metadata, and the task-state
-//! rate limiter.
+//! Epoch-fenced writes of task state, failure records and checkpoint metadata,
+//! and the task-state rate limiter.
 //!
 //! Owns: [`FenceToken`] (what a worker holds for a task: job, task, worker,
 //! epoch), the conditional multi-op that writes only while the job's
 //! assignment znode still has a version at which the task is assigned to that
 //! worker with that epoch, and [`TaskStateLimiter`] (state changes at once,
 //! progress at most once per interval per task).
-//! Must never: write task state or checkpoint metadata without the assignment
-//! check in the same multi-op, or retry a write whose token was fenced.
+//! Must never: write task state, a failure record or checkpoint metadata
+//! without the assignment check in the same multi-op, or retry a write whose
+//! token was fenced.
 //!
 //! # How the check works
 //! ZooKeeper's `check` compares versions, not content. The writer keeps the
@@ -27,7 +28,8 @@ use zookeeper_client::{Client, MultiWriteError};
 
 use super::error::{CoordError, CoordResult};
 use super::model::{
-    decode, encode, now_ms, CheckpointMeta, JobAssignment, TaskId, TaskState, TaskStatus,
+    decode, encode, now_ms, CheckpointMeta, FailureRecord, JobAssignment, TaskError, TaskId,
+    TaskState, TaskStatus,
 };
 use super::paths::ZkPaths;
 use super::store::persistent;
@@ -187,6 +189,37 @@ pub async fn write_task_state(
     state.updated_at_ms = now_ms();
     let data = encode(&target, &state)?;
     let parents = [paths.task(&token.job, &task)];
+    let write = FencedWrite {
+        target: &target,
+        parents: &parents,
+        data: &data,
+        expected: None,
+    };
+    fenced_write(client, paths, token, write, version_hint).await
+}
+
+/// Records that `token.task` FAILED past its restart policy on `token.worker` (at
+/// `/jobs/<job>/failed/<task>`), fenced by `token`: the leader then moves the task (or
+/// restarts it in place). `restarts` is the task's restart count so far.
+pub async fn write_failure(
+    client: &Client,
+    paths: &ZkPaths,
+    token: &FenceToken,
+    error: &TaskError,
+    restarts: u32,
+    version_hint: Option<i32>,
+) -> CoordResult<i32> {
+    let task = token.task.to_string();
+    let target = paths.failed_task(&token.job, &task);
+    let record = FailureRecord {
+        worker: token.worker.clone(),
+        epoch: token.epoch,
+        error: error.message.clone(),
+        at_ms: error.at_ms,
+        restarts,
+    };
+    let data = encode(&target, &record)?;
+    let parents = [paths.failed(&token.job)];
     let write = FencedWrite {
         target: &target,
         parents: &parents,

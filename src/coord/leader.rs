@@ -1,13 +1,35 @@
 //! The leader's logic: turn (live workers, submitted jobs) into assignments.
 //!
 //! Owns: [`Leader`], a plain async struct (no actor, no engine) that watches
-//! `/workers`, `/jobs` and every job's `spec`, computes the placement with
+//! `/workers`, `/jobs`, every job's `spec` and the children of every job's
+//! `failed` directory, computes the placement with
 //! [`assign`](super::assignment::assign), writes each changed job assignment
-//! (bumping the epoch only of tasks that move), re-schedules moved tasks'
-//! state (keeping a FAILED task's error), and cleans a cancelled job's znodes.
+//! (bumping the epoch only of tasks that move or are restarted), re-schedules
+//! moved tasks' state (keeping a FAILED task's error), handles failure
+//! records, and cleans a cancelled job's znodes.
 //! Must never: react to its own `Disconnected` (a worker is gone only when its
 //! ephemeral node is deleted, i.e. its session really expired); write an
-//! assignment without checking that it still holds its election node.
+//! assignment without checking that it still holds its election node; read
+//! every task's state on a reconciliation (ZooKeeper traffic must grow with
+//! failures and moves, not with tasks).
+//!
+//! # Failover of a FAILED task
+//! A worker whose task is FAILED past its restart policy writes (fenced)
+//! `/jobs/<job>/failed/<task>` = [`FailureRecord`]. The leader has one
+//! children watch per job on `failed`, so a record wakes it at once. For a
+//! record whose worker and epoch are still the task's assignment, the task is
+//! requested with `avoid = <that worker>` (kept in the assignment as
+//! [`TaskAssignment::avoid`] while the task runs elsewhere, so later passes do
+//! not move it back): it moves,
+//! with a new epoch, to the least-loaded other live worker that accepts its
+//! job type, and nothing else moves. If no other worker can take it (a single
+//! live worker, or the others full) it stays and gets a new epoch on the same
+//! worker: the worker sees its token change and restarts it in place. Either
+//! way its state is rewritten SCHEDULED for the (new) worker, keeping its
+//! `restarts` and `last_error` (the record's error if newer), and then the
+//! record is deleted (conditionally on its version, so a newer record written
+//! meanwhile survives). Records whose worker/epoch are no longer current
+//! (stale, e.g. the task already moved) are only deleted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,7 +44,8 @@ use super::error::{CoordError, CoordResult};
 use super::fencing::{fenced_write, FenceToken, FencedWrite};
 use super::membership::watch_workers;
 use super::model::{
-    decode, encode, now_ms, JobAssignment, JobSpec, TaskAssignment, TaskId, TaskState,
+    decode, encode, now_ms, FailureRecord, JobAssignment, JobSpec, TaskAssignment, TaskError,
+    TaskId, TaskState, TaskStatus,
 };
 use super::paths::ZkPaths;
 use super::store::{delete_recursive, persistent};
@@ -42,6 +65,12 @@ pub struct ReconcileReport {
     pub unassigned: Vec<TaskId>,
     /// Cancelled jobs whose znodes were removed.
     pub cleaned: Vec<String>,
+    /// FAILED tasks moved to another worker (also in `moved`).
+    pub failed_over: Vec<TaskId>,
+    /// FAILED tasks restarted in place with a new epoch (no other worker could take them).
+    pub restarted: Vec<TaskId>,
+    /// Stale or malformed failure records deleted without acting on them.
+    pub stale_failures: usize,
 }
 
 type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -51,6 +80,8 @@ struct JobInput {
     spec: JobSpec,
     assignment: JobAssignment,
     version: Option<i32>,
+    /// Current failure records: task -> (record, its znode version).
+    failures: BTreeMap<TaskId, (FailureRecord, i32)>,
 }
 
 /// The leader's reconciliation loop over one session (see the module docs).
@@ -87,7 +118,10 @@ impl Leader {
             match self.reconcile().await {
                 Ok((report, watches)) => {
                     backoff = Duration::from_millis(100);
-                    if !report.written.is_empty() || !report.cleaned.is_empty() {
+                    if !report.written.is_empty()
+                        || !report.cleaned.is_empty()
+                        || report.stale_failures > 0
+                    {
                         tracing::info!(?report, "leader reconciled");
                     }
                     if watches.is_empty() {
@@ -168,23 +202,64 @@ impl Leader {
                 Err(zookeeper_client::Error::NoNode) => (JobAssignment::default(), None),
                 Err(e) => return Err(CoordError::zk(&apath, e)),
             };
+            let (records, fw) = self.watch_failures(&name).await?;
+            if let Some(w) = fw {
+                watches.push(to_future(w));
+            }
+            let mut failures = BTreeMap::new();
+            for (child, rec) in records {
+                let current = rec.as_ref().and_then(|(r, v)| {
+                    let id: TaskId = child.parse().ok()?;
+                    let held = assignment.tasks.get(&id)?;
+                    (id.job == name
+                        && id.index < spec.parallelism
+                        && held.worker == r.worker
+                        && held.epoch == r.epoch)
+                        .then(|| (id, (r.clone(), *v)))
+                });
+                match current {
+                    Some((id, rec)) => {
+                        failures.insert(id, rec);
+                    }
+                    None => {
+                        let version = rec.map(|(_, v)| v);
+                        tracing::info!(job = %name, task = %child, "deleting a stale failure record");
+                        self.delete_failure(&name, &child, version).await?;
+                        report.stale_failures += 1;
+                    }
+                }
+            }
             jobs.push(JobInput {
                 name,
                 spec,
                 assignment,
                 version,
+                failures,
             });
         }
         report.jobs = jobs.len();
 
+        // A task that FAILED on a worker avoids it (now, and in later passes through the
+        // assignment's `avoid`), so it moves if another worker can take it.
         let tasks: Vec<TaskRequest> = jobs
             .iter()
             .flat_map(|j| {
-                j.spec.task_ids().into_iter().map(|id| TaskRequest {
-                    id,
-                    job_type: Some(j.spec.job_type.clone()),
+                j.spec.task_ids().into_iter().map(|id| {
+                    let avoid = match j.failures.get(&id) {
+                        Some((rec, _)) => Some(rec.worker.clone()),
+                        None => j.assignment.tasks.get(&id).and_then(|a| a.avoid.clone()),
+                    };
+                    TaskRequest {
+                        id,
+                        job_type: Some(j.spec.job_type.clone()),
+                        avoid,
+                    }
                 })
             })
+            .collect();
+        let avoids: BTreeMap<&TaskId, &String> = tasks
+            .iter()
+            .filter_map(|t| Some((&t.id, t.avoid.as_ref()?)))
             .collect();
         let previous: BTreeMap<TaskId, String> = jobs
             .iter()
@@ -208,24 +283,49 @@ impl Leader {
             let new_epoch = job.assignment.epoch + 1;
             let mut tasks = BTreeMap::new();
             let mut moved = Vec::new();
+            let mut restarted = Vec::new();
             for id in job.spec.task_ids() {
                 let Some(worker) = placement.tasks.get(&id) else {
                     continue;
                 };
+                let failed = job.failures.contains_key(&id);
                 let epoch = match job.assignment.tasks.get(&id) {
-                    Some(old) if &old.worker == worker => old.epoch,
+                    Some(old) if &old.worker == worker && !failed => old.epoch,
+                    Some(old) if &old.worker == worker => {
+                        // FAILED and nowhere else to go: a new epoch restarts it in place.
+                        restarted.push(id.clone());
+                        new_epoch
+                    }
                     _ => {
                         moved.push(id.clone());
                         new_epoch
                     }
                 };
+                // Remembered only while the task runs elsewhere: once it is (back) on the
+                // worker it avoids, for want of another, it counts there like any task.
+                let avoid = avoids
+                    .get(&id)
+                    .filter(|w| **w != worker)
+                    .map(|w| (*w).clone());
                 tasks.insert(
                     id,
                     TaskAssignment {
                         worker: worker.clone(),
                         epoch,
+                        avoid,
                     },
                 );
+            }
+            // Failure records of tasks left unassigned (no capacity): nothing to restart.
+            let unplaced: Vec<&TaskId> = job
+                .failures
+                .keys()
+                .filter(|t| !tasks.contains_key(*t))
+                .collect();
+            for t in unplaced {
+                let (_, v) = &job.failures[t];
+                self.delete_failure(&job.name, &t.to_string(), Some(*v))
+                    .await?;
             }
             if tasks == job.assignment.tasks && job.version.is_some() {
                 continue;
@@ -243,8 +343,27 @@ impl Leader {
             };
             let version = self.write_assignment(&job.name, &new, job.version).await?;
             report.written.push(job.name.clone());
-            for t in &moved {
-                self.reschedule(&job.name, &new, t, version).await?;
+            for t in moved.iter().chain(&restarted) {
+                let failure = job.failures.get(t).map(|(r, _)| r);
+                self.reschedule(&job.name, &new, t, version, failure)
+                    .await?;
+            }
+            for (t, (rec, v)) in &job.failures {
+                if let Some(ta) = new.tasks.get(t) {
+                    tracing::warn!(
+                        task = %t, from = %rec.worker, to = %ta.worker, epoch = ta.epoch,
+                        error = %rec.error,
+                        "task FAILED past its restart policy: {}",
+                        if ta.worker == rec.worker { "restarting it in place (no other worker can take it)" } else { "moved to another worker" }
+                    );
+                    if ta.worker == rec.worker {
+                        report.restarted.push(t.clone());
+                    } else {
+                        report.failed_over.push(t.clone());
+                    }
+                }
+                self.delete_failure(&job.name, &t.to_string(), Some(*v))
+                    .await?;
             }
             for t in removed {
                 delete_recursive(c, &p.task(&job.name, &t.to_string())).await?;
@@ -252,6 +371,66 @@ impl Leader {
             report.moved.extend(moved);
         }
         Ok((report, watches))
+    }
+
+    /// Lists (and watches) a job's failure records, each read with its version (`None` when
+    /// it is malformed: it is then deleted as stale). Creates the `failed` directory of a
+    /// job submitted before failure records existed.
+    #[allow(clippy::type_complexity)]
+    async fn watch_failures(
+        &self,
+        job: &str,
+    ) -> CoordResult<(
+        Vec<(String, Option<(FailureRecord, i32)>)>,
+        Option<OneshotWatcher>,
+    )> {
+        let c = &self.client;
+        let dir = self.paths.failed(job);
+        let (children, w) = match c.list_and_watch_children(&dir).await {
+            Ok(x) => x,
+            Err(zookeeper_client::Error::NoNode) => {
+                // `create`, not `mkdir`: never resurrect the directory of a job being cleaned.
+                match c.create(&dir, b"", &persistent()).await {
+                    Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+                    Err(zookeeper_client::Error::NoNode) => return Ok((Vec::new(), None)),
+                    Err(e) => return Err(CoordError::zk(&dir, e)),
+                }
+                match c.list_and_watch_children(&dir).await {
+                    Ok(x) => x,
+                    Err(zookeeper_client::Error::NoNode) => return Ok((Vec::new(), None)),
+                    Err(e) => return Err(CoordError::zk(&dir, e)),
+                }
+            }
+            Err(e) => return Err(CoordError::zk(&dir, e)),
+        };
+        let mut out = Vec::with_capacity(children.len());
+        for child in children {
+            let path = self.paths.failed_task(job, &child);
+            match c.get_data(&path).await {
+                Ok((data, stat)) => match decode::<FailureRecord>(&path, &data) {
+                    Ok(r) => out.push((child, Some((r, stat.version)))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed failure record");
+                        out.push((child, None));
+                    }
+                },
+                Err(zookeeper_client::Error::NoNode) => {}
+                Err(e) => return Err(CoordError::zk(&path, e)),
+            }
+        }
+        Ok((out, Some(w)))
+    }
+
+    /// Deletes a failure record at `version` (`None`: any). A record that is gone, or that
+    /// was rewritten meanwhile (a newer failure, handled on the next pass), is left alone.
+    async fn delete_failure(&self, job: &str, task: &str, version: Option<i32>) -> CoordResult<()> {
+        let path = self.paths.failed_task(job, task);
+        match self.client.delete(&path, version).await {
+            Ok(()) | Err(zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion) => {
+                Ok(())
+            }
+            Err(e) => Err(CoordError::zk(&path, e)),
+        }
     }
 
     /// Writes `assignment` if we still hold our election node and the znode is still at
@@ -301,15 +480,18 @@ impl Leader {
         }
     }
 
-    /// Publishes a moved task's state for its new worker: SCHEDULED (unless terminal: a
-    /// FAILED task stays FAILED), new worker and epoch; restarts, offsets and the last error
-    /// are kept. Fenced like any state write, on the assignment version just written.
+    /// Publishes a moved (or restarted) task's state for its new worker and epoch: SCHEDULED
+    /// (unless terminal and not a `failure` being handled: a FAILED task moved off a dead
+    /// worker stays FAILED), restarts, offsets and the last error kept; with a `failure`
+    /// record, its error replaces an older `last_error` and its restart count a smaller one.
+    /// Fenced like any state write, on the assignment version just written.
     async fn reschedule(
         &self,
         job: &str,
         assignment: &JobAssignment,
         task: &TaskId,
         version: i32,
+        failure: Option<&FailureRecord>,
     ) -> CoordResult<()> {
         let Some(ta) = assignment.tasks.get(task) else {
             return Ok(());
@@ -332,8 +514,17 @@ impl Leader {
             }
             Err(e) => return Err(CoordError::zk(&path, e)),
         };
-        if !state.state.is_terminal() {
-            state.state = super::model::TaskStatus::Scheduled;
+        if !state.state.is_terminal() || failure.is_some() {
+            state.state = TaskStatus::Scheduled;
+        }
+        if let Some(f) = failure {
+            state.restarts = state.restarts.max(f.restarts);
+            if state.last_error.as_ref().is_none_or(|e| e.at_ms < f.at_ms) {
+                state.last_error = Some(TaskError {
+                    message: f.error.clone(),
+                    at_ms: f.at_ms,
+                });
+            }
         }
         state.worker.clone_from(&ta.worker);
         state.epoch = ta.epoch;

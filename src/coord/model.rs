@@ -1,7 +1,7 @@
 //! The JSON documents stored in the znodes, and their validation.
 //!
 //! Owns: `WorkerInfo`, `JobSpec`, `TaskId`, `JobAssignment`, `TaskState`,
-//! `CheckpointMeta`, their serde form (the wire format other tools read), and
+//! `CheckpointMeta`, `FailureRecord`, their serde form (the wire format other tools read), and
 //! [`decode`] / [`encode`], which turn bad bytes into `CoordError::Malformed`
 //! naming the znode.
 //! Must never: panic on data read from ZooKeeper, or talk to ZooKeeper.
@@ -201,8 +201,24 @@ impl<'de> Deserialize<'de> for TaskId {
 pub struct TaskAssignment {
     /// Worker id.
     pub worker: String,
-    /// Epoch at which the task was (last) placed on this worker; it changes only when the task moves.
+    /// Epoch at which the task was (last) placed on this worker; it changes only when the task
+    /// moves, or when the leader restarts it in place after a failure.
     pub epoch: u64,
+    /// The worker this task last FAILED on: the leader does not place it there again while
+    /// another live worker can take it. Absent (and omitted from the JSON) when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid: Option<String>,
+}
+
+impl TaskAssignment {
+    /// On `worker` since `epoch`, avoiding no worker.
+    pub fn new(worker: &str, epoch: u64) -> Self {
+        TaskAssignment {
+            worker: worker.to_string(),
+            epoch,
+            avoid: None,
+        }
+    }
 }
 
 /// A job's task placement, stored in `/jobs/<job>/assignment`.
@@ -311,6 +327,25 @@ impl TaskState {
     }
 }
 
+/// A task that FAILED past its restart policy, stored by its worker (fenced on the
+/// assignment, like task state) in `/jobs/<job>/failed/<task>`. The leader reacts to it
+/// (moves or restarts the task) and deletes it; a record whose `worker`/`epoch` no longer
+/// match the assignment is stale and only deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// Worker the task failed on.
+    pub worker: String,
+    /// Assignment epoch the worker held.
+    pub epoch: u64,
+    /// The error that failed it.
+    pub error: String,
+    /// When it failed (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Restarts made so far (cumulative over the task's life, as published).
+    #[serde(default)]
+    pub restarts: u32,
+}
+
 /// Metadata of a completed checkpoint, stored in `/jobs/<job>/checkpoints/latest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -358,23 +393,31 @@ mod tests {
             epoch: 5,
             tasks: BTreeMap::new(),
         };
-        a.tasks.insert(
-            TaskId::new("j-x", 10),
-            TaskAssignment {
-                worker: "w1".into(),
-                epoch: 5,
-            },
-        );
+        a.tasks
+            .insert(TaskId::new("j-x", 10), TaskAssignment::new("w1", 5));
         a.tasks.insert(
             TaskId::new("j-x", 2),
             TaskAssignment {
                 worker: "w2".into(),
                 epoch: 1,
+                avoid: Some("w3".into()),
             },
         );
         let bytes = encode("/a", &a).unwrap();
         let json = String::from_utf8(bytes.clone()).unwrap();
         assert!(json.contains("\"j-x-10\""), "{json}");
+        assert_eq!(
+            json.matches("avoid").count(),
+            1,
+            "omitted when none: {json}"
+        );
+        // An assignment written before `avoid` existed still reads.
+        let old: JobAssignment = decode(
+            "/a",
+            br#"{"epoch":2,"tasks":{"j-0":{"worker":"w","epoch":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.tasks[&TaskId::new("j", 0)], TaskAssignment::new("w", 2));
         assert_eq!(decode::<JobAssignment>("/a", &bytes).unwrap(), a);
         assert_eq!(a.tasks_of("w1").count(), 1);
     }

@@ -12,6 +12,8 @@
 //! <root>/jobs/<job>/assignment             JobAssignment JSON
 //! <root>/jobs/<job>/tasks/<task>/state     TaskState JSON
 //! <root>/jobs/<job>/checkpoints/latest     CheckpointMeta JSON
+//! <root>/jobs/<job>/failed/<task>          FailureRecord JSON (a task FAILED past its
+//!                                          restart policy; the leader moves it, then deletes it)
 //! ```
 
 use super::error::{CoordError, CoordResult};
@@ -122,6 +124,14 @@ impl ZkPaths {
     pub fn checkpoint_latest(&self, job: &str) -> String {
         format!("{}/jobs/{job}/checkpoints/latest", self.root)
     }
+    /// Parent of a job's failure records (the leader watches its children).
+    pub fn failed(&self, job: &str) -> String {
+        format!("{}/jobs/{job}/failed", self.root)
+    }
+    /// Failure record of one task: it is FAILED on the worker and epoch the record names.
+    pub fn failed_task(&self, job: &str, task: &str) -> String {
+        format!("{}/jobs/{job}/failed/{task}", self.root)
+    }
     /// The persistent directories every process may rely on (created by `ensure_layout`).
     pub fn base_dirs(&self) -> [String; 3] {
         [self.workers(), self.leader(), self.jobs()]
@@ -173,6 +183,8 @@ mod tests {
         assert_eq!(p.spec("j"), "/weir-test-x/jobs/j/spec");
         assert_eq!(p.assignment("j"), "/weir-test-x/jobs/j/assignment");
         assert_eq!(p.task("j", "j-3"), "/weir-test-x/jobs/j/tasks/j-3");
+        assert_eq!(p.failed("j"), "/weir-test-x/jobs/j/failed");
+        assert_eq!(p.failed_task("j", "j-3"), "/weir-test-x/jobs/j/failed/j-3");
         assert_eq!(ZkPaths::default().root(), "/weir");
     }
 

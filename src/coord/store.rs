@@ -63,7 +63,8 @@ pub async fn read_json<T: DeserializeOwned>(
     }
 }
 
-/// Submits a job: creates `/jobs/<job>`, its `spec`, `tasks` and `checkpoints` in one atomic multi-op.
+/// Submits a job: creates `/jobs/<job>`, its `spec`, `tasks`, `checkpoints` and `failed` in one
+/// atomic multi-op.
 /// Fails with `AlreadyExists` naming the job directory if the job exists.
 pub async fn create_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> CoordResult<()> {
     spec.validate()?;
@@ -78,6 +79,7 @@ pub async fn create_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
     add(w.add_create(&spec_path, &data, &opts), &spec_path)?;
     add(w.add_create(&paths.tasks(job), b"", &opts), &dir)?;
     add(w.add_create(&paths.checkpoints(job), b"", &opts), &dir)?;
+    add(w.add_create(&paths.failed(job), b"", &opts), &dir)?;
     w.commit()
         .await
         .map_err(|e| CoordError::zk(&dir, e.into()))?;
@@ -170,6 +172,32 @@ pub async fn read_checkpoint(
         read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job))
             .await?
             .map(|(c, _)| c),
+    )
+}
+
+/// Reads only the spec of `job` (what a worker needs to build its tasks): a malformed task
+/// state elsewhere in the job does not stop it. `NoNode` naming the spec if the job is gone.
+pub async fn read_spec(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<JobSpec> {
+    validate_name("job", job)?;
+    let path = paths.spec(job);
+    let (spec, _) = read_json::<JobSpec>(client, &path)
+        .await?
+        .ok_or(CoordError::NoNode { path })?;
+    Ok(spec)
+}
+
+/// Reads one task's published state; `Ok(None)` if none was published yet.
+pub async fn read_task_state(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    task: &TaskId,
+) -> CoordResult<Option<TaskState>> {
+    validate_name("job", job)?;
+    Ok(
+        read_json::<TaskState>(client, &paths.task_state(job, &task.to_string()))
+            .await?
+            .map(|(s, _)| s),
     )
 }
 

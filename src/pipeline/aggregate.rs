@@ -124,7 +124,7 @@ where
 }
 
 macro_rules! extremum {
-    ($name:ident, $doc:literal, $better:tt) => {
+    ($name:ident, $doc:literal, $better:path) => {
         #[doc = $doc]
         pub struct $name<F, T, N> {
             field: F,
@@ -169,14 +169,14 @@ macro_rules! extremum {
             fn add(&self, acc: &mut Option<N>, value: &T) {
                 let v = (self.field)(value);
                 match acc {
-                    Some(cur) if !(v $better *cur) => {}
+                    Some(cur) if v.partial_cmp(cur) != Some($better) => {}
                     _ => *acc = Some(v),
                 }
             }
             fn merge(&self, acc: &mut Option<N>, other: Option<N>) {
                 if let Some(v) = other {
                     match acc {
-                        Some(cur) if !(v $better *cur) => {}
+                        Some(cur) if v.partial_cmp(cur) != Some($better) => {}
                         _ => *acc = Some(v),
                     }
                 }
@@ -188,8 +188,16 @@ macro_rules! extremum {
     };
 }
 
-extremum!(Min, "The smallest value of a field (`None` for no record).", <);
-extremum!(Max, "The largest value of a field (`None` for no record).", >);
+extremum!(
+    Min,
+    "The smallest value of a field (`None` for no record).",
+    std::cmp::Ordering::Less
+);
+extremum!(
+    Max,
+    "The largest value of a field (`None` for no record).",
+    std::cmp::Ordering::Greater
+);
 
 /// Folds records with a user function `f(acc, record) -> acc`, starting from
 /// the first record; merging applies `f` to the two values.
@@ -244,7 +252,8 @@ where
         }
     }
     fn result(&self, acc: &Option<T>) -> T {
-        acc.clone().expect("a reduce accumulator is only read after a record was added")
+        acc.clone()
+            .expect("a reduce accumulator is only read after a record was added")
     }
 }
 
@@ -268,7 +277,10 @@ mod tests {
         assert_eq!(run(&Min::of(|x: &i64| *x), &xs), Some(-2));
         assert_eq!(run(&Max::of(|x: &i64| *x), &xs), Some(9));
         assert_eq!(run(&Max::of(|x: &i64| *x), &[]), None);
-        assert_eq!(run(&Reduce::with(|a: &i64, b: &i64| a * 10 + b), &[1, 2, 3]), 123);
+        assert_eq!(
+            run(&Reduce::with(|a: &i64, b: &i64| a * 10 + b), &[1, 2, 3]),
+            123
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ impl<T> Batch<T> {
     /// # Panics
     /// If the two vectors differ in length.
     pub fn from_parts(values: Vec<T>, timestamps: Vec<Timestamp>) -> Self {
-        assert_eq!(values.len(), timestamps.len(), "batch parts differ in length");
+        assert_eq!(
+            values.len(),
+            timestamps.len(),
+            "batch parts differ in length"
+        );
         Batch { values, timestamps }
     }
 

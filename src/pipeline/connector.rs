@@ -54,7 +54,11 @@ pub trait SourceReader: Send + 'static {
     type Out: Send + 'static;
 
     /// Appends up to `max` records (with timestamps) to `out`.
-    fn poll(&mut self, out: &mut Batch<Self::Out>, max: usize) -> Result<SourceStatus, ConnectorError>;
+    fn poll(
+        &mut self,
+        out: &mut Batch<Self::Out>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError>;
 
     /// Reads up to `max` records and hands each straight to `out` (the
     /// fused operator chain of the source stage), returning the status and
@@ -74,6 +78,14 @@ pub trait SourceReader: Send + 'static {
             out.emit(v, ts);
         }
         Ok((status, n))
+    }
+
+    /// The job is draining: stop taking new input. Return `true` to end at
+    /// once, or `false` when records already taken in (e.g. lines a reader
+    /// thread has read) must still be emitted: `poll` is then called until
+    /// it returns [`SourceStatus::Finished`].
+    fn drain(&mut self) -> bool {
+        true
     }
 
     /// The position after the last record returned, if the source can seek.

@@ -51,7 +51,9 @@ pub struct DeadLetters {
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters").field("count", &self.count()).finish()
+        f.debug_struct("DeadLetters")
+            .field("count", &self.count())
+            .finish()
     }
 }
 
@@ -82,7 +84,9 @@ impl DeadLetters {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| ConnectorError::new(format!("dead-letter file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                ConnectorError::new(format!("dead-letter file {}: {e}", path.display()))
+            })?;
         Ok(DeadLetters::new(FileDeadLetters(Mutex::new(file))))
     }
 

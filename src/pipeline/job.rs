@@ -28,7 +28,7 @@ use crate::actors::edge::{HashBy, Outputs, Partitioner, RoundRobin};
 use crate::actors::launch::Launch;
 use crate::actors::operator_actor::OperatorActor;
 use crate::actors::sink_actor::SinkActor;
-use crate::actors::source_actor::SourceActor;
+use crate::actors::source_actor::{SourceActor, SourceSetup};
 use crate::actors::supervisor::LaunchPlan;
 use crate::actors::task::TaskHandle;
 use crate::actors::RestartPolicy;
@@ -109,8 +109,15 @@ impl Job {
     pub fn new(name: impl Into<String>) -> Job {
         let name = name.into();
         let mut errors = Vec::new();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            errors.push(BuildError::invalid("job.name", format!("{name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(BuildError::invalid(
+                "job.name",
+                format!("{name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"),
+            ));
         }
         Job {
             meta: Meta {
@@ -125,7 +132,9 @@ impl Job {
     /// Default parallelism of every stage (at least 1).
     pub fn parallelism(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.parallelism", "must be at least 1"));
+            self.meta
+                .errors
+                .push(BuildError::invalid("job.parallelism", "must be at least 1"));
         }
         self.meta.config.parallelism = n.max(1);
         self
@@ -134,7 +143,9 @@ impl Job {
     /// Records per batch (at least 1).
     pub fn batch_size(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.batch_size", "must be at least 1"));
+            self.meta
+                .errors
+                .push(BuildError::invalid("job.batch_size", "must be at least 1"));
         }
         self.meta.config.batch_size = n.max(1);
         self
@@ -143,7 +154,10 @@ impl Job {
     /// Mailbox capacity of operator and sink actors, in batches (at least 1).
     pub fn channel_capacity(mut self, n: usize) -> Job {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid("job.channel_capacity", "must be at least 1"));
+            self.meta.errors.push(BuildError::invalid(
+                "job.channel_capacity",
+                "must be at least 1",
+            ));
         }
         self.meta.config.channel_capacity = n.max(1);
         self
@@ -170,7 +184,10 @@ impl Job {
     /// How often to checkpoint (`None` disables periodic checkpoints).
     pub fn checkpoint_interval(mut self, every: Option<Duration>) -> Job {
         if every == Some(Duration::ZERO) {
-            self.meta.errors.push(BuildError::invalid("job.checkpoint_interval", "must be longer than 0"));
+            self.meta.errors.push(BuildError::invalid(
+                "job.checkpoint_interval",
+                "must be longer than 0",
+            ));
         }
         self.meta.config.checkpoint_interval = every;
         self
@@ -225,12 +242,19 @@ pub trait Upstream<T: Send + 'static>: Send + 'static {
     /// Checks this node and everything upstream.
     fn validate(&self) -> Result<(), BuildError>;
     /// Starts this node's instances (and everything upstream), sending to `out`.
-    fn launch<P: Partitioner<T>>(&self, l: &mut Launch<'_>, out: Outputs<T, P>) -> Result<(), BuildError>;
+    fn launch<P: Partitioner<T>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<T, P>,
+    ) -> Result<(), BuildError>;
 }
 
 fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
     if p == 0 {
-        return Err(BuildError::invalid(format!("{stage}.parallelism"), "must be at least 1"));
+        return Err(BuildError::invalid(
+            format!("{stage}.parallelism"),
+            "must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -250,14 +274,28 @@ where
             if self.parallelism > m {
                 return Err(BuildError::invalid(
                     format!("{}.parallelism", self.stage),
-                    format!("{} exceeds what the source supports ({m})", self.parallelism),
+                    format!(
+                        "{} exceeds what the source supports ({m})",
+                        self.parallelism
+                    ),
                 ));
             }
         }
         self.input.source.validate()
     }
 
-    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+    fn launch<P: Partitioner<Op::Out>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<Op::Out, P>,
+    ) -> Result<(), BuildError> {
+        let alignment = match self.input.watermarks.max_drift_ms() {
+            Some(drift) if self.parallelism > 1 => Some(crate::pipeline::WatermarkAlignment::new(
+                self.parallelism,
+                drift,
+            )),
+            _ => None,
+        };
         for i in 0..self.parallelism {
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
@@ -267,9 +305,14 @@ where
                 supervisor: l.supervisor.clone(),
             };
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
-            let (wm, batch) = (self.input.watermarks.generator(), l.batch_size());
+            let setup = SourceSetup {
+                watermarks: self.input.watermarks.generator(),
+                alignment: alignment.clone(),
+                batch_size: l.batch_size(),
+                restore,
+            };
             let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                SourceActor::new(source, op, edge, task, wm, batch, restore)
+                SourceActor::new(source, op, edge, task, setup)
             });
             l.stops.push(addr.clone().recipient());
             l.sources.push(addr.recipient());
@@ -293,7 +336,11 @@ where
         self.input.upstream.validate()
     }
 
-    fn launch<P: Partitioner<Op::Out>>(&self, l: &mut Launch<'_>, out: Outputs<Op::Out, P>) -> Result<(), BuildError> {
+    fn launch<P: Partitioner<Op::Out>>(
+        &self,
+        l: &mut Launch<'_>,
+        out: Outputs<Op::Out, P>,
+    ) -> Result<(), BuildError> {
         let inputs = self.input.upstream.parallelism();
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
@@ -303,20 +350,16 @@ where
                 ctx,
                 supervisor: l.supervisor.clone(),
             };
-            let (op, edge, mailbox) = (self.op.clone(), out.edge(i), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                OperatorActor::new(op, edge, task, inputs, mailbox, restore)
+            let (op, edge) = (self.op.clone(), out.edge(i));
+            let addr = l.start_bounded(i, move || {
+                OperatorActor::new(op, edge, task, inputs, restore)
             });
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
         self.input.upstream.launch(
             l,
-            Outputs {
-                targets,
-                partitioner: self.input.partitioner.clone(),
-                forward: false,
-            },
+            Outputs::new(targets, self.input.partitioner.clone(), false, l.mailbox()),
         )
     }
 }
@@ -327,13 +370,20 @@ pub struct Stream<I, Op> {
     node: StageNode<I, Op>,
 }
 
+// The return types below are the static job graph itself: long by design.
+#[allow(clippy::type_complexity)]
 impl<I, Op> Stream<I, Op>
 where
     Op: Operator,
     StageNode<I, Op>: Upstream<Op::Out>,
 {
     fn then<O2: Operator<In = Op::Out>>(self, op: O2) -> Stream<I, Chain<Op, O2>> {
-        let StageNode { input, op: cur, stage, parallelism } = self.node;
+        let StageNode {
+            input,
+            op: cur,
+            stage,
+            parallelism,
+        } = self.node;
         Stream {
             meta: self.meta,
             node: StageNode {
@@ -385,7 +435,10 @@ where
     /// Parallelism of the current stage.
     pub fn parallelism(mut self, n: usize) -> Self {
         if n == 0 {
-            self.meta.errors.push(BuildError::invalid(format!("{}.parallelism", self.node.stage), "must be at least 1"));
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.parallelism", self.node.stage),
+                "must be at least 1",
+            ));
         }
         self.node.parallelism = n;
         self
@@ -393,7 +446,9 @@ where
 
     /// Spreads batches round-robin over a new stage with the job's default
     /// parallelism (change it with `.parallelism(n)`).
-    pub fn rebalance(mut self) -> Stream<FromExchange<StageNode<I, Op>, RoundRobin>, Identity<Op::Out>> {
+    pub fn rebalance(
+        mut self,
+    ) -> Stream<FromExchange<StageNode<I, Op>, RoundRobin>, Identity<Op::Out>> {
         let stage = self.meta.next_stage("rebalance");
         let parallelism = self.meta.config.parallelism;
         Stream {
@@ -425,7 +480,9 @@ where
     pub fn sink<S: Sink<In = Op::Out>>(mut self, sink: S) -> RunnableJob {
         let stage = self.meta.next_stage("sink");
         let upstream_p = self.node.parallelism;
-        let parallelism = sink.max_parallelism().map_or(upstream_p, |m| upstream_p.min(m.max(1)));
+        let parallelism = sink
+            .max_parallelism()
+            .map_or(upstream_p, |m| upstream_p.min(m.max(1)));
         let plan = SinkNode {
             upstream: self.node,
             sink: Arc::new(sink),
@@ -462,6 +519,7 @@ pub struct KeyedStream<I, Op, KF> {
 /// The stage type a keyed aggregation creates.
 pub type KeyedStage<I, Op, KF, O2> = Stream<FromExchange<StageNode<I, Op>, HashBy<KF>>, O2>;
 
+#[allow(clippy::type_complexity)]
 impl<I, Op, KF, K> KeyedStream<I, Op, KF>
 where
     Op: Operator,
@@ -478,7 +536,7 @@ where
             node: StageNode {
                 input: FromExchange {
                     upstream: node,
-                    partitioner: HashBy(self.key.clone()),
+                    partitioner: HashBy::new(self.key.clone()),
                 },
                 op,
                 stage,
@@ -489,13 +547,19 @@ where
 
     /// Rolling aggregation per key: after each batch, one `(key, result)`
     /// per key the batch updated.
-    pub fn aggregate<A: Aggregator<Op::Out>>(self, agg: A) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, A, Op::Out, K>> {
+    pub fn aggregate<A: Aggregator<Op::Out>>(
+        self,
+        agg: A,
+    ) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, A, Op::Out, K>> {
         let op = KeyedAggregate::new(self.key.clone(), agg);
         self.keyed("aggregate", op)
     }
 
     /// Rolling reduce per key with `f(acc, record)`.
-    pub fn reduce<F>(self, f: F) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, Reduce<F, Op::Out>, Op::Out, K>>
+    pub fn reduce<F>(
+        self,
+        f: F,
+    ) -> KeyedStage<I, Op, KF, KeyedAggregate<KF, Reduce<F, Op::Out>, Op::Out, K>>
     where
         F: Fn(&Op::Out, &Op::Out) -> Op::Out + Clone + Send + Sync + 'static,
         Op::Out: Clone + Serialize + for<'de> Deserialize<'de>,
@@ -544,12 +608,21 @@ where
 
     /// Aggregates each key's window with `agg`; emits one
     /// [`Windowed`](super::window::Windowed) per key and window when it fires.
-    pub fn aggregate<A: Aggregator<Op::Out>>(mut self, agg: A) -> KeyedStage<I, Op, KF, WindowAggregate<KF, A, Op::Out, K>> {
+    pub fn aggregate<A: Aggregator<Op::Out>>(
+        mut self,
+        agg: A,
+    ) -> KeyedStage<I, Op, KF, WindowAggregate<KF, A, Op::Out, K>> {
         if let Err(e) = self.windows.validate() {
             self.keyed.stream.meta.errors.push(e);
         }
         let lateness = i64::try_from(self.lateness.as_millis()).unwrap_or(i64::MAX);
-        let op = WindowAggregate::new(self.keyed.key.clone(), agg, self.windows, lateness, self.late);
+        let op = WindowAggregate::new(
+            self.keyed.key.clone(),
+            agg,
+            self.windows,
+            lateness,
+            self.late,
+        );
         self.keyed.keyed("window", op)
     }
 }
@@ -576,19 +649,15 @@ where
                 ctx: l.task_context(&self.stage, i, self.parallelism),
                 supervisor: l.supervisor.clone(),
             };
-            let (sink, mailbox) = (self.sink.clone(), l.mailbox());
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| SinkActor::new(sink, task, inputs, mailbox));
+            let sink = self.sink.clone();
+            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }
         l.sinks += self.parallelism;
         self.upstream.launch(
             l,
-            Outputs {
-                targets,
-                partitioner: RoundRobin::default(),
-                forward,
-            },
+            Outputs::new(targets, RoundRobin::default(), forward, l.mailbox()),
         )
     }
 }

@@ -82,7 +82,11 @@ where
     type In = T;
     type Out = (K, A::Out);
 
-    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<(K, A::Out)>) -> Result<(), ConnectorError> {
+    fn process(
+        &mut self,
+        input: &mut Batch<T>,
+        out: &mut Batch<(K, A::Out)>,
+    ) -> Result<(), ConnectorError> {
         for (v, ts) in input.drain() {
             let k = (self.key)(&v);
             match self.state.get_mut(&k) {
@@ -98,7 +102,14 @@ where
                     let mut acc = self.agg.init();
                     self.agg.add(&mut acc, &v);
                     self.touched.push(k.clone());
-                    self.state.insert(k, Entry { acc, ts, dirty: true });
+                    self.state.insert(
+                        k,
+                        Entry {
+                            acc,
+                            ts,
+                            dirty: true,
+                        },
+                    );
                 }
             }
         }
@@ -114,7 +125,8 @@ where
     fn snapshot(&self) -> Result<Vec<u8>, ConnectorError> {
         let entries: Vec<(&K, &A::Acc, Timestamp)> =
             self.state.iter().map(|(k, e)| (k, &e.acc, e.ts)).collect();
-        serde_json::to_vec(&entries).map_err(|e| ConnectorError::new(format!("keyed state snapshot: {e}")))
+        serde_json::to_vec(&entries)
+            .map_err(|e| ConnectorError::new(format!("keyed state snapshot: {e}")))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
@@ -122,7 +134,16 @@ where
             .map_err(|e| ConnectorError::new(format!("keyed state restore: {e}")))?;
         self.state = entries
             .into_iter()
-            .map(|(k, acc, ts)| (k, Entry { acc, ts, dirty: false }))
+            .map(|(k, acc, ts)| {
+                (
+                    k,
+                    Entry {
+                        acc,
+                        ts,
+                        dirty: false,
+                    },
+                )
+            })
             .collect();
         Ok(())
     }
@@ -143,7 +164,8 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![(("a".into(), 2), 3), (("b".into(), 1), 2)]);
         out.clear();
-        op.process(&mut Batch::from_parts(vec!["b"], vec![9]), &mut out).unwrap();
+        op.process(&mut Batch::from_parts(vec!["b"], vec![9]), &mut out)
+            .unwrap();
         assert_eq!(out.values, vec![("b".to_string(), 2)]);
     }
 
@@ -151,13 +173,18 @@ mod tests {
     fn snapshot_restore_roundtrip() {
         let mut op = KeyedAggregate::new(|x: &(u32, i64)| x.0, Sum::of(|x: &(u32, i64)| x.1));
         let mut out = Batch::new();
-        op.process(&mut Batch::from_parts(vec![(1, 5), (2, 7), (1, 1)], vec![0, 0, 0]), &mut out)
-            .unwrap();
+        op.process(
+            &mut Batch::from_parts(vec![(1, 5), (2, 7), (1, 1)], vec![0, 0, 0]),
+            &mut out,
+        )
+        .unwrap();
         let snap = op.snapshot().unwrap();
         let mut fresh = op.clone();
         fresh.restore(&snap).unwrap();
         out.clear();
-        fresh.process(&mut Batch::from_parts(vec![(1, 10)], vec![0]), &mut out).unwrap();
+        fresh
+            .process(&mut Batch::from_parts(vec![(1, 10)], vec![0]), &mut out)
+            .unwrap();
         assert_eq!(out.values, vec![(1, 16)]);
     }
 

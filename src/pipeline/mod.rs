@@ -30,7 +30,10 @@ pub use job::{Job, JobConfig, KeyedStream, RunnableJob, Stream, WindowedStream};
 pub use keyed::{Key, KeyedAggregate};
 pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
 pub use operator::{Chain, Emit, Filter, FlatMap, Identity, Map, Operator};
-pub use watermark::{InputWatermarks, WatermarkGenerator, Watermarks};
+pub use watermark::{
+    InputWatermarks, WatermarkAlignment, WatermarkGenerator, Watermarks, DEFAULT_MAX_DRIFT,
+};
 pub use window::{
-    CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate, Windowed, Windows,
+    CollectedLate, LateRecords, LateSink, Session, Sliding, TimeWindow, Tumbling, WindowAggregate,
+    Windowed, Windows,
 };

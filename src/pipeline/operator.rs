@@ -375,7 +375,13 @@ impl<'a, T> BatchWriter<'a, T> {
         let cap = batch.values.capacity().min(batch.timestamps.capacity());
         let vp = batch.values.as_mut_ptr();
         let tp = batch.timestamps.as_mut_ptr();
-        BatchWriter { batch, len, cap, vp, tp }
+        BatchWriter {
+            batch,
+            len,
+            cap,
+            vp,
+            tp,
+        }
     }
 
     #[cold]
@@ -386,7 +392,11 @@ impl<'a, T> BatchWriter<'a, T> {
             self.batch.timestamps.set_len(self.len);
         }
         self.batch.reserve(self.len.max(64));
-        self.cap = self.batch.values.capacity().min(self.batch.timestamps.capacity());
+        self.cap = self
+            .batch
+            .values
+            .capacity()
+            .min(self.batch.timestamps.capacity());
         self.vp = self.batch.values.as_mut_ptr();
         self.tp = self.batch.timestamps.as_mut_ptr();
     }
@@ -475,7 +485,14 @@ where
 
     #[inline(always)]
     fn on_record<E: Emit<B::Out>>(&mut self, value: A::In, ts: Timestamp, out: &mut E) {
-        self.a.on_record(value, ts, &mut ChainEmit { b: &mut self.b, out });
+        self.a.on_record(
+            value,
+            ts,
+            &mut ChainEmit {
+                b: &mut self.b,
+                out,
+            },
+        );
     }
 
     #[inline]
@@ -501,7 +518,11 @@ where
         self.b.open(ctx)
     }
 
-    fn on_watermark(&mut self, wm: Timestamp, out: &mut Batch<B::Out>) -> Result<(), ConnectorError> {
+    fn on_watermark(
+        &mut self,
+        wm: Timestamp,
+        out: &mut Batch<B::Out>,
+    ) -> Result<(), ConnectorError> {
         self.a.on_watermark(wm, &mut self.mid)?;
         if !self.mid.is_empty() {
             self.b.process(&mut self.mid, out)?;

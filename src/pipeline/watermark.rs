@@ -23,7 +23,12 @@ use super::batch::{Timestamp, MAX_WATERMARK};
 pub struct Watermarks {
     bound_ms: Option<i64>,
     idle_timeout: Option<Duration>,
+    max_drift_ms: Option<i64>,
 }
+
+/// Default watermark alignment: a source instance pauses while its
+/// watermark is this far ahead of the slowest active one.
+pub const DEFAULT_MAX_DRIFT: Duration = Duration::from_secs(10);
 
 impl Watermarks {
     /// No watermarks until the input ends (then the final one fires all).
@@ -42,6 +47,7 @@ impl Watermarks {
         Watermarks {
             bound_ms: Some(i64::try_from(bound.as_millis()).unwrap_or(i64::MAX)),
             idle_timeout: None,
+            max_drift_ms: Some(DEFAULT_MAX_DRIFT.as_millis() as i64),
         }
     }
 
@@ -55,6 +61,28 @@ impl Watermarks {
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
+    }
+
+    /// Watermark alignment: a source instance whose watermark is more than
+    /// `drift` ahead of the slowest active instance of its stage pauses
+    /// until the others catch up, so one fast instance cannot pile up
+    /// window state downstream (on by default, [`DEFAULT_MAX_DRIFT`]).
+    /// Instances that are idle, finished or have not emitted a watermark
+    /// yet do not hold the others back.
+    pub fn with_alignment(mut self, drift: Duration) -> Self {
+        self.max_drift_ms = Some(i64::try_from(drift.as_millis()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// Turns watermark alignment off.
+    pub fn without_alignment(mut self) -> Self {
+        self.max_drift_ms = None;
+        self
+    }
+
+    /// The alignment drift in milliseconds, if alignment is on.
+    pub fn max_drift_ms(&self) -> Option<i64> {
+        self.max_drift_ms.filter(|_| self.bound_ms.is_some())
     }
 
     /// The idle timeout, if any.
@@ -115,6 +143,69 @@ impl WatermarkGenerator {
             }
             _ => false,
         }
+    }
+}
+
+/// The shared watermark slots of one source stage's instances, for
+/// alignment. One atomic per instance, written once per batch.
+#[derive(Debug, Clone)]
+pub struct WatermarkAlignment {
+    slots: std::sync::Arc<[std::sync::atomic::AtomicI64]>,
+    drift: i64,
+    progress: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl WatermarkAlignment {
+    /// Slots for `n` instances that may drift `drift_ms` apart.
+    pub fn new(n: usize, drift_ms: i64) -> Self {
+        WatermarkAlignment {
+            slots: (0..n)
+                .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
+                .collect(),
+            drift: drift_ms,
+            progress: std::sync::Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Instance `i` emitted watermark `wm`: wakes paused instances.
+    pub fn report(&self, i: usize, wm: Timestamp) {
+        self.slots[i].store(wm, std::sync::atomic::Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Instance `i` is idle or finished: it holds no one back.
+    pub fn withdraw(&self, i: usize) {
+        self.slots[i].store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Resolves when another instance reports progress (or after `at_most`,
+    /// so a missed wake-up costs little).
+    pub fn progress(
+        &self,
+        at_most: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let progress = self.progress.clone();
+        async move {
+            let _ = tokio::time::timeout(at_most, progress.notified()).await;
+        }
+    }
+
+    /// True when instance `i`, at watermark `wm`, is too far ahead of the
+    /// slowest active instance and should pause.
+    pub fn should_pause(&self, i: usize, wm: Timestamp) -> bool {
+        if wm == i64::MIN {
+            return false;
+        }
+        let slowest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|w| *w != i64::MIN)
+            .min();
+        slowest.is_some_and(|m| wm > m.saturating_add(self.drift))
     }
 }
 
@@ -222,6 +313,21 @@ mod tests {
     }
 
     #[test]
+    fn alignment_pauses_only_the_instance_ahead() {
+        let a = WatermarkAlignment::new(3, 100);
+        a.report(0, 1_000);
+        assert!(!a.should_pause(0, 1_000), "alone among active instances");
+        a.report(1, 850);
+        assert!(a.should_pause(0, 1_000));
+        assert!(!a.should_pause(1, 850));
+        a.withdraw(1);
+        assert!(
+            !a.should_pause(0, 1_000),
+            "an idle instance holds no one back"
+        );
+    }
+
+    #[test]
     fn none_strategy_emits_nothing() {
         let mut g = Watermarks::none().generator();
         assert_eq!(g.on_batch(&[1000]), None);
@@ -229,7 +335,9 @@ mod tests {
 
     #[test]
     fn idle_after_timeout_once() {
-        let mut g = Watermarks::ascending().with_idle_timeout(Duration::from_millis(0)).generator();
+        let mut g = Watermarks::ascending()
+            .with_idle_timeout(Duration::from_millis(0))
+            .generator();
         assert!(g.check_idle());
         assert!(!g.check_idle());
         g.on_batch(&[5]);
@@ -243,7 +351,11 @@ mod tests {
         assert_eq!(w.on_watermark(1, 20), None);
         assert_eq!(w.on_idle(2), Some(10));
         assert_eq!(w.on_end(0), Some(20));
-        assert_eq!(w.on_watermark(2, 5), None, "a resumed input cannot move the watermark back");
+        assert_eq!(
+            w.on_watermark(2, 5),
+            None,
+            "a resumed input cannot move the watermark back"
+        );
         assert_eq!(w.current(), 20);
         assert_eq!(w.on_end(1), None);
         assert_eq!(w.on_end(2), Some(MAX_WATERMARK));

@@ -134,18 +134,22 @@ impl Windows {
     /// Rejects zero or negative sizes, naming the field.
     pub fn validate(&self) -> Result<(), BuildError> {
         match self.shape {
-            Shape::Tumbling { size, .. } if size <= 0 => {
-                Err(BuildError::invalid("window.size", "a tumbling window must be longer than 0 ms"))
-            }
-            Shape::Sliding { size, .. } if size <= 0 => {
-                Err(BuildError::invalid("window.size", "a sliding window must be longer than 0 ms"))
-            }
-            Shape::Sliding { slide, .. } if slide <= 0 => {
-                Err(BuildError::invalid("window.slide", "a sliding window's slide must be longer than 0 ms"))
-            }
-            Shape::Session { gap } if gap <= 0 => {
-                Err(BuildError::invalid("window.gap", "a session gap must be longer than 0 ms"))
-            }
+            Shape::Tumbling { size, .. } if size <= 0 => Err(BuildError::invalid(
+                "window.size",
+                "a tumbling window must be longer than 0 ms",
+            )),
+            Shape::Sliding { size, .. } if size <= 0 => Err(BuildError::invalid(
+                "window.size",
+                "a sliding window must be longer than 0 ms",
+            )),
+            Shape::Sliding { slide, .. } if slide <= 0 => Err(BuildError::invalid(
+                "window.slide",
+                "a sliding window's slide must be longer than 0 ms",
+            )),
+            Shape::Session { gap } if gap <= 0 => Err(BuildError::invalid(
+                "window.gap",
+                "a session gap must be longer than 0 ms",
+            )),
             _ => Ok(()),
         }
     }
@@ -156,12 +160,18 @@ impl Windows {
         match self.shape {
             Shape::Tumbling { size, offset } => {
                 let start = ts - (ts - offset).rem_euclid(size);
-                out.push(TimeWindow { start, end: start.saturating_add(size) });
+                out.push(TimeWindow {
+                    start,
+                    end: start.saturating_add(size),
+                });
             }
             Shape::Sliding { size, slide } => {
                 let mut start = ts - ts.rem_euclid(slide);
                 while start > ts - size {
-                    out.push(TimeWindow { start, end: start.saturating_add(size) });
+                    out.push(TimeWindow {
+                        start,
+                        end: start.saturating_add(size),
+                    });
                     start -= slide;
                 }
             }
@@ -194,7 +204,9 @@ pub struct LateRecords<T> {
 
 impl<T> Clone for LateRecords<T> {
     fn clone(&self) -> Self {
-        LateRecords { sink: self.sink.clone() }
+        LateRecords {
+            sink: self.sink.clone(),
+        }
     }
 }
 
@@ -222,7 +234,11 @@ impl<T: Send + 'static> LateRecords<T> {
             Some(s) => s.write(records),
             None => {
                 let task = ctx.map(|c| c.task_name()).unwrap_or_default();
-                tracing::warn!(task, n = records.len(), "late records dropped from windows (no late output set)");
+                tracing::warn!(
+                    task,
+                    n = records.len(),
+                    "late records dropped from windows (no late output set)"
+                );
             }
         }
     }
@@ -246,7 +262,23 @@ impl<T> CollectedLate<T> {
 
 impl<T: Send + 'static> LateSink<T> for CollectedLate<T> {
     fn write(&self, records: Vec<(T, Timestamp)>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records);
+    }
+}
+
+/// Adds `v` to `key`'s accumulator in `map`.
+#[inline(always)]
+fn add_to<T, K: Key, A: Aggregator<T>>(agg: &A, map: &mut FxHashMap<K, A::Acc>, key: &K, v: &T) {
+    match map.get_mut(key) {
+        Some(acc) => agg.add(acc, v),
+        None => {
+            let mut acc = agg.init();
+            agg.add(&mut acc, v);
+            map.insert(key.clone(), acc);
+        }
     }
 }
 
@@ -268,6 +300,8 @@ pub struct WindowAggregate<KF, A: Aggregator<T>, T, K> {
     watermark: Timestamp,
     /// Fixed windows by end, then by key.
     fixed: BTreeMap<Timestamp, FxHashMap<K, A::Acc>>,
+    /// Emptied maps of fired windows, kept for their capacity.
+    spare: Vec<FxHashMap<K, A::Acc>>,
     /// Sessions per key, sorted by start.
     sessions: FxHashMap<K, Vec<SessionState<A::Acc>>>,
     assigned: Vec<TimeWindow>,
@@ -280,7 +314,13 @@ pub struct WindowAggregate<KF, A: Aggregator<T>, T, K> {
 
 impl<KF: Clone, A: Aggregator<T>, T: Send + 'static, K> Clone for WindowAggregate<KF, A, T, K> {
     fn clone(&self) -> Self {
-        WindowAggregate::new(self.key.clone(), self.agg.clone(), self.windows, self.lateness, self.late.clone())
+        WindowAggregate::new(
+            self.key.clone(),
+            self.agg.clone(),
+            self.windows,
+            self.lateness,
+            self.late.clone(),
+        )
     }
 }
 
@@ -296,6 +336,7 @@ impl<KF, A: Aggregator<T>, T: Send + 'static, K> WindowAggregate<KF, A, T, K> {
             late,
             watermark: i64::MIN,
             fixed: BTreeMap::new(),
+            spare: Vec::new(),
             sessions: FxHashMap::default(),
             assigned: Vec::new(),
             late_buf: Vec::new(),
@@ -304,11 +345,6 @@ impl<KF, A: Aggregator<T>, T: Send + 'static, K> WindowAggregate<KF, A, T, K> {
             metrics: None,
             _types: PhantomData,
         }
-    }
-
-    #[inline]
-    fn expired(&self, w: &TimeWindow) -> bool {
-        w.end.saturating_add(self.lateness) <= self.watermark
     }
 }
 
@@ -335,44 +371,24 @@ where
         Ok(())
     }
 
-    fn process(&mut self, input: &mut Batch<T>, out: &mut Batch<Self::Out>) -> Result<(), ConnectorError> {
+    fn process(
+        &mut self,
+        input: &mut Batch<T>,
+        out: &mut Batch<Self::Out>,
+    ) -> Result<(), ConnectorError> {
         let session_gap = match self.windows.shape {
             Shape::Session { gap } => Some(gap),
             _ => None,
         };
-        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
-            let k = (self.key)(&v);
-            if let Some(gap) = session_gap {
+        if let Some(gap) = session_gap {
+            for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+                let k = (self.key)(&v);
                 if !self.add_to_session(k, &v, ts, gap) {
                     self.late_buf.push((v, ts));
                 }
-                continue;
             }
-            let mut assigned = std::mem::take(&mut self.assigned);
-            self.windows.assign(ts, &mut assigned);
-            let mut placed = false;
-            for w in &assigned {
-                if self.expired(w) {
-                    continue;
-                }
-                placed = true;
-                let per_key = self.fixed.entry(w.end).or_default();
-                match per_key.get_mut(&k) {
-                    Some(acc) => self.agg.add(acc, &v),
-                    None => {
-                        let mut acc = self.agg.init();
-                        self.agg.add(&mut acc, &v);
-                        per_key.insert(k.clone(), acc);
-                    }
-                }
-                if w.end <= self.watermark {
-                    self.refire.push((*w, k.clone()));
-                }
-            }
-            self.assigned = assigned;
-            if !placed {
-                self.late_buf.push((v, ts));
-            }
+        } else {
+            self.add_to_fixed(input);
         }
         self.emit_refires(out);
         if !self.late_buf.is_empty() {
@@ -385,7 +401,11 @@ where
         Ok(())
     }
 
-    fn on_watermark(&mut self, wm: Timestamp, out: &mut Batch<Self::Out>) -> Result<(), ConnectorError> {
+    fn on_watermark(
+        &mut self,
+        wm: Timestamp,
+        out: &mut Batch<Self::Out>,
+    ) -> Result<(), ConnectorError> {
         if wm <= self.watermark {
             return Ok(());
         }
@@ -394,12 +414,17 @@ where
         // Fixed windows: fire those whose end is now reached, purge expired.
         let size_of = |end: Timestamp| -> Timestamp {
             match self.windows.shape {
-                Shape::Tumbling { size, .. } | Shape::Sliding { size, .. } => end.saturating_sub(size),
+                Shape::Tumbling { size, .. } | Shape::Sliding { size, .. } => {
+                    end.saturating_sub(size)
+                }
                 _ => i64::MIN,
             }
         };
         for (&end, per_key) in self.fixed.range((previous.saturating_add(1))..=wm) {
-            let window = TimeWindow { start: size_of(end), end };
+            let window = TimeWindow {
+                start: size_of(end),
+                end,
+            };
             for (k, acc) in per_key {
                 out.push(
                     Windowed {
@@ -412,8 +437,16 @@ where
             }
         }
         let lateness = self.lateness;
-        // Keep windows with end + lateness > wm.
-        self.fixed = self.fixed.split_off(&wm.saturating_sub(lateness).saturating_add(1));
+        // Keep windows with end + lateness > wm; recycle the others' maps.
+        let keep = self
+            .fixed
+            .split_off(&wm.saturating_sub(lateness).saturating_add(1));
+        for (_, mut map) in std::mem::replace(&mut self.fixed, keep) {
+            if self.spare.len() < 64 {
+                map.clear();
+                self.spare.push(map);
+            }
+        }
         // Sessions: fire the ones whose end is reached, purge expired.
         if !self.sessions.is_empty() {
             let agg = &self.agg;
@@ -446,16 +479,25 @@ where
                 .iter()
                 .map(|(e, m)| (*e, m.iter().map(|(k, a)| (k.clone(), a.clone())).collect()))
                 .collect(),
-            sessions: self.sessions.iter().map(|(k, l)| (k.clone(), l.clone())).collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect(),
         };
-        serde_json::to_vec(&snap).map_err(|e| ConnectorError::new(format!("window state snapshot: {e}")))
+        serde_json::to_vec(&snap)
+            .map_err(|e| ConnectorError::new(format!("window state snapshot: {e}")))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
         let snap: Snapshot<K, A::Acc> = serde_json::from_slice(state)
             .map_err(|e| ConnectorError::new(format!("window state restore: {e}")))?;
         self.watermark = snap.watermark;
-        self.fixed = snap.fixed.into_iter().map(|(e, l)| (e, l.into_iter().collect())).collect();
+        self.fixed = snap
+            .fixed
+            .into_iter()
+            .map(|(e, l)| (e, l.into_iter().collect()))
+            .collect();
         self.sessions = snap.sessions.into_iter().collect();
         Ok(())
     }
@@ -468,6 +510,85 @@ where
     T: Send + 'static,
     K: Key,
 {
+    /// Adds a batch to fixed (tumbling, sliding, global) windows. Consecutive
+    /// records usually share a window, so the window's map is looked up once
+    /// per run of records, not per record.
+    fn add_to_fixed(&mut self, input: &mut Batch<T>) {
+        let single = match self.windows.shape {
+            Shape::Tumbling { size, offset } => Some((size, offset)),
+            Shape::Global => Some((0, 0)),
+            _ => None,
+        };
+        let (watermark, lateness) = (self.watermark, self.lateness);
+        let expired = |end: Timestamp| end.saturating_add(lateness) <= watermark;
+        let WindowAggregate {
+            key,
+            agg,
+            windows,
+            fixed,
+            spare,
+            assigned,
+            late_buf,
+            refire,
+            ..
+        } = self;
+        let mut current: Option<(Timestamp, &mut FxHashMap<K, A::Acc>)> = None;
+        for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
+            let k = key(&v);
+            let mut placed = false;
+            match single {
+                Some((size, offset)) => {
+                    let w = if size == 0 {
+                        TimeWindow {
+                            start: i64::MIN,
+                            end: i64::MAX,
+                        }
+                    } else {
+                        let start = ts - (ts - offset).rem_euclid(size);
+                        TimeWindow {
+                            start,
+                            end: start.saturating_add(size),
+                        }
+                    };
+                    if !expired(w.end) {
+                        placed = true;
+                        if current.as_ref().is_none_or(|(e, _)| *e != w.end) {
+                            let map = fixed
+                                .entry(w.end)
+                                .or_insert_with(|| spare.pop().unwrap_or_default());
+                            current = Some((w.end, map));
+                        }
+                        let map = &mut current.as_mut().expect("set above").1;
+                        add_to(agg, map, &k, &v);
+                        if w.end <= watermark {
+                            refire.push((w, k.clone()));
+                        }
+                    }
+                }
+                None => {
+                    current = None;
+                    windows.assign(ts, assigned);
+                    for w in assigned.iter() {
+                        if expired(w.end) {
+                            continue;
+                        }
+                        placed = true;
+                        let map = fixed
+                            .entry(w.end)
+                            .or_insert_with(|| spare.pop().unwrap_or_default());
+                        add_to(agg, map, &k, &v);
+                        if w.end <= watermark {
+                            refire.push((*w, k.clone()));
+                        }
+                    }
+                }
+            }
+            if !placed {
+                late_buf.push((v, ts));
+            }
+        }
+    }
+
     /// Adds a record to its key's sessions, merging overlapping ones.
     /// Returns false when the record is late.
     fn add_to_session(&mut self, k: K, v: &T, ts: Timestamp, gap: i64) -> bool {
@@ -547,10 +668,21 @@ where
                         s.fired = true;
                         self.agg.result(&s.acc)
                     }),
-                _ => self.fixed.get(&w.end).and_then(|m| m.get(&k)).map(|a| self.agg.result(a)),
+                _ => self
+                    .fixed
+                    .get(&w.end)
+                    .and_then(|m| m.get(&k))
+                    .map(|a| self.agg.result(a)),
             };
             if let Some(value) = value {
-                out.push(Windowed { key: k, window: w, value }, w.end - 1);
+                out.push(
+                    Windowed {
+                        key: k,
+                        window: w,
+                        value,
+                    },
+                    w.end - 1,
+                );
             }
         }
         self.refire = refire;
@@ -585,22 +717,36 @@ mod tests {
     }
 
     fn sorted(mut v: Vec<Windowed<String, u64>>) -> Vec<(String, i64, i64, u64)> {
-        let mut r: Vec<_> = v.drain(..).map(|w| (w.key, w.window.start, w.window.end, w.value)).collect();
+        let mut r: Vec<_> = v
+            .drain(..)
+            .map(|w| (w.key, w.window.start, w.window.end, w.value))
+            .collect();
         r.sort();
         r
     }
 
     fn exp(v: &[(&str, i64, i64, u64)]) -> Vec<(String, i64, i64, u64)> {
-        v.iter().map(|(k, s, e, n)| (k.to_string(), *s, *e, *n)).collect()
+        v.iter()
+            .map(|(k, s, e, n)| (k.to_string(), *s, *e, *n))
+            .collect()
     }
 
     #[test]
     fn tumbling_out_of_order_fires_on_watermark() {
         let (late, seen) = LateRecords::collect();
-        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 0, late);
+        let mut op = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            0,
+            late,
+        );
         assert!(feed(&mut op, &[("a", 5), ("a", 12), ("b", 3), ("a", 1)]).is_empty());
         assert!(sorted(wm(&mut op, 9)).is_empty());
-        assert_eq!(sorted(wm(&mut op, 10)), exp(&[("a", 0, 10, 2), ("b", 0, 10, 1)]));
+        assert_eq!(
+            sorted(wm(&mut op, 10)),
+            exp(&[("a", 0, 10, 2), ("b", 0, 10, 1)])
+        );
         // Late: window [0,10) has fired and lateness is 0.
         assert!(feed(&mut op, &[("a", 7), ("a", 15)]).is_empty());
         assert_eq!(seen.take(), vec![(("a", 7), 7)]);
@@ -610,7 +756,13 @@ mod tests {
     #[test]
     fn allowed_lateness_refires_then_expires() {
         let (late, seen) = LateRecords::collect();
-        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 5, late);
+        let mut op = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            5,
+            late,
+        );
         feed(&mut op, &[("a", 1)]);
         assert_eq!(sorted(wm(&mut op, 10)), exp(&[("a", 0, 10, 1)]));
         // Within lateness: updates and fires again.
@@ -630,7 +782,10 @@ mod tests {
             LateRecords::count_only(),
         );
         feed(&mut op, &[("a", 7)]);
-        let mut got: Vec<_> = wm(&mut op, i64::MAX).into_iter().map(|w| (w.window.start, w.value)).collect();
+        let mut got: Vec<_> = wm(&mut op, i64::MAX)
+            .into_iter()
+            .map(|w| (w.window.start, w.value))
+            .collect();
         got.sort();
         assert_eq!(got, vec![(0, 7), (5, 7)]);
     }
@@ -638,7 +793,13 @@ mod tests {
     #[test]
     fn sessions_merge_when_a_record_bridges_them() {
         let (late, seen) = LateRecords::collect();
-        let mut op = WindowAggregate::new(key, Count, Session::event_time(Duration::from_millis(10)), 0, late);
+        let mut op = WindowAggregate::new(
+            key,
+            Count,
+            Session::event_time(Duration::from_millis(10)),
+            0,
+            late,
+        );
         feed(&mut op, &[("a", 0), ("a", 25), ("b", 3)]);
         // a: [0,10) and [25,35); 8 extends the first to [0,18).
         feed(&mut op, &[("a", 8)]);
@@ -653,7 +814,8 @@ mod tests {
 
     #[test]
     fn global_window_fires_at_end() {
-        let mut op = WindowAggregate::new(key, Count, Windows::global(), 0, LateRecords::count_only());
+        let mut op =
+            WindowAggregate::new(key, Count, Windows::global(), 0, LateRecords::count_only());
         feed(&mut op, &[("a", 1), ("a", 1_000_000)]);
         assert!(wm(&mut op, 5_000_000).is_empty());
         assert_eq!(wm(&mut op, i64::MAX)[0].value, 2);
@@ -661,7 +823,13 @@ mod tests {
 
     #[test]
     fn snapshot_restore_keeps_open_windows() {
-        let mut op = WindowAggregate::new(key, Count, Tumbling::event_time(Duration::from_millis(10)), 0, LateRecords::count_only());
+        let mut op = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            0,
+            LateRecords::count_only(),
+        );
         feed(&mut op, &[("a", 1), ("a", 2)]);
         let snap = op.snapshot().unwrap();
         let mut fresh = op.clone();
@@ -673,7 +841,9 @@ mod tests {
     fn zero_sizes_are_rejected_naming_the_field() {
         let e = Session::event_time(Duration::ZERO).validate().unwrap_err();
         assert!(e.to_string().contains("window.gap"), "{e}");
-        let e = Sliding::event_time(Duration::from_secs(1), Duration::ZERO).validate().unwrap_err();
+        let e = Sliding::event_time(Duration::from_secs(1), Duration::ZERO)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("window.slide"), "{e}");
     }
 }

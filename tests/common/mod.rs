@@ -278,28 +278,25 @@ pub fn read_topic(
             None if start.elapsed() >= timeout => break,
             _ => {}
         }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for hd in h.iter() {
-                        headers.insert(
-                            hd.key.to_string(),
-                            hd.value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                        );
-                    }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(
+                        hd.key.to_string(),
+                        hd.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    );
                 }
-                out.push(Got {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().unwrap_or(&[]).to_vec(),
-                    headers,
-                });
             }
-            Some(Err(_)) | None => {}
+            out.push(Got {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or(&[]).to_vec(),
+                headers,
+            });
         }
     }
     out

@@ -1,0 +1,193 @@
+//! service: the weir worker binary with the `etl` and `clicks` job types.
+//!
+//! ```text
+//! cargo run --release --example service -- worker --zk 127.0.0.1:2181 \
+//!     --brokers 127.0.0.1:9092 --id w1 [--session-timeout-ms 6000] [--http 127.0.0.1:8081]
+//! weir submit etl --name payments --parallelism 6 --set input=payments --set output=payments-cents
+//! ```
+//!
+//! Each task of a job reads the input partitions `p` with `p % N == i` (task
+//! `i` of `N`) in the job's consumer group (`weir-job-<name>`, or `--set
+//! group=...`), so a task moved to another worker resumes from the offsets
+//! committed at its last checkpoint. Job parameters: `input`, `output`
+//! (both types), `group` (optional). SIGTERM drains every task (the sinks
+//! flush, offsets are committed), leaves the cluster and exits. Logs go to
+//! stderr (`RUST_LOG` filters).
+//!
+//! For tests only, the hidden flag `--test-job-types` also registers the job
+//! type `failing`: an unbounded generator whose tasks panic on every record on
+//! the worker named by `--set fail_on=<worker id>` (and run normally on the
+//! others), with a short restart policy (2 restarts, 50-200 ms backoff), so a
+//! test can drive a task past its policy on one worker and watch it move.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weir::actors::RestartPolicy;
+use weir::apps::clicks::{clicks_job, ClicksParams};
+use weir::apps::etl::{etl_job, EtlParams};
+use weir::connectors::{BlackholeSink, GeneratorSource};
+use weir::pipeline::Job;
+use weir::service::kafka::{partition_count, KafkaLagProbe};
+use weir::service::registry::partitions_of_task;
+use weir::service::{run_worker, JobTypeRegistry, TaskBuild, TaskEnv, WorkerConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "service",
+    version,
+    about = "weir worker with the etl and clicks job types"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a worker until SIGTERM.
+    Worker {
+        /// ZooKeeper HOST:PORT.
+        #[arg(long)]
+        zk: String,
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Worker id (unique in the cluster).
+        #[arg(long)]
+        id: String,
+        /// ZooKeeper session timeout.
+        #[arg(long, default_value_t = 6000)]
+        session_timeout_ms: u64,
+        /// Serve /metrics, /healthz, /api/tasks and a dashboard here.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Root znode of the cluster.
+        #[arg(long, default_value = "/weir")]
+        root: String,
+        /// Most tasks on this worker.
+        #[arg(long, default_value_t = 64)]
+        capacity: u32,
+        /// Threads running the tasks' actors.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also register the test-only job type `failing` (see the module docs).
+        #[arg(long, hide = true)]
+        test_job_types: bool,
+    },
+}
+
+/// The input partitions of this task, or why it has none.
+fn my_partitions(env: &TaskEnv, input: &str) -> Result<Vec<i32>, String> {
+    let total = partition_count(&env.brokers, input, Duration::from_secs(10))?;
+    let mine = partitions_of_task(total, env.index, env.count);
+    if mine.is_empty() {
+        return Err(format!(
+            "input topic {input:?} has {total} partitions: task {} of {} has none to read (parallelism above the partition count)",
+            env.index, env.count
+        ));
+    }
+    Ok(mine)
+}
+
+fn probe(
+    env: &TaskEnv,
+    input: &str,
+    parts: &[i32],
+) -> Option<Arc<dyn weir::service::ProgressProbe>> {
+    KafkaLagProbe::new(&env.brokers, &env.group(), input, parts.to_vec())
+        .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
+        .ok()
+}
+
+fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let input = env.param("input")?.to_string();
+    let output = env.param("output")?.to_string();
+    let parts = my_partitions(env, &input)?;
+    let mut p = EtlParams::new(&env.brokers, &input, &output);
+    p.group = env.group();
+    p.parallelism = 1;
+    p.partitions = Some(parts.clone());
+    p.fence = Some(env.guard.clone());
+    Ok(TaskBuild {
+        job: etl_job(&p),
+        probe: probe(env, &input, &parts),
+    })
+}
+
+fn clicks(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let input = env.param("input")?.to_string();
+    let output = env.param("output")?.to_string();
+    let parts = my_partitions(env, &input)?;
+    let mut p = ClicksParams::new(&env.brokers, &input, &output);
+    p.group = env.group();
+    p.parallelism = 1;
+    p.partitions = Some(parts.clone());
+    p.fence = Some(env.guard.clone());
+    Ok(TaskBuild {
+        job: clicks_job(&p),
+        probe: probe(env, &input, &parts),
+    })
+}
+
+/// Test-only (`--test-job-types`): a generator of numbers at 200 records/s into a blackhole,
+/// whose map panics on every record when this worker is the job's `fail_on` parameter.
+fn failing(env: &TaskEnv, worker: &str) -> Result<TaskBuild, String> {
+    let fail = env.spec.config.get("fail_on").map(String::as_str) == Some(worker);
+    let name = format!("{}-{}", env.spec.name, env.index);
+    let who = worker.to_string();
+    let job = Job::new(name)
+        .restart_policy(
+            RestartPolicy::new(2, Duration::from_secs(60))
+                .with_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .source(GeneratorSource::new(|i: u64| i).rate(200.0))
+        .map(move |i: u64| {
+            if fail {
+                panic!("failing job: record {i} refused on worker {who} (fail_on)");
+            }
+            i
+        })
+        .sink(BlackholeSink::new());
+    Ok(TaskBuild::from(job))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Cmd::Worker {
+        zk,
+        brokers,
+        id,
+        session_timeout_ms,
+        http,
+        root,
+        capacity,
+        threads,
+        test_job_types,
+    } = Args::parse().cmd;
+    let mut registry = JobTypeRegistry::new();
+    registry.register("etl", etl).register("clicks", clicks);
+    if test_job_types {
+        let me = id.clone();
+        registry.register("failing", move |env| failing(env, &me));
+    }
+    let mut cfg = WorkerConfig::new(&id, &zk, &brokers);
+    cfg.root = root;
+    cfg.session_timeout = Duration::from_millis(session_timeout_ms);
+    cfg.capacity = capacity;
+    cfg.threads = threads;
+    let system = actix::System::new();
+    system
+        .block_on(run_worker(cfg, registry, http))
+        .context("worker failed")?;
+    tracing::info!(worker = %id, "worker exited");
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! Cluster administration through ZooKeeper: the library side of the `weir` CLI.
+//!
+//! Owns: connecting with a bounded, announced wait ([`connect`]), and the
+//! operations `submit` (with the checks: parallelism, duplicate name, job type
+//! advertised by a live worker), `status` (jobs, tasks, workers, states, lag,
+//! as a serialisable [`ClusterStatus`]), `workers`, `cancel` and `rescale`.
+//! Must never: talk to workers directly (only ZooKeeper), write task state or
+//! assignments (the leader and the workers own those), or panic on what it
+//! finds in ZooKeeper (a malformed node is reported with its path).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zookeeper_client::Client;
+
+use crate::coord::session::{connect_once, SessionConfig};
+use crate::coord::store::{self, JobView};
+use crate::coord::{CoordError, JobSpec, TaskError, TaskStatus, WorkerInfo, ZkPaths};
+
+use super::error::{ServiceError, ServiceResult};
+
+/// Connects to ZooKeeper at `address`, retrying for at most `wait`; `on_wait` is told
+/// each failed attempt (e.g. to print "waiting for ZooKeeper at ...").
+pub async fn connect(
+    address: &str,
+    wait: Duration,
+    mut on_wait: impl FnMut(&str),
+) -> ServiceResult<Client> {
+    let start = Instant::now();
+    let mut cfg = SessionConfig::new(address);
+    cfg.session_timeout = Duration::from_secs(5);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect_once(&cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                let reason = match &e {
+                    CoordError::Unreachable { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                if start.elapsed() + delay >= wait {
+                    return Err(ServiceError::Unreachable {
+                        address: address.to_string(),
+                        waited_s: start.elapsed().as_secs(),
+                        reason,
+                    });
+                }
+                on_wait(&format!(
+                    "waiting for ZooKeeper at {address} ({reason}); retrying for {} s more",
+                    wait.saturating_sub(start.elapsed()).as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Builds a validated spec from CLI input; `sets` are `key=value` strings.
+pub fn build_spec(
+    job_type: &str,
+    name: &str,
+    parallelism: u32,
+    sets: &[String],
+) -> ServiceResult<JobSpec> {
+    if parallelism == 0 {
+        return Err(ServiceError::Invalid {
+            field: "--parallelism".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    let mut config = BTreeMap::new();
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(ServiceError::Invalid {
+                field: "--set".into(),
+                reason: format!("{s:?} is not key=value"),
+            });
+        };
+        if k.trim().is_empty() {
+            return Err(ServiceError::Invalid {
+                field: "--set".into(),
+                reason: format!("{s:?} has an empty key"),
+            });
+        }
+        config.insert(k.trim().to_string(), v.to_string());
+    }
+    let spec = JobSpec {
+        name: name.to_string(),
+        job_type: job_type.to_string(),
+        parallelism,
+        config,
+    };
+    spec.validate().map_err(|e| match e {
+        CoordError::Invalid { field, reason } => ServiceError::Invalid {
+            field: match field.as_str() {
+                "JobSpec.name" => "--name".into(),
+                "JobSpec.job_type" => "TYPE".into(),
+                "JobSpec.parallelism" => "--parallelism".into(),
+                _ => field,
+            },
+            reason,
+        },
+        other => other.into(),
+    })?;
+    Ok(spec)
+}
+
+/// Submits `spec`, after checking that a live worker advertises its job type (unless
+/// `force`) and that no job has its name.
+pub async fn submit(
+    client: &Client,
+    paths: &ZkPaths,
+    spec: &JobSpec,
+    force: bool,
+) -> ServiceResult<()> {
+    if !force {
+        let workers = store::list_workers(client, paths).await?;
+        if !workers.iter().any(|w| w.accepts(&spec.job_type)) {
+            let known: Vec<&String> = workers.iter().flat_map(|w| w.job_types.iter()).collect();
+            let known = if workers.is_empty() {
+                "no worker is running, so no job type is known (start workers first, or pass --force)".to_string()
+            } else {
+                format!(
+                    "the {} live worker(s) run: {}",
+                    workers.len(),
+                    super::registry::describe_types(known)
+                )
+            };
+            return Err(ServiceError::UnknownJobType {
+                job_type: spec.job_type.clone(),
+                known,
+            });
+        }
+    }
+    match store::create_job(client, paths, spec).await {
+        Ok(()) => Ok(()),
+        Err(CoordError::AlreadyExists { .. }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
+        Err(CoordError::Zk {
+            source: zookeeper_client::Error::NodeExists,
+            ..
+        }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Requests cancellation of `job`; with `wait`, waits (bounded) until the leader removed
+/// its znodes. Returns whether they are gone.
+pub async fn cancel(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    wait: Option<Duration>,
+) -> ServiceResult<bool> {
+    match store::cancel_job(client, paths, job).await {
+        Ok(()) => {}
+        Err(CoordError::NoNode { .. }) => {
+            // Already being cancelled (spec gone, directory left) or unknown.
+            if client
+                .check_stat(&paths.job(job))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                return Err(ServiceError::NoSuchJob(job.to_string()));
+            }
+        }
+        Err(CoordError::Invalid { .. }) => return Err(ServiceError::NoSuchJob(job.to_string())),
+        Err(e) => return Err(e.into()),
+    }
+    let Some(wait) = wait else { return Ok(false) };
+    let deadline = Instant::now() + wait;
+    let dir = paths.job(job);
+    loop {
+        match client.check_stat(&dir).await {
+            Ok(None) => return Ok(true),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(CoordError::zk(&dir, e).into()),
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Changes the parallelism of `job` to `n`; returns the old one.
+pub async fn rescale(client: &Client, paths: &ZkPaths, job: &str, n: u32) -> ServiceResult<u32> {
+    if n == 0 {
+        return Err(ServiceError::Invalid {
+            field: "N".into(),
+            reason: "parallelism must be at least 1".into(),
+        });
+    }
+    let path = paths.spec(job);
+    if crate::coord::paths::validate_name("job", job).is_err() {
+        return Err(ServiceError::NoSuchJob(job.to_string()));
+    }
+    let (mut spec, _) = store::read_json::<JobSpec>(client, &path)
+        .await?
+        .ok_or_else(|| ServiceError::NoSuchJob(job.to_string()))?;
+    let old = spec.parallelism;
+    spec.parallelism = n;
+    store::update_job(client, paths, &spec).await?;
+    Ok(old)
+}
+
+/// One task in [`JobStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// Task id.
+    pub task: String,
+    /// Worker it is assigned to (`null`: unassigned).
+    pub worker: Option<String>,
+    /// State: a [`TaskStatus`] name, or `UNASSIGNED`.
+    pub state: String,
+    /// Assignment epoch.
+    pub epoch: u64,
+    /// Records read.
+    pub records_in: u64,
+    /// Records written.
+    pub records_out: u64,
+    /// Records behind.
+    pub lag: u64,
+    /// Committed input offsets.
+    pub offsets: BTreeMap<String, i64>,
+    /// Restarts.
+    pub restarts: u32,
+    /// Last error.
+    pub last_error: Option<TaskError>,
+    /// When the state was published (ms since epoch; 0: never).
+    pub updated_at_ms: u64,
+}
+
+/// One job in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Job name.
+    pub name: String,
+    /// Job type (empty when the spec could not be read).
+    pub job_type: String,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// Parameters.
+    pub config: BTreeMap<String, String>,
+    /// Summary state: FAILED, RESTARTING, SCHEDULED, RUNNING, FINISHED, or ERROR.
+    pub state: String,
+    /// Assignment epoch (0: none yet).
+    pub epoch: u64,
+    /// Sum of the tasks' lag.
+    pub lag: u64,
+    /// Sum of records read.
+    pub records_in: u64,
+    /// Sum of records written.
+    pub records_out: u64,
+    /// Tasks.
+    pub tasks: Vec<TaskRow>,
+    /// What could not be read (e.g. a malformed znode), if anything.
+    pub error: Option<String>,
+}
+
+/// One worker in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// Worker id.
+    pub id: String,
+    /// HTTP address.
+    pub address: String,
+    /// Capacity.
+    pub capacity: u32,
+    /// Job types.
+    pub job_types: Vec<String>,
+    /// Version.
+    pub version: String,
+    /// Tasks assigned to it (over all jobs).
+    pub tasks: usize,
+}
+
+/// What `weir status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Live workers.
+    pub workers: Vec<WorkerRow>,
+    /// Jobs.
+    pub jobs: Vec<JobStatus>,
+}
+
+fn status_name(s: TaskStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{s:?}").to_uppercase())
+}
+
+fn job_status(view: &JobView) -> JobStatus {
+    let (assignment, _) = view.assignment.clone().unwrap_or_default();
+    let mut tasks = Vec::new();
+    for id in view.spec.task_ids() {
+        let assigned = assignment.tasks.get(&id);
+        let st = view.tasks.get(&id);
+        let state = match (assigned, st) {
+            (None, _) => "UNASSIGNED".to_string(),
+            (Some(a), Some(s)) if s.worker == a.worker && s.epoch == a.epoch => {
+                status_name(s.state)
+            }
+            // Published by a previous owner: the new one has not reported yet.
+            (Some(_), Some(s)) if s.state.is_terminal() && s.state == TaskStatus::Failed => {
+                status_name(s.state)
+            }
+            (Some(_), _) => "SCHEDULED".to_string(),
+        };
+        tasks.push(TaskRow {
+            task: id.to_string(),
+            worker: assigned.map(|a| a.worker.clone()),
+            state,
+            epoch: assigned.map(|a| a.epoch).unwrap_or(0),
+            records_in: st.map(|s| s.records_in).unwrap_or(0),
+            records_out: st.map(|s| s.records_out).unwrap_or(0),
+            lag: st.map(|s| s.lag).unwrap_or(0),
+            offsets: st.map(|s| s.offsets.clone()).unwrap_or_default(),
+            restarts: st.map(|s| s.restarts).unwrap_or(0),
+            last_error: st.and_then(|s| s.last_error.clone()),
+            updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
+        });
+    }
+    let has = |s: &str| tasks.iter().any(|t| t.state == s);
+    let state = if has("FAILED") {
+        "FAILED"
+    } else if has("RESTARTING") {
+        "RESTARTING"
+    } else if has("SCHEDULED") || has("UNASSIGNED") {
+        "SCHEDULED"
+    } else if !tasks.is_empty() && tasks.iter().all(|t| t.state == "FINISHED") {
+        "FINISHED"
+    } else {
+        "RUNNING"
+    };
+    JobStatus {
+        name: view.spec.name.clone(),
+        job_type: view.spec.job_type.clone(),
+        parallelism: view.spec.parallelism,
+        config: view.spec.config.clone(),
+        state: state.to_string(),
+        epoch: assignment.epoch,
+        lag: tasks.iter().map(|t| t.lag).sum(),
+        records_in: tasks.iter().map(|t| t.records_in).sum(),
+        records_out: tasks.iter().map(|t| t.records_out).sum(),
+        tasks,
+        error: None,
+    }
+}
+
+/// Reads the status of every job (or only `only`) and the live workers. A job whose
+/// znodes cannot be read (malformed JSON) is listed with `error` set.
+pub async fn status(
+    client: &Client,
+    paths: &ZkPaths,
+    only: Option<&str>,
+) -> ServiceResult<ClusterStatus> {
+    client
+        .sync(paths.root())
+        .await
+        .map_err(|e| CoordError::zk(paths.root(), e))?;
+    let workers = store::list_workers(client, paths).await?;
+    let names = match only {
+        Some(n) => {
+            if crate::coord::paths::validate_name("job", n).is_err()
+                || client
+                    .check_stat(&paths.job(n))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+            {
+                return Err(ServiceError::NoSuchJob(n.to_string()));
+            }
+            vec![n.to_string()]
+        }
+        None => store::list_jobs(client, paths).await?,
+    };
+    let mut jobs = Vec::new();
+    let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for name in names {
+        match store::read_job(client, paths, &name).await {
+            Ok(view) => {
+                let js = job_status(&view);
+                for t in &js.tasks {
+                    if let Some(w) = &t.worker {
+                        *per_worker.entry(w.clone()).or_default() += 1;
+                    }
+                }
+                jobs.push(js);
+            }
+            Err(CoordError::NoNode { .. }) if only.is_none() => {} // cancelled meanwhile
+            Err(CoordError::NoNode { .. }) => return Err(ServiceError::NoSuchJob(name)),
+            Err(e @ CoordError::Malformed { .. }) => jobs.push(JobStatus {
+                name,
+                job_type: String::new(),
+                parallelism: 0,
+                config: BTreeMap::new(),
+                state: "ERROR".into(),
+                epoch: 0,
+                lag: 0,
+                records_in: 0,
+                records_out: 0,
+                tasks: Vec::new(),
+                error: Some(e.to_string()),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let workers = workers
+        .into_iter()
+        .map(|w: WorkerInfo| WorkerRow {
+            tasks: per_worker.get(&w.id).copied().unwrap_or(0),
+            id: w.id,
+            address: w.address,
+            capacity: w.capacity,
+            job_types: w.job_types,
+            version: w.version,
+        })
+        .collect();
+    Ok(ClusterStatus { workers, jobs })
+}
+
+/// Human rendering of the workers table.
+pub fn render_workers(workers: &[WorkerRow]) -> String {
+    let mut out = String::new();
+    if workers.is_empty() {
+        out.push_str("no live worker\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<20} {:>5} {:>8}  {:<22} {:<10} {}\n",
+        "WORKER", "TASKS", "CAPACITY", "ADDRESS", "VERSION", "JOB TYPES"
+    ));
+    for w in workers {
+        out.push_str(&format!(
+            "{:<20} {:>5} {:>8}  {:<22} {:<10} {}\n",
+            w.id,
+            w.tasks,
+            w.capacity,
+            if w.address.is_empty() {
+                "-"
+            } else {
+                &w.address
+            },
+            w.version,
+            if w.job_types.is_empty() {
+                "any".to_string()
+            } else {
+                w.job_types.join(",")
+            }
+        ));
+    }
+    out
+}
+
+/// Human rendering of `weir status`.
+pub fn render_status(s: &ClusterStatus, only: bool) -> String {
+    let mut out = String::new();
+    if s.jobs.is_empty() {
+        out.push_str("no job\n");
+    }
+    for j in &s.jobs {
+        if let Some(e) = &j.error {
+            out.push_str(&format!("job {}  ERROR: {e}\n\n", j.name));
+            continue;
+        }
+        let cfg: Vec<String> = j.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "job {}  type {}  parallelism {}  state {}  epoch {}  lag {}  in {}  out {}{}\n",
+            j.name,
+            j.job_type,
+            j.parallelism,
+            j.state,
+            j.epoch,
+            j.lag,
+            j.records_in,
+            j.records_out,
+            if cfg.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", cfg.join(" "))
+            }
+        ));
+        out.push_str(&format!(
+            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8}  {}\n",
+            "TASK", "WORKER", "STATE", "EPOCH", "IN", "OUT", "LAG", "RESTARTS", "LAST ERROR"
+        ));
+        for t in &j.tasks {
+            out.push_str(&format!(
+                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8}  {}\n",
+                t.task,
+                t.worker.as_deref().unwrap_or("-"),
+                t.state,
+                t.epoch,
+                t.records_in,
+                t.records_out,
+                t.lag,
+                t.restarts,
+                t.last_error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("")
+            ));
+        }
+        out.push('\n');
+    }
+    if !only {
+        out.push_str("workers:\n");
+        out.push_str(&render_workers(&s.workers));
+    }
+    out
+}

@@ -1,0 +1,162 @@
+//! The job types a worker binary can run.
+//!
+//! Owns: [`JobTypeRegistry`] (job-type name → task factory), [`TaskEnv`] (what
+//! a factory gets: the submitted [`JobSpec`], the task's index and the job's
+//! task count, the brokers, and the task's [`LeaseGuard`] for fenced sinks),
+//! [`TaskBuild`] (the [`RunnableJob`] of one task plus an optional
+//! [`ProgressProbe`] for input offsets and lag) and [`partitions_of_task`]
+//! (partition `p` of the input belongs to task `p % N`).
+//! Must never: start anything (factories only assemble jobs), or talk to
+//! ZooKeeper.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::coord::JobSpec;
+use crate::pipeline::RunnableJob;
+
+use super::lease::LeaseGuard;
+
+/// What a task factory is given.
+#[derive(Debug, Clone)]
+pub struct TaskEnv {
+    /// The submitted job (name, type, parallelism, `--set` parameters).
+    pub spec: JobSpec,
+    /// This task's index in `0..count`.
+    pub index: u32,
+    /// Number of tasks of the job (its parallelism).
+    pub count: u32,
+    /// Kafka `bootstrap.servers` of this worker.
+    pub brokers: String,
+    /// The task's write lease: wrap every sink in [`Fenced`](super::lease::Fenced) with it.
+    pub guard: LeaseGuard,
+}
+
+impl TaskEnv {
+    /// The parameter `key` from the job's config, or an error naming it.
+    pub fn param(&self, key: &str) -> Result<&str, String> {
+        self.spec
+            .config
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                format!(
+                    "job {:?} has no parameter {key:?} (submit it with --set {key}=...)",
+                    self.spec.name
+                )
+            })
+    }
+
+    /// The Kafka consumer group of the job: one group per job, so a task moved to another
+    /// worker resumes from the offsets its previous owner committed.
+    pub fn group(&self) -> String {
+        self.spec
+            .config
+            .get("group")
+            .cloned()
+            .unwrap_or_else(|| format!("weir-job-{}", self.spec.name))
+    }
+}
+
+/// Input progress of a running task, when its source can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Committed position per partition (`"<topic>/<partition>"` → next offset).
+    pub offsets: BTreeMap<String, i64>,
+    /// Records between the committed positions and the ends of the partitions.
+    pub lag: u64,
+}
+
+/// Reads a task's input progress. Called from a blocking thread, at most every few seconds.
+pub trait ProgressProbe: Send + Sync + 'static {
+    /// The current progress, or why it cannot be read now.
+    fn progress(&self) -> Result<Progress, String>;
+}
+
+/// One task, ready to start.
+pub struct TaskBuild {
+    /// The task's pipeline.
+    pub job: RunnableJob,
+    /// Where its offsets and lag come from, if anywhere.
+    pub probe: Option<Arc<dyn ProgressProbe>>,
+}
+
+impl From<RunnableJob> for TaskBuild {
+    fn from(job: RunnableJob) -> Self {
+        TaskBuild { job, probe: None }
+    }
+}
+
+/// Builds one task of a job type. May block briefly (e.g. read topic metadata): the worker
+/// calls it on a blocking thread.
+pub type TaskFactory = Arc<dyn Fn(&TaskEnv) -> Result<TaskBuild, String> + Send + Sync>;
+
+/// Job-type name → task factory.
+///
+/// ```
+/// use weir::service::registry::{JobTypeRegistry, TaskBuild};
+/// use weir::pipeline::Job;
+/// use weir::connectors::{VecSource, CollectSink};
+/// let mut reg = JobTypeRegistry::new();
+/// reg.register("double", |_env| {
+///     let (sink, _out) = CollectSink::new();
+///     Ok(TaskBuild::from(Job::new("double").source(VecSource::new(vec![1u32])).map(|x| x * 2).sink(sink)))
+/// });
+/// assert_eq!(reg.names(), vec!["double".to_string()]);
+/// assert!(reg.get("nope").is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct JobTypeRegistry {
+    types: BTreeMap<String, TaskFactory>,
+}
+
+impl JobTypeRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) job type `name`.
+    pub fn register<F>(&mut self, name: &str, factory: F) -> &mut Self
+    where
+        F: Fn(&TaskEnv) -> Result<TaskBuild, String> + Send + Sync + 'static,
+    {
+        self.types.insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// The factory of `name`.
+    pub fn get(&self, name: &str) -> Option<TaskFactory> {
+        self.types.get(name).cloned()
+    }
+
+    /// Registered names, sorted (advertised in the worker's ZooKeeper node).
+    pub fn names(&self) -> Vec<String> {
+        self.types.keys().cloned().collect()
+    }
+}
+
+/// The partitions (of `partition_count`) that task `index` of `count` reads: `p % count == index`.
+///
+/// ```
+/// use weir::service::registry::partitions_of_task;
+/// assert_eq!(partitions_of_task(6, 1, 4), vec![1, 5]);
+/// assert_eq!(partitions_of_task(2, 3, 4), Vec::<i32>::new());
+/// ```
+pub fn partitions_of_task(partition_count: u32, index: u32, count: u32) -> Vec<i32> {
+    let count = count.max(1);
+    (0..partition_count)
+        .filter(|p| p % count == index)
+        .map(|p| p as i32)
+        .collect()
+}
+
+/// The distinct job types in `names` joined for messages (`"a, b"`, or `"none"`).
+pub fn describe_types<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    let set: BTreeSet<&String> = names.into_iter().collect();
+    if set.is_empty() {
+        "none".to_string()
+    } else {
+        set.into_iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}

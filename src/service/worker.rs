@@ -1,0 +1,888 @@
+//! The worker runtime: runs the tasks ZooKeeper assigns to this process.
+//!
+//! Owns: [`WorkerActor`], which subscribes to the [`CoordActor`]'s events,
+//! starts and stops task jobs on a [`LocalRuntime`] (one `RunnableJob` per
+//! task, built by the [`JobTypeRegistry`]), publishes each task's
+//! [`TaskState`] (on change and at most once per `publish_interval`; restarts
+//! and the last error carry over from the state the task had before it
+//! started here), reports a task FAILED past its restart policy to the leader
+//! (a fenced failure record: the leader moves it elsewhere or restarts it in
+//! place, see [`crate::coord::leader`]), keeps
+//! the write [`Lease`] renewed by a periodic ZooKeeper round trip, and
+//! [`run_worker`], the process entry point (SIGTERM: drain, commit, leave,
+//! exit).
+//! Must never: keep a task running once its assignment is gone or fenced;
+//! start a task, or publish its state, without a valid lease; keep tasks
+//! after the session expired (they are aborted at once: this process may be
+//! a zombie); block its arbiter (factories and progress probes run on
+//! blocking threads).
+//!
+//! Session handling, in order of severity:
+//! - `Disconnected`: tasks keep running while the lease is valid; once it
+//!   runs out (no round trip answered for `timeout - margin`) they are
+//!   aborted locally, and restarted when the same session answers again (the
+//!   assignment did not change, so nothing moves);
+//! - `Expired`: the lease is revoked (every fenced sink refuses at once),
+//!   every task is aborted, and the coordination actor opens a new session and
+//!   registers again; assignments arrive anew on it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::{JobHandle, JobStatus, LocalRuntime};
+use crate::coord::actor::{
+    Deregister, ForgetTask, Ping, ReadSpec, ReadTaskState, ReportFailure, Shutdown, WriteTaskState,
+};
+use crate::coord::session::StatusHandle;
+use crate::coord::{
+    CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment, JobSpec,
+    SessionEvent, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
+};
+
+use super::error::{ServiceError, ServiceResult};
+use super::lease::Lease;
+use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
+use super::view::{SharedView, TaskView, WorkerView};
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker id (unique in the cluster; a path segment).
+    pub id: String,
+    /// ZooKeeper `host:port`.
+    pub zk: String,
+    /// Root of the znode tree (default `/weir`).
+    pub root: String,
+    /// Kafka `bootstrap.servers` handed to task factories.
+    pub brokers: String,
+    /// ZooKeeper session timeout.
+    pub session_timeout: Duration,
+    /// Most tasks at once.
+    pub capacity: u32,
+    /// Threads of the local runtime.
+    pub threads: usize,
+    /// Address advertised in the worker's znode (its HTTP endpoint), if any.
+    pub address: String,
+    /// Progress publication period per task (state changes go at once).
+    pub publish_interval: Duration,
+    /// How long SIGTERM waits for tasks to drain before aborting them.
+    pub drain_grace: Duration,
+    /// How long a task that could not even be built stays FAILED here before it is reported
+    /// to the leader (which moves it): a bad job bounces between workers at most this often.
+    pub build_failure_delay: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults: root `/weir`, 6 s session, capacity 64, 2 threads, 1 s publication,
+    /// 6 s drain grace.
+    pub fn new(id: &str, zk: &str, brokers: &str) -> Self {
+        WorkerConfig {
+            id: id.to_string(),
+            zk: zk.to_string(),
+            root: crate::coord::paths::DEFAULT_ROOT.to_string(),
+            brokers: brokers.to_string(),
+            session_timeout: Duration::from_secs(6),
+            capacity: 64,
+            threads: 2,
+            address: String::new(),
+            publish_interval: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(6),
+            build_failure_delay: Duration::from_secs(1),
+        }
+    }
+
+    /// The lease's safety margin: a fifth of the session timeout, at least 200 ms.
+    pub fn lease_margin(&self) -> Duration {
+        (self.session_timeout / 5).max(Duration::from_millis(200))
+    }
+}
+
+enum Phase {
+    /// The factory is building it on a blocking thread.
+    Starting,
+    /// Running (or restarting, or terminal) under its supervisor.
+    Running(JobHandle),
+    /// Could not be built or started (and since when).
+    BuildFailed(TaskError, Instant),
+}
+
+/// Where the report of a FAILED task to the leader stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureReport {
+    NotSent,
+    InFlight,
+    Done,
+}
+
+/// What the task had published before it started here (moved in, or restarted in place).
+#[derive(Debug, Clone, Default)]
+struct Carried {
+    restarts: u32,
+    last_error: Option<TaskError>,
+}
+
+struct Task {
+    token: FenceToken,
+    spec: JobSpec,
+    phase: Phase,
+    probe: Option<Arc<dyn ProgressProbe>>,
+    probing: bool,
+    last_probe: Option<Instant>,
+    progress: Progress,
+    published: Option<(TaskStatus, Instant)>,
+    carried: Carried,
+    report: FailureReport,
+}
+
+impl Task {
+    fn status(&self) -> Option<TaskStatus> {
+        match &self.phase {
+            Phase::Starting => None,
+            Phase::BuildFailed(..) => Some(TaskStatus::Failed),
+            Phase::Running(h) => Some(match h.status() {
+                JobStatus::Created | JobStatus::Running => TaskStatus::Running,
+                JobStatus::Restarting => TaskStatus::Restarting,
+                JobStatus::Failed => TaskStatus::Failed,
+                JobStatus::Finished => TaskStatus::Finished,
+                JobStatus::Cancelled => TaskStatus::Cancelled,
+            }),
+        }
+    }
+
+    fn view(&self) -> TaskView {
+        let mut v = TaskView {
+            task: self.token.task.to_string(),
+            job: self.token.job.clone(),
+            job_type: self.spec.job_type.clone(),
+            state: self.status().unwrap_or(TaskStatus::Scheduled),
+            epoch: self.token.epoch,
+            records_in: 0,
+            records_out: 0,
+            batches: 0,
+            backpressure_ms: 0,
+            lag: self.progress.lag,
+            offsets: self.progress.offsets.clone(),
+            restarts: self.carried.restarts,
+            last_error: self.carried.last_error.clone(),
+        };
+        match &self.phase {
+            Phase::Starting => {}
+            Phase::BuildFailed(e, _) => v.last_error = Some(e.clone()),
+            Phase::Running(h) => {
+                let r = h.report();
+                for (name, m) in &r.tasks {
+                    if name.contains("-source#") {
+                        v.records_in += m.records_out.max(m.records_in);
+                        v.batches += m.batches_out;
+                    }
+                    if name.contains("-sink#") {
+                        v.records_out += m.records_out;
+                    }
+                    v.backpressure_ms += m.backpressure_ms;
+                }
+                v.restarts += r.restarts;
+                if let Some(e) = r.last_error {
+                    v.last_error = Some(TaskError {
+                        message: e.message,
+                        at_ms: e.at_ms,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    fn state(&self, v: &TaskView) -> TaskState {
+        TaskState {
+            state: v.state,
+            worker: self.token.worker.clone(),
+            epoch: self.token.epoch,
+            records_in: v.records_in,
+            records_out: v.records_out,
+            offsets: v.offsets.clone(),
+            lag: v.lag,
+            restarts: v.restarts,
+            last_error: v.last_error.clone(),
+            updated_at_ms: crate::coord::model::now_ms(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Desire {
+    tokens: BTreeMap<TaskId, FenceToken>,
+    spec: Option<JobSpec>,
+}
+
+/// The worker actor (see the module docs). Start it with [`WorkerActor::start_with_coord`].
+pub struct WorkerActor {
+    cfg: WorkerConfig,
+    registry: JobTypeRegistry,
+    coord: Addr<CoordActor>,
+    _coord_arbiter: Arbiter,
+    status: StatusHandle,
+    lease: Lease,
+    runtime: LocalRuntime,
+    tasks: BTreeMap<TaskId, Task>,
+    /// Tasks told to stop and not terminal yet (drained or aborted).
+    stopping: Vec<(TaskId, JobHandle)>,
+    desired: BTreeMap<String, Desire>,
+    view: SharedView,
+    shutting_down: bool,
+    lease_lost_logged: bool,
+}
+
+impl WorkerActor {
+    /// Starts the coordination actor on its own arbiter and the worker actor on the
+    /// current one. Must be called inside an actix system.
+    pub fn start_with_coord(
+        cfg: WorkerConfig,
+        registry: JobTypeRegistry,
+        view: SharedView,
+    ) -> ServiceResult<Addr<WorkerActor>> {
+        let mut ccfg = CoordConfig::new(cfg.zk.clone());
+        ccfg.root.clone_from(&cfg.root);
+        ccfg.session.session_timeout = cfg.session_timeout;
+        let info = WorkerInfo {
+            id: cfg.id.clone(),
+            address: cfg.address.clone(),
+            capacity: cfg.capacity,
+            job_types: registry.names(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        info.validate()?;
+        ccfg.worker = Some(info);
+        ccfg.candidate = Some(cfg.id.clone());
+        ccfg.state_write_interval = cfg.publish_interval;
+        ccfg.leader_resync = Duration::from_secs(10);
+        let lease = Lease::new(cfg.session_timeout, cfg.lease_margin());
+        let ctx: Context<WorkerActor> = Context::new();
+        let addr = ctx.address();
+        let actor = CoordActor::new(ccfg, Some(addr.clone().recipient()))?;
+        let status = actor.status_handle();
+        let arbiter = Arbiter::new();
+        let coord = CoordActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        let runtime = LocalRuntime::new(cfg.threads);
+        ctx.run(WorkerActor {
+            cfg,
+            registry,
+            coord,
+            _coord_arbiter: arbiter,
+            status,
+            lease,
+            runtime,
+            tasks: BTreeMap::new(),
+            stopping: Vec::new(),
+            desired: BTreeMap::new(),
+            view,
+            shutting_down: false,
+            lease_lost_logged: false,
+        });
+        Ok(addr)
+    }
+
+    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
+        let sent_at = Instant::now();
+        let lease = self.lease.clone();
+        let status = self.status.clone();
+        self.coord
+            .send(Ping)
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(Ok(session)) => {
+                    let timeout = status.get().session_timeout;
+                    lease.renew_for(session, sent_at, timeout);
+                    if act.lease_lost_logged {
+                        tracing::info!("write lease renewed");
+                        act.lease_lost_logged = false;
+                        act.reconcile(ctx);
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "lease round trip failed"),
+                Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
+            })
+            .spawn(ctx);
+    }
+
+    fn on_assignment(
+        &mut self,
+        job: String,
+        assignment: Option<JobAssignment>,
+        ctx: &mut Context<Self>,
+    ) {
+        match assignment {
+            None => {
+                if self.desired.remove(&job).is_some() {
+                    tracing::info!(job = %job, "job removed: stopping its tasks");
+                }
+                self.reconcile(ctx);
+            }
+            Some(a) => {
+                let tokens: BTreeMap<TaskId, FenceToken> =
+                    FenceToken::for_worker(&job, &a, &self.cfg.id)
+                        .into_iter()
+                        .map(|t| (t.task.clone(), t))
+                        .collect();
+                let d = self.desired.entry(job.clone()).or_default();
+                d.tokens = tokens;
+                // The spec may have changed (rescale): read it again, then reconcile. Only the
+                // spec: a malformed task-state node must not keep this job's tasks from starting.
+                self.coord
+                    .send(ReadSpec { job: job.clone() })
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
+                        match res {
+                            Ok(Ok(spec)) => {
+                                if let Some(d) = act.desired.get_mut(&job) {
+                                    d.spec = Some(spec);
+                                }
+                            }
+                            Ok(Err(CoordError::NoNode { .. })) => {
+                                tracing::info!(job = %job, "job spec gone (being cancelled)");
+                            }
+                            Ok(Err(e)) => tracing::error!(job = %job, error = %e, "cannot read the job; its tasks are not started"),
+                            Err(e) => tracing::error!(error = %e, "coordination actor unavailable"),
+                        }
+                        act.reconcile(ctx);
+                    })
+                    .spawn(ctx);
+                self.reconcile(ctx);
+            }
+        }
+    }
+
+    /// Stops tasks that are no longer wanted (drain + commit) and starts the wanted ones.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        // Stop what is not (or no longer identically) wanted.
+        let unwanted: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(id, t)| {
+                let Some(d) = self.desired.get(&id.job) else {
+                    return true;
+                };
+                match d.tokens.get(*id) {
+                    None => true,
+                    Some(tok) => tok != &t.token || d.spec.as_ref().is_some_and(|s| s != &t.spec),
+                }
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unwanted {
+            self.stop_task(&id, true, "no longer assigned here (or its job changed)");
+        }
+        if self.shutting_down || !self.lease.is_valid() {
+            return;
+        }
+        let mut to_start = Vec::new();
+        for d in self.desired.values() {
+            let Some(spec) = &d.spec else { continue };
+            for (id, tok) in &d.tokens {
+                if self.tasks.contains_key(id) || self.stopping.iter().any(|(s, _)| s == id) {
+                    continue;
+                }
+                if spec.parallelism <= id.index {
+                    continue; // assignment newer than the spec we read; wait for the re-read
+                }
+                to_start.push((tok.clone(), spec.clone()));
+            }
+        }
+        for (tok, spec) in to_start {
+            self.start_task(tok, spec, ctx);
+        }
+    }
+
+    fn start_task(&mut self, token: FenceToken, spec: JobSpec, ctx: &mut Context<Self>) {
+        let Some(guard) = self.lease.guard() else {
+            return;
+        };
+        let id = token.task.clone();
+        let mut task = Task {
+            token: token.clone(),
+            spec: spec.clone(),
+            phase: Phase::Starting,
+            probe: None,
+            probing: false,
+            last_probe: None,
+            progress: Progress::default(),
+            published: None,
+            carried: Carried::default(),
+            report: FailureReport::NotSent,
+        };
+        let Some(factory) = self.registry.get(&spec.job_type) else {
+            let msg = format!(
+                "job type {:?} is not registered in this worker (it runs: {})",
+                spec.job_type,
+                self.registry.names().join(", ")
+            );
+            tracing::error!(task = %id, "{msg}");
+            task.phase = Phase::BuildFailed(
+                TaskError {
+                    message: msg,
+                    at_ms: crate::coord::model::now_ms(),
+                },
+                Instant::now(),
+            );
+            self.tasks.insert(id, task);
+            return;
+        };
+        tracing::info!(task = %id, epoch = token.epoch, job_type = %spec.job_type, "starting task");
+        self.tasks.insert(id.clone(), task);
+        let env = TaskEnv {
+            spec: spec.clone(),
+            index: id.index,
+            count: spec.parallelism,
+            brokers: self.cfg.brokers.clone(),
+            guard,
+        };
+        let built = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&env))).unwrap_or_else(
+                |p| {
+                    Err(format!(
+                        "task factory panicked: {}",
+                        crate::pipeline::error::panic_message(&*p)
+                    ))
+                },
+            )
+        });
+        // What the task published before (here or on the worker it moved from): its restarts
+        // and last error carry over.
+        let prior = self.coord.send(ReadTaskState {
+            job: token.job.clone(),
+            task: id.clone(),
+        });
+        let task_name = id.clone();
+        async move {
+            let (built, prior) = futures::future::join(built, prior).await;
+            let built =
+                built.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")));
+            let prior = match prior {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %task_name, error = %e, "previous task state unreadable; restarts and last error start afresh");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task_name, error = %e, "coordination actor unavailable");
+                    None
+                }
+            };
+            (built, prior)
+        }
+        .into_actor(self)
+        .map(move |(res, prior), act, ctx| {
+            let Some(task) = act.tasks.get_mut(&id) else {
+                return;
+            };
+            if task.token != token || !matches!(task.phase, Phase::Starting) {
+                return;
+            }
+            if let Some(p) = prior {
+                task.carried = Carried {
+                    restarts: p.restarts,
+                    last_error: p.last_error,
+                };
+            }
+            let failed = |reason: String| {
+                tracing::error!(task = %id, error = %reason, "task could not start");
+                Phase::BuildFailed(
+                    TaskError {
+                        message: reason,
+                        at_ms: crate::coord::model::now_ms(),
+                    },
+                    Instant::now(),
+                )
+            };
+            task.phase = match res {
+                Ok(build) => {
+                    task.probe = build.probe;
+                    match act.runtime.start(build.job) {
+                        Ok(h) => Phase::Running(h),
+                        Err(e) => failed(e.to_string()),
+                    }
+                }
+                Err(reason) => failed(reason),
+            };
+            act.publish(ctx, false);
+        })
+        .spawn(ctx);
+    }
+
+    /// Stops one task: `drain` = cancel (drain + commit), otherwise abort at once.
+    fn stop_task(&mut self, id: &TaskId, drain: bool, why: &str) {
+        let Some(task) = self.tasks.remove(id) else {
+            return;
+        };
+        tracing::info!(task = %id, drain, "stopping task: {why}");
+        self.coord.do_send(ForgetTask(task.token.clone()));
+        if let Phase::Running(h) = task.phase {
+            if drain {
+                h.cancel();
+            } else {
+                h.abort();
+            }
+            self.stopping.push((id.clone(), h));
+        }
+    }
+
+    fn abort_all(&mut self, why: &str) {
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        if !ids.is_empty() {
+            tracing::warn!(tasks = ids.len(), "aborting every task: {why}");
+        }
+        for id in ids {
+            self.stop_task(&id, false, why);
+        }
+        for (_, h) in &self.stopping {
+            h.abort();
+        }
+    }
+
+    /// Publishes states that changed, and progress at most once per interval.
+    fn publish(&mut self, ctx: &mut Context<Self>, progress_too: bool) {
+        if !self.lease.is_valid() {
+            return;
+        }
+        let now = Instant::now();
+        let interval = self.cfg.publish_interval;
+        let mut writes = Vec::new();
+        for task in self.tasks.values_mut() {
+            let Some(status) = task.status() else {
+                continue;
+            };
+            let due = match task.published {
+                None => true,
+                Some((s, _)) if s != status => true,
+                Some((_, at)) => {
+                    progress_too && now.duration_since(at) >= interval && !status.is_terminal()
+                }
+            };
+            if due {
+                let v = task.view();
+                writes.push((task.token.clone(), task.state(&v)));
+                task.published = Some((status, now));
+            }
+        }
+        for (token, state) in writes {
+            self.coord
+                .send(WriteTaskState {
+                    token: token.clone(),
+                    state,
+                })
+                .into_actor(self)
+                .map(move |res, act, _| match res {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => act.on_write_failed(&token, &e),
+                    Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
+                })
+                .spawn(ctx);
+        }
+        self.report_failures(ctx);
+    }
+
+    /// Reports each task FAILED past its restart policy (once its FAILED state was sent) to
+    /// the leader, once per assignment token; a task that could not even be built only after
+    /// `build_failure_delay`. A failed report is retried on the next tick.
+    fn report_failures(&mut self, ctx: &mut Context<Self>) {
+        let delay = self.cfg.build_failure_delay;
+        let mut reports = Vec::new();
+        for task in self.tasks.values_mut() {
+            if task.report != FailureReport::NotSent
+                || task.status() != Some(TaskStatus::Failed)
+                || task.published.map(|(s, _)| s) != Some(TaskStatus::Failed)
+            {
+                continue;
+            }
+            if let Phase::BuildFailed(_, since) = &task.phase {
+                if since.elapsed() < delay {
+                    continue;
+                }
+            }
+            let v = task.view();
+            let error = v.last_error.unwrap_or_else(|| TaskError {
+                message: "failed (no error recorded)".into(),
+                at_ms: crate::coord::model::now_ms(),
+            });
+            task.report = FailureReport::InFlight;
+            reports.push(ReportFailure {
+                token: task.token.clone(),
+                error,
+                restarts: v.restarts,
+            });
+        }
+        for msg in reports {
+            let token = msg.token.clone();
+            tracing::warn!(task = %token.task, epoch = token.epoch, restarts = msg.restarts, error = %msg.error.message,
+                "task FAILED past its restart policy: reporting it to the leader");
+            self.coord
+                .send(msg)
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let outcome = match res {
+                        Ok(Ok(())) => FailureReport::Done,
+                        Ok(Err(e @ CoordError::Fenced { .. })) => {
+                            act.on_write_failed(&token, &e);
+                            FailureReport::Done
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(task = %token.task, error = %e, "failure not reported; will retry");
+                            FailureReport::NotSent
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "coordination actor unavailable");
+                            FailureReport::NotSent
+                        }
+                    };
+                    if let Some(t) = act.tasks.get_mut(&token.task) {
+                        if t.token == token {
+                            t.report = outcome;
+                        }
+                    }
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn on_write_failed(&mut self, token: &FenceToken, e: &CoordError) {
+        match e {
+            CoordError::Fenced { .. } => {
+                if self
+                    .tasks
+                    .get(&token.task)
+                    .is_some_and(|t| &t.token == token)
+                {
+                    tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away; aborting it here");
+                    self.stop_task(&token.task, false, "fenced");
+                }
+            }
+            _ => {
+                tracing::warn!(task = %token.task, error = %e, "task state not published; will retry");
+                if let Some(t) = self.tasks.get_mut(&token.task) {
+                    t.published = None;
+                }
+            }
+        }
+    }
+
+    fn probe_progress(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let every = Duration::from_secs(2);
+        let mut due = Vec::new();
+        for (id, task) in self.tasks.iter_mut() {
+            let Some(probe) = task.probe.clone() else {
+                continue;
+            };
+            if task.probing
+                || task
+                    .last_probe
+                    .is_some_and(|t| now.duration_since(t) < every)
+            {
+                continue;
+            }
+            task.probing = true;
+            task.last_probe = Some(now);
+            due.push((id.clone(), task.token.clone(), probe));
+        }
+        for (id, token, probe) in due {
+            let fut = tokio::task::spawn_blocking(move || probe.progress());
+            async move { fut.await.unwrap_or_else(|e| Err(e.to_string())) }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let Some(t) = act.tasks.get_mut(&id) else {
+                        return;
+                    };
+                    if t.token != token {
+                        return;
+                    }
+                    t.probing = false;
+                    match res {
+                        Ok(p) => t.progress = p,
+                        Err(e) => tracing::debug!(task = %id, error = %e, "progress probe failed"),
+                    }
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.stopping.retain(|(_, h)| !h.status().is_terminal());
+        if !self.lease.is_valid() && !self.tasks.is_empty() {
+            if !self.lease_lost_logged {
+                tracing::warn!(status = %self.status.get().describe(), "write lease ran out: stopping tasks until ZooKeeper answers again");
+                self.lease_lost_logged = true;
+            }
+            self.abort_all("write lease ran out (ZooKeeper unreachable for too long)");
+        } else if !self.lease.is_valid() {
+            self.lease_lost_logged = true;
+        }
+        self.reconcile(ctx);
+        self.probe_progress(ctx);
+        self.publish(ctx, true);
+        self.refresh_view();
+    }
+
+    fn refresh_view(&self) {
+        let st = self.status.get();
+        self.view.set(WorkerView {
+            worker: self.cfg.id.clone(),
+            session: st.describe(),
+            connected: st.is_connected(),
+            leader: st.leader,
+            lease_ms: self.lease.remaining().as_millis() as u64,
+            job_types: self.registry.names(),
+            tasks: self.tasks.values().map(Task::view).collect(),
+        });
+    }
+}
+
+impl Actor for WorkerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let every = (self.cfg.session_timeout / 3).min(Duration::from_secs(2));
+        ctx.run_interval(every, |act, ctx| act.renew_lease(ctx));
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.tick(ctx));
+        self.renew_lease(ctx);
+    }
+}
+
+impl Handler<CoordEvent> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, ev: CoordEvent, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        match ev {
+            CoordEvent::SessionState(SessionEvent::Connected { session_id }) => {
+                tracing::info!(
+                    session = format_args!("{session_id:#x}"),
+                    "ZooKeeper session connected"
+                );
+                self.renew_lease(ctx);
+            }
+            CoordEvent::SessionState(SessionEvent::Disconnected { may_be_alive_until }) => {
+                tracing::warn!(
+                    alive_for = ?may_be_alive_until.saturating_duration_since(Instant::now()),
+                    lease_left = ?self.lease.remaining(),
+                    "disconnected from ZooKeeper: tasks keep running while the lease lasts"
+                );
+            }
+            CoordEvent::SessionState(SessionEvent::Expired) => {
+                self.lease.revoke();
+                self.abort_all("ZooKeeper session expired (this worker may be a zombie)");
+                self.desired.clear();
+            }
+            CoordEvent::AssignmentChanged { job, assignment } => {
+                self.on_assignment(job, assignment, ctx)
+            }
+            CoordEvent::TaskStateWriteFailed { token, error } => {
+                self.on_write_failed(&token, &error)
+            }
+            CoordEvent::BecameLeader => tracing::info!("this worker is now the leader"),
+            CoordEvent::LostLeadership => tracing::warn!("this worker is no longer the leader"),
+            CoordEvent::WorkersChanged(ws) => {
+                tracing::debug!(workers = ws.len(), "workers changed")
+            }
+            CoordEvent::JobsChanged(jobs) => {
+                let gone: Vec<String> = self
+                    .desired
+                    .keys()
+                    .filter(|j| !jobs.contains(j))
+                    .cloned()
+                    .collect();
+                for j in gone {
+                    self.desired.remove(&j);
+                }
+                self.reconcile(ctx);
+            }
+        }
+    }
+}
+
+/// Leaves the cluster cleanly: drains every task (cancel: drain + commit) for at most the
+/// configured grace, aborts what is left, deregisters and closes the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GracefulStop;
+
+impl Handler<GracefulStop> for WorkerActor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: GracefulStop, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        self.desired.clear();
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        tracing::info!(tasks = ids.len(), "shutting down: draining tasks");
+        for id in ids {
+            self.stop_task(&id, true, "worker shutting down");
+        }
+        let handles: Vec<JobHandle> = self.stopping.iter().map(|(_, h)| h.clone()).collect();
+        let grace = self.cfg.drain_grace;
+        let coord = self.coord.clone();
+        Box::pin(
+            async move {
+                let all = futures::future::join_all(handles.iter().map(|h| h.wait()));
+                if tokio::time::timeout(grace, all).await.is_err() {
+                    tracing::warn!("drain took longer than {grace:?}: aborting the rest");
+                    for h in &handles {
+                        h.abort();
+                    }
+                    let all = futures::future::join_all(handles.iter().map(|h| h.wait()));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+                }
+                match tokio::time::timeout(Duration::from_secs(1), coord.send(Deregister)).await {
+                    Ok(Ok(Ok(()))) => tracing::info!("left the cluster"),
+                    other => tracing::warn!(
+                        ?other,
+                        "could not deregister; the session close removes the node"
+                    ),
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), coord.send(Shutdown)).await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.refresh_view();
+                ctx.stop();
+            }),
+        )
+    }
+}
+
+/// Runs a worker until SIGTERM / Ctrl-C, then leaves cleanly (see [`GracefulStop`]).
+/// Serves HTTP on `http` if given. Call inside an actix system.
+pub async fn run_worker(
+    mut cfg: WorkerConfig,
+    registry: JobTypeRegistry,
+    http: Option<std::net::SocketAddr>,
+) -> ServiceResult<()> {
+    if registry.names().is_empty() {
+        return Err(ServiceError::Invalid {
+            field: "registry".into(),
+            reason: "no job type registered".into(),
+        });
+    }
+    let view = SharedView::default();
+    let mut server = None;
+    if let Some(addr) = http {
+        let (bound, handle) = super::http::serve(addr, view.clone()).await?;
+        if cfg.address.is_empty() {
+            cfg.address = bound.to_string();
+        }
+        tracing::info!(address = %bound, "HTTP endpoint listening");
+        server = Some(handle);
+    }
+    let id = cfg.id.clone();
+    let worker = WorkerActor::start_with_coord(cfg, registry, view)?;
+    tracing::info!(worker = %id, "worker started");
+    crate::actors::shutdown_signal().await;
+    tracing::info!(worker = %id, "signal received: leaving the cluster");
+    let _ = worker.send(GracefulStop).await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Shared helpers of the service tests: a cluster of real worker processes
+//! (`target/debug/examples/service`) under a unique ZooKeeper root, the real
+//! `weir` CLI, and readers of what the cluster published.
+//!
+//! Never skips: a missing ZooKeeper or broker fails the test and says to run
+//! `scripts/services up`.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "../common/mod.rs"]
+pub mod kafka;
+
+#[allow(unused_imports)]
+pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, Rec};
+
+/// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
+pub fn zk_addr() -> String {
+    format!(
+        "127.0.0.1:{}",
+        std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into())
+    )
+}
+
+/// Makes sure ZooKeeper and the broker answer (starting them through the services script).
+pub fn ensure_services() -> String {
+    let b = kafka::ensure_kafka();
+    let out = weir_raw(&[
+        "--zk",
+        &zk_addr(),
+        "--root",
+        "/weir-test-probe",
+        "--zk-wait-s",
+        "10",
+        "workers",
+    ]);
+    assert!(
+        out.status.success(),
+        "ZooKeeper at {} is not usable: run `scripts/services up`\n{}",
+        zk_addr(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    delete_root("/weir-test-probe");
+    b
+}
+
+/// Runs the real `weir` binary with exactly `args`.
+pub fn weir_raw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weir")
+}
+
+/// Deletes a root recursively (through a throwaway tokio runtime).
+pub fn delete_root(root: &str) {
+    let root = root.to_string();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut cfg = weir::coord::session::SessionConfig::new(zk_addr());
+            cfg.session_timeout = Duration::from_secs(5);
+            if let Ok(c) = weir::coord::session::connect_once(&cfg).await {
+                let _ = weir::coord::store::delete_recursive(&c, &root).await;
+            }
+        });
+    })
+    .join();
+}
+
+/// A test cluster: a unique root, worker processes, topics; all cleaned up on drop.
+pub struct Cluster {
+    pub root: String,
+    pub brokers: String,
+    pub session_timeout_ms: u64,
+    pub workers: BTreeMap<String, Proc>,
+    pub topics: Vec<String>,
+}
+
+impl Cluster {
+    pub fn new(name: &str, session_timeout_ms: u64) -> Cluster {
+        let brokers = ensure_services();
+        Cluster {
+            root: format!("/{}", unique(&format!("weir-test-{name}"))),
+            brokers,
+            session_timeout_ms,
+            workers: BTreeMap::new(),
+            topics: Vec::new(),
+        }
+    }
+
+    /// Creates a topic owned by the test.
+    pub fn topic(&mut self, prefix: &str, partitions: i32) -> String {
+        let t = unique(prefix);
+        create_topic(&self.brokers, &t, partitions);
+        self.topics.push(t.clone());
+        t
+    }
+
+    /// Starts worker `id` (HTTP on an ephemeral port) and waits until it registered.
+    pub fn start_worker(&mut self, id: &str) {
+        self.start_worker_with(id, &[]);
+    }
+
+    /// [`start_worker`](Self::start_worker) with extra arguments (e.g. `--test-job-types`).
+    pub fn start_worker_with(&mut self, id: &str, extra: &[&str]) {
+        let st = self.session_timeout_ms.to_string();
+        let zk = zk_addr();
+        let mut args = vec![
+            "worker",
+            "--zk",
+            &zk,
+            "--brokers",
+            &self.brokers,
+            "--id",
+            id,
+            "--session-timeout-ms",
+            &st,
+            "--root",
+            &self.root,
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let p = Proc::spawn("service", &args);
+        self.workers.insert(id.to_string(), p);
+        let want = id.to_string();
+        self.wait("worker registration", Duration::from_secs(20), |c| {
+            c.workers().iter().any(|w| w["id"] == want.as_str())
+        });
+    }
+
+    /// `weir --zk .. --root .. <args>`.
+    pub fn weir(&self, args: &[&str]) -> Output {
+        let zk = zk_addr();
+        let mut all = vec![
+            "--zk",
+            zk.as_str(),
+            "--root",
+            self.root.as_str(),
+            "--zk-wait-s",
+            "5",
+        ];
+        all.extend_from_slice(args);
+        weir_raw(&all)
+    }
+
+    /// `weir .. <args>` that must succeed; its stdout.
+    pub fn weir_ok(&self, args: &[&str]) -> String {
+        let out = self.weir(args);
+        assert!(
+            out.status.success(),
+            "weir {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `weir status --json`.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.weir_ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    /// The live workers (from `weir status --json`).
+    pub fn workers(&self) -> Vec<Value> {
+        self.status()["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One job's status, if it exists.
+    pub fn job(&self, name: &str) -> Option<Value> {
+        self.status()["jobs"]
+            .as_array()?
+            .iter()
+            .find(|j| j["name"] == name)
+            .cloned()
+    }
+
+    /// task -> (worker, state) of a job.
+    pub fn placement(&self, name: &str) -> BTreeMap<String, (String, String)> {
+        let Some(j) = self.job(name) else {
+            return BTreeMap::new();
+        };
+        j["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["task"].as_str().unwrap().to_string(),
+                    (
+                        t["worker"].as_str().unwrap_or("").to_string(),
+                        t["state"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Tasks per worker of a job.
+    pub fn loads(&self, name: &str) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (w, _) in self.placement(name).values() {
+            *m.entry(w.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    /// Polls `f` every 100 ms; panics after `timeout`.
+    pub fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Cluster) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if f(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                let logs: String = self
+                    .workers
+                    .iter()
+                    .map(|(id, p)| format!("--- {id} ---\n{}\n", kafka::tail(&p.log_text())))
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nstatus: {}\n{logs}",
+                    self.status()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The worker that leads (from the workers' `/api/tasks`).
+    pub fn leader(&self) -> Option<String> {
+        for w in self.workers() {
+            if let Some(addr) = w["address"].as_str() {
+                if let Some(v) = http_get(addr, "/api/tasks")
+                    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                {
+                    if v["leader"] == true {
+                        return Some(w["id"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// HTTP address of a worker (from its znode).
+    pub fn http_of(&self, id: &str) -> String {
+        self.workers()
+            .iter()
+            .find(|w| w["id"] == id)
+            .and_then(|w| w["address"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("worker {id} not registered"))
+    }
+
+    /// Dumps every worker's log tail (for failures and reports).
+    pub fn logs(&self) -> String {
+        self.workers
+            .iter()
+            .map(|(id, p)| format!("--- {id} ---\n{}\n", kafka::tail(&p.log_text())))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, p) in std::mem::take(&mut self.workers) {
+            p.kill9();
+        }
+        delete_root(&self.root);
+        let t: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        delete_topics(&self.brokers, &t);
+    }
+}
+
+/// A plain HTTP GET on `addr` (`host:port`); the body on 2xx.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 2").then(|| body.to_string())
+}
+
+/// Payment records with ids `ids`, spread over `partitions` partitions.
+pub fn payments(ids: std::ops::Range<u64>, partitions: i32) -> Vec<Rec> {
+    ids.map(|i| {
+        Rec::to(
+            (i % partitions as u64) as i32,
+            format!(
+                "{{\"id\":{i},\"user\":\"u{}\",\"amount\":{}.25}}",
+                i % 50,
+                i % 7
+            ),
+        )
+    })
+    .collect()
+}
+
+/// Output ids read from `topic` until every id of `want` arrived (or `timeout`); returns
+/// (distinct ids, duplicates).
+pub fn output_ids(
+    brokers: &str,
+    topic: &str,
+    want: &BTreeSet<u64>,
+    timeout: Duration,
+) -> (BTreeSet<u64>, usize) {
+    let start = Instant::now();
+    loop {
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
+        let got = read_topic(brokers, topic, want.len(), left, Duration::from_secs(1));
+        let mut ids = BTreeSet::new();
+        let mut dups = 0;
+        for g in got {
+            let id = g.json()["id"].as_u64().expect("id");
+            if !ids.insert(id) {
+                dups += 1;
+            }
+        }
+        if want.is_subset(&ids) || start.elapsed() >= timeout {
+            return (ids, dups);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

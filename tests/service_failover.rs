@@ -1,0 +1,108 @@
+//! Real worker processes, real ZooKeeper: a task that fails on one worker past its restart
+//! policy is restarted in place by its supervisor (restarts published), then FAILED, and the
+//! leader moves it to another worker, where it runs with its last error and restarts kept,
+//! and stays.
+//!
+//! Uses the service example's test-only job type `failing` (`--test-job-types`): its tasks
+//! panic on every record on the worker named by `fail_on` and run normally elsewhere.
+
+mod service_common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use service_common::*;
+
+const TIMEOUT_MS: u64 = 3000;
+
+fn task(c: &Cluster, job: &str, name: &str) -> Option<Value> {
+    c.job(job)?["tasks"]
+        .as_array()?
+        .iter()
+        .find(|t| t["task"] == name)
+        .cloned()
+}
+
+#[test]
+fn failed_task_moves_to_another_worker_and_keeps_its_error() {
+    let mut c = Cluster::new("failover", TIMEOUT_MS);
+    for w in ["f1", "f2"] {
+        c.start_worker_with(w, &["--test-job-types"]);
+    }
+    c.weir_ok(&[
+        "submit",
+        "failing",
+        "--name",
+        "fl",
+        "--parallelism",
+        "2",
+        "--set",
+        "fail_on=f1",
+    ]);
+    // One task each at first; the one on f1 fails past its policy (2 restarts) and moves.
+    let reported = c.wait(
+        "f1 reporting a task FAILED past its restart policy",
+        Duration::from_secs(40),
+        |c| {
+            c.workers["f1"]
+                .log_text()
+                .contains("task FAILED past its restart policy: reporting it to the leader")
+        },
+    );
+    eprintln!("failover: FAILED reported after {reported:?}");
+    let log = c.workers["f1"].log_text();
+    let failed_task = ["fl-0", "fl-1"]
+        .into_iter()
+        .find(|t| {
+            log.lines()
+                .any(|l| l.contains("reporting it to the leader") && l.contains(t))
+        })
+        .unwrap_or_else(|| panic!("which task failed?\n{}", c.logs()));
+    let moved = c.wait(
+        "the failed task RUNNING on f2 with its error and restarts",
+        Duration::from_secs(30),
+        |c| {
+            task(c, "fl", failed_task).is_some_and(|t| {
+                t["worker"] == "f2"
+                    && t["state"] == "RUNNING"
+                    && t["restarts"].as_u64() >= Some(2)
+                    && t["last_error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("refused on worker f1"))
+            })
+        },
+    );
+    eprintln!("failover: {failed_task} RUNNING on f2 {moved:?} later");
+    // The leader said why it moved it.
+    assert!(
+        c.logs().contains("moved to another worker"),
+        "leader log\n{}",
+        c.logs()
+    );
+    // It stays there (not moved back onto f1), and keeps running; the other task too.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = task(&c, "fl", failed_task).unwrap();
+    assert_eq!(
+        (t["worker"].as_str(), t["state"].as_str()),
+        (Some("f2"), Some("RUNNING")),
+        "{t}"
+    );
+    let other = if failed_task == "fl-0" {
+        "fl-1"
+    } else {
+        "fl-0"
+    };
+    let o = task(&c, "fl", other).unwrap();
+    assert_eq!(o["state"], "RUNNING", "{o}");
+    assert!(
+        o["last_error"].is_null(),
+        "the other task never failed: {o}"
+    );
+    // f1 stopped its instance: it runs nothing now.
+    let api: Value =
+        serde_json::from_str(&http_get(&c.http_of("f1"), "/api/tasks").unwrap()).unwrap();
+    assert!(api["tasks"].as_array().unwrap().is_empty(), "{api}");
+    // `weir status` shows the kept error.
+    let out = c.weir_ok(&["status", "fl"]);
+    assert!(out.contains("refused on worker f1"), "{out}");
+}
