@@ -1,1 +1,284 @@
-fn main() {}
+//! Kafka → Kafka benchmark on the real broker (`cargo bench --bench kafka`).
+//!
+//! Pre-loads N records of ~100 bytes (default 5,000,000; override with
+//! `WEIR_BENCH_KAFKA_RECORDS` or the first argument) into a 4-partition
+//! topic, measuring rdkafka's raw produce rate while doing so; then
+//! rdkafka's raw consume rate of the same topic; rdkafka alone copying
+//! the topic (consume and produce at once, no decoding); then the `kafka_etl`
+//! pipeline (weir's Kafka source → filter → map → keyed Kafka sink, explicit
+//! partitions, parallelism `WEIR_BENCH_KAFKA_PARALLELISM`, default 2) end to
+//! end, from job start until every record was written and flushed. Prints
+//! one JSON line per measurement with events/s and the ratio to the lower
+//! of the two raw rates (the ceiling). Deletes its topics at the end.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use weir::actors::runtime::LocalRuntime;
+use weir::apps::etl::{etl_job, EtlParams};
+
+fn config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("log_level", "3");
+    c
+}
+
+fn line(name: &str, records: u64, secs: f64, ceiling: Option<f64>, extra: &str) -> f64 {
+    let rate = records as f64 / secs;
+    let ratio = ceiling
+        .map(|c| format!(",\"ratio_to_ceiling\":{:.3}", rate / c))
+        .unwrap_or_default();
+    println!(
+        "{{\"bench\":\"kafka\",\"measurement\":\"{name}\",\"records\":{records},\"seconds\":{secs:.3},\"events_per_s\":{rate:.0}{ratio}{extra}}}"
+    );
+    let _ = std::io::stdout().flush();
+    rate
+}
+
+fn payload(id: u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    let _ = write!(
+        buf,
+        r#"{{"id":{id},"user":"user-{:04}","amount":{}.{:02},"note":""#,
+        id % 1000,
+        id % 10_000,
+        id % 100
+    );
+    while buf.len() < 98 {
+        buf.push(b'x');
+    }
+    buf.extend_from_slice(b"\"}");
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .or_else(|| {
+            std::env::var("WEIR_BENCH_KAFKA_RECORDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(5_000_000);
+    let parallelism: usize = std::env::var("WEIR_BENCH_KAFKA_PARALLELISM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = std::process::Command::new("bash")
+        .arg(format!("{root}/scripts/services"))
+        .arg("up")
+        .status()
+        .expect("run scripts/services up");
+    assert!(
+        status.success(),
+        "scripts/services up failed: the benchmark needs the broker"
+    );
+    let brokers = format!(
+        "127.0.0.1:{}",
+        std::env::var("WEIR_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+    );
+    let suffix = std::process::id();
+    let input = format!("bench-in-{suffix}");
+    let output = format!("bench-out-{suffix}");
+    let admin: AdminClient<DefaultClientContext> = config(&brokers).create().expect("admin");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let topics = [
+        NewTopic::new(&input, 4, TopicReplication::Fixed(1)),
+        NewTopic::new(&output, 4, TopicReplication::Fixed(1)),
+    ];
+    for r in
+        futures::executor::block_on(admin.create_topics(&topics, &opts)).expect("create topics")
+    {
+        r.expect("create topic");
+    }
+
+    // 1. Raw produce (the pre-load): same producer settings as weir's sink.
+    let producer: BaseProducer = config(&brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let mut buf = Vec::with_capacity(128);
+    let start = Instant::now();
+    for id in 0..n {
+        payload(id, &mut buf);
+        let mut rec = BaseRecord::<[u8], [u8]>::to(&input)
+            .payload(&buf[..])
+            .partition((id % 4) as i32);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        if id % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let produce_rate = line("raw_produce", n, start.elapsed().as_secs_f64(), None, "");
+    drop(producer);
+
+    // 2. Raw consume: one consumer, all partitions, poll per message.
+    let consumer: BaseConsumer = config(&brokers)
+        .set("group.id", format!("bench-raw-{suffix}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(&input, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let (mut got, mut bytes) = (0u64, 0u64);
+    while got < n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                got += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+            }
+            Some(Err(e)) => eprintln!("consume error: {e}"),
+            None => {}
+        }
+    }
+    let consume_rate = line(
+        "raw_consume",
+        n,
+        start.elapsed().as_secs_f64(),
+        None,
+        &format!(",\"bytes\":{bytes}"),
+    );
+    drop(consumer);
+    let ceiling = produce_rate.min(consume_rate);
+
+    // 2b. Raw copy: rdkafka alone, consume and produce at once (what a
+    // Kafka-to-Kafka job can reach on this machine, broker included).
+    let copy_out = format!("bench-copy-{suffix}");
+    for r in futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(&copy_out, 4, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .expect("create topic")
+    {
+        r.expect("create topic");
+    }
+    let consumer: BaseConsumer = config(&brokers)
+        .set("group.id", format!("bench-copy-{suffix}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.assign(&tpl).unwrap();
+    let producer: BaseProducer = config(&brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    let mut copied = 0u64;
+    while copied < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let p = m.payload().unwrap_or(&[]);
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&copy_out)
+                .payload(p)
+                .key(&p[20..29]);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            copied += 1;
+            if copied % 1024 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let copy_rate = line(
+        "raw_copy",
+        n,
+        start.elapsed().as_secs_f64(),
+        Some(ceiling),
+        "",
+    );
+    drop((consumer, producer));
+
+    // 3. The kafka_etl pipeline, end to end.
+    let mut params = EtlParams::new(&brokers, &input, &output);
+    params.group = format!("bench-etl-{suffix}");
+    params.parallelism = parallelism;
+    params.partitions = Some(vec![0, 1, 2, 3]);
+    let job = etl_job(&params);
+    let system = actix::System::new();
+    let secs = system.block_on(async move {
+        let rt = LocalRuntime::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        );
+        let start = Instant::now();
+        let handle = rt.start(job).expect("valid job");
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let report = handle.report();
+            let written: u64 = report
+                .tasks
+                .iter()
+                .filter(|(k, _)| k.contains("-sink#"))
+                .map(|(_, m)| m.records_out)
+                .sum();
+            if written >= n {
+                break;
+            }
+            assert!(
+                !report.status.is_terminal(),
+                "pipeline stopped early: {report:?}"
+            );
+        }
+        handle.cancel(); // drain: the sinks flush (every record acknowledged)
+        let report = handle.wait().await;
+        let secs = start.elapsed().as_secs_f64();
+        drop(rt);
+        eprintln!(
+            "pipeline: {:?}, restarts {}",
+            report.status, report.restarts
+        );
+        secs
+    });
+    line(
+        "etl_pipeline",
+        n,
+        secs,
+        Some(ceiling),
+        &format!(
+            ",\"parallelism\":{parallelism},\"ceiling_events_per_s\":{ceiling:.0},\"ratio_to_raw_copy\":{:.3}",
+            n as f64 / secs / copy_rate
+        ),
+    );
+    // Let the pipeline's clients finish closing before the topics go away
+    // (librdkafka 2.12 can crash on the broker's reply to fetches of a
+    // deleted topic: see the Kafka section of ARCHITECTURE.md).
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = futures::executor::block_on(admin.delete_topics(&[&input, &output, &copy_out], &opts));
+}

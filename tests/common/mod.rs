@@ -337,11 +337,22 @@ impl Proc {
         let bin = repo_root().join("target/debug/examples").join(name);
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(&bin)
+        // Debugging aid: WEIR_TEST_WRAPPER="gdb -batch -ex run -ex bt --args"
+        let wrapper = std::env::var("WEIR_TEST_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.args(words).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));

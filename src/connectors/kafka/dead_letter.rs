@@ -30,6 +30,8 @@ pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
     ("batch.num.messages", "10000"),
     ("statistics.interval.ms", "1000"),
+    ("socket.timeout.ms", "10000"),
+    ("topic.metadata.refresh.interval.ms", "5000"),
 ];
 
 /// Creates a weir producer with `extra` settings on top of the defaults.
@@ -69,26 +71,44 @@ pub(crate) fn send_retrying(
     }
 }
 
-/// Waits until every produced record is acknowledged or failed; false if
-/// `limit` passed first. Logs "waiting for broker" while it waits.
+/// How long records may stay unacknowledged after a lost broker answers
+/// again before the producer is declared wedged.
+pub(crate) const STUCK_AFTER_OUTAGE: Duration = Duration::from_secs(15);
+
+/// Waits until every produced record is acknowledged or failed; `Ok(false)`
+/// if `limit` passed first. Logs "waiting for broker" while it waits. An
+/// error when records stay unacknowledged [`STUCK_AFTER_OUTAGE`] after a
+/// lost broker came back (a restarted broker that lost the idempotent
+/// producer's state): the task fails and replays from its last checkpoint
+/// rather than wait for `message.timeout.ms`.
 pub(crate) fn flush_producer(
     producer: &BaseProducer<ProducerCtx>,
     limit: Option<Duration>,
     status: &KafkaStatus,
-) -> bool {
+) -> Result<bool, KafkaConnectorError> {
     let start = Instant::now();
     loop {
         match producer.flush(Duration::from_millis(500)) {
-            Ok(()) => return true,
+            Ok(()) => {
+                producer.context().outage_over();
+                return Ok(true);
+            }
             Err(_) => {
-                if start.elapsed() > Duration::from_secs(2) && producer.in_flight_count() > 0 {
-                    status.set_waiting(&format!(
-                        "{} record(s) not yet acknowledged",
-                        producer.in_flight_count()
-                    ));
+                let n = producer.in_flight_count();
+                if start.elapsed() > Duration::from_secs(2) && n > 0 {
+                    status.set_waiting(&format!("{n} record(s) not yet acknowledged"));
+                }
+                if producer.context().stuck_after_outage(STUCK_AFTER_OUTAGE) {
+                    return Err(KafkaConnectorError::Client {
+                        op: "produce",
+                        reason: format!(
+                            "{n} record(s) still unacknowledged {STUCK_AFTER_OUTAGE:?} after the broker came back \
+                             (it restarted and lost the producer's state); failing so the job replays from its last checkpoint"
+                        ),
+                    });
                 }
                 if limit.is_some_and(|l| start.elapsed() >= l) {
-                    return false;
+                    return Ok(false);
                 }
             }
         }
@@ -165,7 +185,7 @@ impl DlqProducer {
 
     /// Waits (up to `limit`) for every dead letter to be acknowledged.
     pub(crate) fn flush(&self, limit: Duration) -> Result<bool, KafkaConnectorError> {
-        let done = flush_producer(&self.producer, Some(limit), &self.status);
+        let done = flush_producer(&self.producer, Some(limit), &self.status)?;
         self.check()?;
         Ok(done)
     }
@@ -173,7 +193,9 @@ impl DlqProducer {
 
 impl Drop for DlqProducer {
     fn drop(&mut self) {
-        if !flush_producer(&self.producer, Some(Duration::from_secs(10)), &self.status) {
+        if !flush_producer(&self.producer, Some(Duration::from_secs(10)), &self.status)
+            .unwrap_or(false)
+        {
             tracing::error!(topic = %self.topic, n = self.producer.in_flight_count(), "dead letters not acknowledged before close");
         }
     }

@@ -279,7 +279,13 @@ impl<T, E, K> KafkaWriter<T, E, K> {
     /// Waits for every delivery; with transactions, commits (or aborts on
     /// failure).
     fn deliver_all(&mut self) -> Result<(), KafkaConnectorError> {
-        flush_producer(&self.producer, None, &self.status);
+        if let Err(e) = flush_producer(&self.producer, None, &self.status) {
+            if self.in_txn {
+                self.in_txn = false;
+                let _ = self.producer.abort_transaction(Duration::from_secs(30));
+            }
+            return Err(e);
+        }
         let checked = self.check_deliveries();
         if self.in_txn {
             self.in_txn = false;

@@ -14,12 +14,13 @@
 //! unchanged to the dead-letter topic, and reports/seeks positions
 //! (`{"topic": .., "offsets": {"<partition>": next_offset}}`). It never
 //! auto-commits: offsets are committed only by [`SourceReader::commit`]
-//! (a completed checkpoint) and, for those same safe positions, when a
+//! (a completed checkpoint; synchronous, so a drained job has committed
+//! when it stops) and, for those same safe positions, when a
 //! rebalance revokes partitions. Transient broker errors never fail it.
 
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, Timestamp as KTimestamp};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -27,7 +28,7 @@ use rdkafka::ClientContext;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use super::error::KafkaConnectorError;
 use super::format::{Bytes, Json, KafkaDecode, Text};
 use super::status::{self, KafkaStatus};
 use crate::connectors::file::now_ms;
+use crate::pipeline::Emit;
 use crate::pipeline::{
     Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
     TaskContext, TaskMetrics, Timestamp,
@@ -52,6 +54,9 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("heartbeat.interval.ms", "2000"),
     ("enable.partition.eof", "false"),
     ("statistics.interval.ms", "1000"),
+    // Notice a frozen broker (and a recreated topic) within seconds.
+    ("socket.timeout.ms", "10000"),
+    ("topic.metadata.refresh.interval.ms", "5000"),
 ];
 
 /// How an instance gets its partitions.
@@ -268,27 +273,13 @@ where
         let mut defaults = CONSUMER_DEFAULTS.to_vec();
         defaults.push(("group.id", &group));
         defaults.push(("client.id", &client_id));
-        let shared = Arc::new(Mutex::new(GroupShared::default()));
-        let context = SourceCtx {
-            status: self.status.clone(),
-            topic: self.topic.clone(),
-            shared: shared.clone(),
-        };
-        let consumer: BaseConsumer<SourceCtx> = self
-            .config
-            .client_config(&defaults)
-            .create_with_context(context)
-            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+        let client = self.config.client_config(&defaults);
+        let (consumer, shared, outage) = new_consumer(&client, &self.status, &self.topic)?;
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
         let mut parts = BTreeMap::new();
         let now = Instant::now();
-        match &self.assignment {
-            Assignment::Group => {
-                consumer
-                    .subscribe(&[&self.topic])
-                    .map_err(|e| KafkaConnectorError::client("subscribe", e))?;
-                tracing::info!(task = %ctx.task_name(), topic = %self.topic, group = %group, "kafka source: subscribed");
-            }
+        let mine = match &self.assignment {
+            Assignment::Group => None,
             Assignment::Partitions(all) => {
                 let p = ctx.parallelism.max(1);
                 let mine: Vec<i32> = all
@@ -297,24 +288,27 @@ where
                     .filter(|(i, _)| i % p == ctx.subtask)
                     .map(|(_, x)| *x)
                     .collect();
-                let mut tpl = TopicPartitionList::new();
-                for &x in &mine {
-                    if x as usize >= count {
-                        return Err(KafkaConnectorError::UnknownPartition {
-                            topic: self.topic.clone(),
-                            partition: x,
-                            count,
-                        }
-                        .into());
+                if let Some(&x) = mine.iter().find(|x| **x as usize >= count) {
+                    return Err(KafkaConnectorError::UnknownPartition {
+                        topic: self.topic.clone(),
+                        partition: x,
+                        count,
                     }
-                    tpl.add_partition_offset(&self.topic, x, Offset::Stored)
-                        .map_err(|e| KafkaConnectorError::client("assign", e))?;
+                    .into());
+                }
+                for &x in &mine {
                     parts.insert(x, PartState::new(now));
                 }
-                consumer
-                    .assign(&tpl)
-                    .map_err(|e| KafkaConnectorError::client("assign", e))?;
-                tracing::info!(task = %ctx.task_name(), topic = %self.topic, partitions = ?mine, "kafka source: assigned partitions {mine:?}");
+                Some(mine)
+            }
+        };
+        start_consumer(&consumer, &self.topic, mine.as_deref(), &BTreeMap::new())?;
+        match &mine {
+            None => {
+                tracing::info!(task = %ctx.task_name(), topic = %self.topic, group = %group, "kafka source: subscribed")
+            }
+            Some(m) => {
+                tracing::info!(task = %ctx.task_name(), topic = %self.topic, partitions = ?m, "kafka source: assigned partitions {m:?}")
             }
         }
         let dlq_topic = match &self.dead_letters {
@@ -325,8 +319,13 @@ where
             consumer,
             st: ReaderState {
                 config: self.config.clone(),
+                client,
                 topic: self.topic.clone(),
                 group_mode: self.assignment == Assignment::Group,
+                mine,
+                outage,
+                paused: false,
+                pending_start: None,
                 decode: self.decode.clone(),
                 ts: self.ts.clone(),
                 parts,
@@ -383,21 +382,115 @@ enum Rebalanced {
     RevokedAll,
 }
 
+/// Connection-loss state of one consumer. A consumer that lost every
+/// broker stops fetching (its partitions are paused) and is replaced by a
+/// fresh one, at the same positions, once a broker answers again: a broker
+/// that came back empty (memory storage) has new topic ids, and librdkafka
+/// 2.12 crashes on some replies to fetches by stale topic ids (see
+/// ARCHITECTURE.md), so an old consumer must never fetch from it.
+#[derive(Default)]
+struct Outage {
+    /// Every broker was lost (transport failure / all brokers down).
+    down: AtomicBool,
+    /// Since then, a broker answered again.
+    back: AtomicBool,
+}
+
+/// A consumer with the state its context shares with the reader.
+type NewConsumer = (
+    BaseConsumer<SourceCtx>,
+    Arc<Mutex<GroupShared>>,
+    Arc<Outage>,
+);
+
+/// A consumer with weir's context; nothing assigned yet.
+fn new_consumer(
+    client: &ClientConfig,
+    status: &KafkaStatus,
+    topic: &str,
+) -> Result<NewConsumer, KafkaConnectorError> {
+    let shared = Arc::new(Mutex::new(GroupShared::default()));
+    let outage = Arc::new(Outage::default());
+    let context = SourceCtx {
+        status: status.clone(),
+        topic: topic.to_string(),
+        shared: shared.clone(),
+        outage: outage.clone(),
+    };
+    let consumer = client
+        .create_with_context(context)
+        .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+    Ok((consumer, shared, outage))
+}
+
+/// Subscribes (group mode, `mine == None`) or assigns `mine`, starting at
+/// `positions` where given and at the committed offsets elsewhere.
+fn start_consumer(
+    consumer: &BaseConsumer<SourceCtx>,
+    topic: &str,
+    mine: Option<&[i32]>,
+    positions: &BTreeMap<i32, i64>,
+) -> Result<(), KafkaConnectorError> {
+    match mine {
+        None => {
+            if !positions.is_empty() {
+                let ctx = consumer.context();
+                let mut g = ctx.shared.lock().unwrap_or_else(|p| p.into_inner());
+                g.pending_seek
+                    .extend(positions.iter().map(|(p, o)| (*p, *o)));
+            }
+            consumer
+                .subscribe(&[topic])
+                .map_err(|e| KafkaConnectorError::client("subscribe", e))
+        }
+        Some(mine) => {
+            let mut tpl = TopicPartitionList::new();
+            for &x in mine {
+                let off = positions
+                    .get(&x)
+                    .map_or(Offset::Stored, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(topic, x, off)
+                    .map_err(|e| KafkaConnectorError::client("assign", e))?;
+            }
+            consumer
+                .assign(&tpl)
+                .map_err(|e| KafkaConnectorError::client("assign", e))
+        }
+    }
+}
+
 /// The consumer context: logging, connection state, rebalances.
 pub(crate) struct SourceCtx {
     status: KafkaStatus,
     topic: String,
     shared: Arc<Mutex<GroupShared>>,
+    outage: Arc<Outage>,
+}
+
+impl SourceCtx {
+    fn on_error(&self, error: &KafkaError, reason: &str) {
+        if matches!(
+            status::code_of(error),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.outage.back.store(false, Relaxed);
+            self.outage.down.store(true, Relaxed);
+        }
+        status::on_error(&self.status, error, reason)
+    }
 }
 
 impl ClientContext for SourceCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        status::log(level, fac, msg)
+        status::log(&self.status, level, fac, msg)
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        status::on_error(&self.status, &error, reason)
+        self.on_error(&error, reason)
     }
     fn stats_raw(&self, json: &[u8]) {
+        if self.outage.down.load(Relaxed) && status::any_broker_up(json) {
+            self.outage.back.store(true, Relaxed);
+        }
         status::on_stats(&self.status, json)
     }
 }
@@ -486,8 +579,16 @@ pub struct KafkaReader<D, F> {
 
 struct ReaderState<D, F> {
     config: KafkaConfig,
+    /// The full client configuration, to recreate the consumer.
+    client: ClientConfig,
     topic: String,
     group_mode: bool,
+    /// Explicitly assigned partitions (`None`: group subscription).
+    mine: Option<Vec<i32>>,
+    outage: Arc<Outage>,
+    paused: bool,
+    /// A recreated consumer waiting for its topic: positions, last check.
+    pending_start: Option<(BTreeMap<i32, i64>, Instant)>,
     decode: D,
     ts: Option<F>,
     parts: BTreeMap<i32, PartState>,
@@ -527,10 +628,10 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
 
     /// Handles one message; true if it became a record.
     #[inline]
-    fn on_message<M: Message>(
+    fn on_message<M: Message, E: Emit<D::Out>>(
         &mut self,
         msg: &M,
-        out: &mut Batch<D::Out>,
+        out: &mut E,
         now: Instant,
     ) -> Result<bool, ConnectorError> {
         let (p, off) = (msg.partition(), msg.offset());
@@ -551,7 +652,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 if ts > state.max_ts {
                     state.max_ts = ts;
                 }
-                out.push(v, ts);
+                out.emit(v, ts);
                 Ok(true)
             }
             Err(reason) => {
@@ -597,6 +698,15 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 self.topic
             ))),
             other => {
+                if matches!(
+                    status::code_of(&other),
+                    Some(
+                        RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
+                    )
+                ) {
+                    self.outage.back.store(false, Relaxed);
+                    self.outage.down.store(true, Relaxed);
+                }
                 match status::code_of(&other) {
                     Some(c) if status::is_transient(c) => {
                         self.status.set_waiting(&other.to_string())
@@ -687,38 +797,17 @@ where
         out: &mut Batch<D::Out>,
         max: usize,
     ) -> Result<SourceStatus, ConnectorError> {
-        self.st.apply_rebalances();
-        if let Some(dlq) = &self.st.dlq {
-            dlq.check()?;
-        }
-        let now = Instant::now();
-        let mut seen = 0usize;
-        let mut records = 0usize;
-        while records < max {
-            match self.consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(msg)) => {
-                    seen += 1;
-                    if self.st.on_message(&msg, out, now)? {
-                        records += 1;
-                    }
-                }
-                Some(Err(e)) => {
-                    self.st.on_poll_error(e)?;
-                    break;
-                }
-            }
-        }
-        if seen > 0 {
-            if self.st.status.is_waiting() {
-                self.st.status.set_connected();
-            }
-            self.st.apply_rebalances();
-            Ok(SourceStatus::Ready)
-        } else {
-            self.st.apply_rebalances();
-            Ok(SourceStatus::Idle(Duration::from_millis(5)))
-        }
+        self.poll_emit(out, max).map(|(s, _)| s)
+    }
+
+    #[inline]
+    fn poll_into<E: Emit<D::Out>>(
+        &mut self,
+        _scratch: &mut Batch<D::Out>,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        self.poll_emit(out, max)
     }
 
     fn position(&self) -> Option<Value> {
@@ -785,7 +874,7 @@ where
         if tpl.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&tpl, CommitMode::Async) {
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // A failed commit only means records are read again.
@@ -800,7 +889,142 @@ where
     }
 }
 
+impl<D, F> KafkaReader<D, F>
+where
+    D: KafkaDecode,
+    F: Fn(&D::Out) -> Timestamp + Send + 'static,
+{
+    /// The poll loop: up to `max` records handed to `out`.
+    fn poll_emit<E: Emit<D::Out>>(
+        &mut self,
+        out: &mut E,
+        max: usize,
+    ) -> Result<(SourceStatus, usize), ConnectorError> {
+        self.st.apply_rebalances();
+        if self.st.outage.down.load(Relaxed) {
+            if !self.st.paused {
+                self.pause_all();
+            }
+            if self.st.outage.back.load(Relaxed) {
+                self.recreate()?;
+            }
+        }
+        if self.st.pending_start.is_some() {
+            self.try_start()?;
+        }
+        if let Some(dlq) = &self.st.dlq {
+            dlq.check()?;
+        }
+        let now = Instant::now();
+        let mut seen = 0usize;
+        let mut records = 0usize;
+        while records < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    seen += 1;
+                    if self.st.on_message(&msg, out, now)? {
+                        records += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.st.on_poll_error(e)?;
+                    break;
+                }
+            }
+        }
+        if seen > 0 {
+            if self.st.status.is_waiting() {
+                self.st.status.set_connected();
+            }
+            self.st.apply_rebalances();
+            Ok((SourceStatus::Ready, records))
+        } else {
+            self.st.apply_rebalances();
+            Ok((SourceStatus::Idle(Duration::from_millis(5)), records))
+        }
+    }
+}
+
 impl<D, F> KafkaReader<D, F> {
+    /// Stops fetching until the consumer is replaced (see `Outage`).
+    fn pause_all(&mut self) {
+        self.st.paused = true;
+        if let Ok(tpl) = self.consumer.assignment() {
+            if tpl.count() > 0 {
+                let _ = self.consumer.pause(&tpl);
+            }
+        }
+        tracing::warn!(task = %self.st.task, topic = %self.st.topic, "kafka source: lost every broker; fetching paused until one answers");
+    }
+
+    /// Replaces the consumer by a fresh one at the current positions.
+    fn recreate(&mut self) -> Result<(), ConnectorError> {
+        let positions: BTreeMap<i32, i64> = self
+            .st
+            .parts
+            .iter()
+            .filter(|(_, s)| s.next >= 0)
+            .map(|(p, s)| (*p, s.next))
+            .collect();
+        let (consumer, shared, outage) =
+            new_consumer(&self.st.client, &self.st.status, &self.st.topic)?;
+        {
+            // Carry over what completed checkpoints made safe.
+            let old = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
+            shared.lock().unwrap_or_else(|p| p.into_inner()).safe = old.safe.clone();
+        }
+        // Close the old one first: it leaves the group (committing only safe offsets).
+        drop(std::mem::replace(&mut self.consumer, consumer));
+        self.st.shared = shared;
+        self.st.outage = outage;
+        self.st.paused = false;
+        if self.st.group_mode {
+            self.st.parts.clear();
+        }
+        tracing::info!(task = %self.st.task, topic = %self.st.topic, positions = ?positions, "kafka source: broker back; consumer recreated at the same positions");
+        // A broker that came back empty has no topic yet: subscribe once it
+        // exists (a subscription to a missing topic may never be assigned).
+        self.st.pending_start = Some((positions, Instant::now() - Duration::from_secs(1)));
+        self.try_start()
+    }
+
+    /// Starts a recreated consumer once its topic exists (checked at most
+    /// once a second, with a short metadata request).
+    fn try_start(&mut self) -> Result<(), ConnectorError> {
+        let Some((positions, last)) = self.st.pending_start.as_ref() else {
+            return Ok(());
+        };
+        if last.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        let exists = self
+            .consumer
+            .client()
+            .fetch_metadata(Some(&self.st.topic), Duration::from_millis(500))
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == self.st.topic)
+                    .map(|t| t.error().is_none() && !t.partitions().is_empty())
+            })
+            .unwrap_or(false);
+        if !exists {
+            self.st.pending_start = Some((positions.clone(), Instant::now()));
+            return Ok(());
+        }
+        let (positions, _) = self.st.pending_start.take().expect("checked above");
+        start_consumer(
+            &self.consumer,
+            &self.st.topic,
+            self.st.mine.as_deref(),
+            &positions,
+        )?;
+        tracing::info!(task = %self.st.task, topic = %self.st.topic, "kafka source: topic {} available; consuming again", self.st.topic);
+        Ok(())
+    }
+
     /// The partitions this reader currently owns.
     pub fn partitions(&self) -> Vec<i32> {
         self.st.parts.keys().copied().collect()

@@ -150,16 +150,18 @@ pub(crate) fn code_of(e: &KafkaError) -> Option<RDKafkaErrorCode> {
 }
 
 /// Shared hooks of all weir client contexts: librdkafka logs into
-/// `tracing`, errors into the status, statistics to detect reconnection.
-pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+/// `tracing`; request and session timeouts (a frozen broker keeps its
+/// connections open and only stops answering) mark the status "waiting".
+pub(crate) fn log(status: &KafkaStatus, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    if fac == "REQTMOUT" || fac == "SESSTMOUT" {
+        status.set_waiting(msg);
+    }
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
         | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => {
-            tracing::warn!(target: "librdkafka", "{fac}: {msg}")
-        }
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+        | RDKafkaLogLevel::Error
+        | RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
             tracing::info!(target: "librdkafka", "{fac}: {msg}")
         }
@@ -176,9 +178,14 @@ pub(crate) fn on_error(status: &KafkaStatus, error: &KafkaError, reason: &str) {
 
 /// librdkafka statistics: a broker (not a bootstrap placeholder) is UP.
 pub(crate) fn on_stats(status: &KafkaStatus, json: &[u8]) {
-    if !status.is_waiting() {
-        return;
+    if status.is_waiting() && any_broker_up(json) {
+        status.set_connected();
     }
+}
+
+/// Whether librdkafka statistics show a broker (not a bootstrap
+/// placeholder) in state UP.
+pub(crate) fn any_broker_up(json: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Stats {
         #[serde(default)]
@@ -189,11 +196,9 @@ pub(crate) fn on_stats(status: &KafkaStatus, json: &[u8]) {
         state: String,
         nodeid: i32,
     }
-    if let Ok(s) = serde_json::from_slice::<Stats>(json) {
-        if s.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0) {
-            status.set_connected();
-        }
-    }
+    serde_json::from_slice::<Stats>(json)
+        .map(|s| s.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0))
+        .unwrap_or(false)
 }
 
 /// Delivery-report bookkeeping of one producer.
@@ -218,6 +223,10 @@ impl Deliveries {
 pub(crate) struct ProducerCtx {
     pub(crate) status: KafkaStatus,
     pub(crate) deliveries: Arc<Deliveries>,
+    /// Every broker was lost since the last complete flush.
+    outage: AtomicBool,
+    /// When a broker answered again after that.
+    back_since: Mutex<Option<Instant>>,
 }
 
 impl ProducerCtx {
@@ -225,18 +234,50 @@ impl ProducerCtx {
         ProducerCtx {
             status,
             deliveries: Arc::default(),
+            outage: AtomicBool::new(false),
+            back_since: Mutex::new(None),
         }
+    }
+
+    /// Everything was acknowledged: any outage is over.
+    pub(crate) fn outage_over(&self) {
+        if self.outage.swap(false, Relaxed) {
+            *self.back_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// A broker was lost, answered again, and `grace` has passed since.
+    pub(crate) fn stuck_after_outage(&self, grace: Duration) -> bool {
+        self.outage.load(Relaxed)
+            && self
+                .back_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() >= grace)
     }
 }
 
 impl ClientContext for ProducerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        log(level, fac, msg)
+        log(&self.status, level, fac, msg)
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            code_of(&error),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.outage.store(true, Relaxed);
+            *self.back_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         on_error(&self.status, &error, reason)
     }
     fn stats_raw(&self, json: &[u8]) {
+        if self.outage.load(Relaxed) && any_broker_up(json) {
+            let mut b = self.back_since.lock().unwrap_or_else(|p| p.into_inner());
+            if b.is_none() {
+                *b = Some(Instant::now());
+            }
+        }
         on_stats(&self.status, json)
     }
 }

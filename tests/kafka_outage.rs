@@ -1,0 +1,345 @@
+//! Broker outages against running jobs: frozen mid-run (SIGSTOP past the
+//! client timeouts, then SIGCONT), killed and restarted (memory storage:
+//! topics are lost and recreated), down at start, and a sink whose
+//! deliveries time out while the broker is frozen.
+//!
+//! These tests stop the shared broker, so they are serialised by a static
+//! lock within this binary (cargo runs test binaries one after another), and
+//! every test brings the broker back (`scripts/services up` thaws or starts
+//! it) even when it fails.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use weir::connectors::kafka::KafkaSink;
+use weir::pipeline::{Batch, Sink, SinkWriter, TaskContext};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the lock; on drop (also on panic) makes sure the broker is up.
+struct Outage<'a> {
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl Outage<'_> {
+    fn begin() -> Self {
+        let lock = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        ensure_kafka();
+        Outage { _lock: lock }
+    }
+}
+
+impl Drop for Outage<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(repo_root().join("scripts/services"))
+            .arg("up")
+            .status();
+    }
+}
+
+fn payments(ids: std::ops::Range<u64>) -> Vec<Rec> {
+    ids.map(|id| {
+        Rec::to(
+            (id % 4) as i32,
+            format!(r#"{{"id": {id}, "user": "u{}", "amount": 1.5}}"#, id % 5),
+        )
+    })
+    .collect()
+}
+
+fn output_ids(got: &[Got]) -> Vec<u64> {
+    got.iter()
+        .map(|g| g.json()["id"].as_u64().expect("id"))
+        .collect()
+}
+
+/// Creates a topic, tolerating one auto-created meanwhile by a client.
+fn ensure_topic(brokers: &str, topic: &str, partitions: i32) {
+    if partition_count(brokers, topic).is_none() {
+        let r = std::panic::catch_unwind(|| create_topic(brokers, topic, partitions));
+        if r.is_err() {
+            assert!(
+                partition_count(brokers, topic).is_some(),
+                "topic {topic} could not be created"
+            );
+        }
+    }
+}
+
+#[test]
+fn broker_frozen_mid_run_loses_nothing() {
+    let _o = Outage::begin();
+    let brokers = brokers();
+    let input = unique("frz-in");
+    let output = unique("frz-out");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
+    };
+    create_topic(&brokers, &input, 4);
+    create_topic(&brokers, &output, 4);
+    let group = unique("frz-group");
+    let mut p = Proc::spawn(
+        "kafka_etl",
+        &[
+            "--brokers",
+            &brokers,
+            "--input",
+            &input,
+            "--output",
+            &output,
+            "--group",
+            &group,
+        ],
+    );
+    p.wait_for_log("assigned partitions", Duration::from_secs(60));
+    produce(&brokers, &input, &payments(0..1000));
+    let got = read_topic(
+        &brokers,
+        &output,
+        1000,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    assert_eq!(got.len(), 1000, "before the freeze");
+
+    services("freeze-kafka");
+    // Records produced while frozen wait in the test producer's queue.
+    let b2 = brokers.clone();
+    let in2 = input.clone();
+    let during = std::thread::spawn(move || produce(&b2, &in2, &payments(1000..2000)));
+    std::thread::sleep(Duration::from_secs(15)); // past session.timeout.ms (6 s) and socket.timeout.ms (10 s)
+    let frozen_log = p.log_text();
+    services("thaw-kafka");
+    during.join().expect("producer during the freeze");
+    produce(&brokers, &input, &payments(2000..3000));
+
+    let got = read_topic(
+        &brokers,
+        &output,
+        3000,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+    );
+    let exited = p.child.try_wait().unwrap();
+    assert!(
+        exited.is_none(),
+        "the job kept running, but it exited ({exited:?}):\n{}",
+        tail(&p.log_text())
+    );
+    let log = p.terminate(Duration::from_secs(60));
+    let ids: BTreeSet<u64> = output_ids(&got).into_iter().collect();
+    let missing: Vec<u64> = (0..3000).filter(|i| !ids.contains(i)).collect();
+    println!(
+        "freeze: {} outputs, {} distinct, {} missing",
+        got.len(),
+        ids.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} ids, first {:?}:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        tail(&log)
+    );
+    assert!(
+        frozen_log.contains("waiting for broker") || log.contains("waiting for broker"),
+        "a visible 'waiting for broker' status during the freeze:\n{}",
+        tail(&log)
+    );
+}
+
+#[test]
+fn broker_killed_and_restarted_job_recovers_by_itself() {
+    let _o = Outage::begin();
+    let brokers = brokers();
+    let input = unique("rst-in");
+    let output = unique("rst-out");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
+    };
+    create_topic(&brokers, &input, 4);
+    create_topic(&brokers, &output, 4);
+    let group = unique("rst-group");
+    let mut p = Proc::spawn(
+        "kafka_etl",
+        &[
+            "--brokers",
+            &brokers,
+            "--input",
+            &input,
+            "--output",
+            &output,
+            "--group",
+            &group,
+        ],
+    );
+    p.wait_for_log("assigned partitions", Duration::from_secs(60));
+    produce(&brokers, &input, &payments(0..500));
+    assert_eq!(
+        read_topic(
+            &brokers,
+            &output,
+            500,
+            Duration::from_secs(60),
+            Duration::ZERO
+        )
+        .len(),
+        500
+    );
+
+    // Memory storage: the restarted broker holds nothing. The source
+    // notices the lost broker, stops fetching and replaces its consumer
+    // when the broker answers; then the topics are recreated.
+    let before = p.log_text().matches("consumer recreated").count();
+    services("restart-kafka");
+    wait_until(
+        "the source to replace its consumer",
+        Duration::from_secs(60),
+        || p.log_text().matches("consumer recreated").count() > before,
+    );
+    ensure_topic(&brokers, &input, 4);
+    ensure_topic(&brokers, &output, 4);
+    let restarted = Instant::now();
+    // Probe until the job is processing again. Probes sent while it
+    // recovers may be skipped: the broker lost its logs, and offsets from
+    // checkpoints of the old topic incarnation point into the new one.
+    let mut next = 10_000u64;
+    let mut probes = 0u64;
+    loop {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(120),
+            "no recovery within 120 s:\n{}",
+            tail(&p.log_text())
+        );
+        produce(&brokers, &input, &payments(next..next + 40));
+        next += 40;
+        probes += 40;
+        let got = read_topic(
+            &brokers,
+            &output,
+            usize::MAX,
+            Duration::from_secs(3),
+            Duration::ZERO,
+        );
+        let seen: BTreeSet<u64> = output_ids(&got).into_iter().collect();
+        if (next - 40..next).all(|i| seen.contains(&i)) {
+            break;
+        }
+    }
+    let recovered = restarted.elapsed();
+    // New input after recovery: every record processed.
+    let fresh = 100_000u64..100_500;
+    produce(&brokers, &input, &payments(fresh.clone()));
+    let mut seen = BTreeSet::new();
+    wait_until(
+        "the new input in the output",
+        Duration::from_secs(60),
+        || {
+            let got = read_topic(
+                &brokers,
+                &output,
+                usize::MAX,
+                Duration::from_secs(2),
+                Duration::ZERO,
+            );
+            seen = output_ids(&got).into_iter().collect();
+            fresh.clone().all(|i| seen.contains(&i))
+        },
+    );
+    let exited = p.child.try_wait().unwrap();
+    assert!(
+        exited.is_none(),
+        "the job kept running, but it exited ({exited:?}):\n{}",
+        tail(&p.log_text())
+    );
+    let skipped = (10_000..next).filter(|i| !seen.contains(i)).count();
+    p.terminate(Duration::from_secs(60));
+    println!("restart: recovered {recovered:?} after the restart; {skipped} of {probes} probe records sent during recovery skipped");
+}
+
+#[test]
+fn broker_down_at_start_job_starts_when_it_comes_up() {
+    let _o = Outage::begin();
+    let brokers = brokers();
+    let input = unique("late-start-in");
+    let output = unique("late-start-out");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
+    };
+    services("stop-kafka");
+    let mut p = Proc::spawn(
+        "kafka_etl",
+        &[
+            "--brokers",
+            &brokers,
+            "--input",
+            &input,
+            "--output",
+            &output,
+            "--group",
+            &unique("ls"),
+        ],
+    );
+    p.wait_for_log("waiting for broker", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    services("start-kafka");
+    ensure_topic(&brokers, &input, 4);
+    ensure_topic(&brokers, &output, 4);
+    produce(&brokers, &input, &payments(0..400));
+    let got = read_topic(
+        &brokers,
+        &output,
+        400,
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+    );
+    let log = p.terminate(Duration::from_secs(60));
+    let ids: BTreeSet<u64> = output_ids(&got).into_iter().collect();
+    assert_eq!(ids, (0..400).collect::<BTreeSet<u64>>(), "{}", tail(&log));
+}
+
+#[test]
+fn sink_delivery_timeout_while_frozen_is_an_error_never_a_drop() {
+    let _o = Outage::begin();
+    let brokers = brokers();
+    let topic = unique("frz-sink");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![topic.clone()],
+    };
+    create_topic(&brokers, &topic, 1);
+    let sink = KafkaSink::<String>::text(&brokers, &topic).set("message.timeout.ms", "4000");
+    let status = sink.status();
+    let mut w = sink.open(&TaskContext::detached("sink")).expect("open");
+    services("freeze-kafka");
+    let mut b = Batch::with_capacity(10);
+    for i in 0..10 {
+        b.push(format!("r{i}"), 0);
+    }
+    w.write(&mut b).expect("write only queues");
+    let start = Instant::now();
+    let err = w.flush().expect_err("deliveries time out").to_string();
+    let waited = start.elapsed();
+    let st = status.describe();
+    services("thaw-kafka");
+    assert!(
+        err.contains("delivery") && err.contains("10 record"),
+        "{err}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "flush bounded by message.timeout.ms: {waited:?}"
+    );
+    assert!(
+        st.starts_with("waiting for broker"),
+        "status while frozen: {st}"
+    );
+}
