@@ -178,7 +178,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for Operato
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
         self.on_deliver(msg, ctx);
-        yield_arbiter(ctx);
+        yield_arbiter(ctx, &self.task);
     }
 }
 

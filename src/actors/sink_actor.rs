@@ -70,7 +70,7 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
         self.on_deliver(msg, ctx);
         if !self.done {
-            yield_arbiter(ctx);
+            yield_arbiter(ctx, &self.task);
         }
     }
 }

@@ -239,8 +239,8 @@ where
             // Yield to the arbiter before the next batch: a self-notified
             // actor is otherwise polled again at once and would keep its
             // thread from the operators placed on it.
-            SourceStatus::Ready => self.send(ctx, signal, |_, ctx| {
-                yield_arbiter(ctx);
+            SourceStatus::Ready => self.send(ctx, signal, |act, ctx| {
+                yield_arbiter(ctx, &act.task);
                 ctx.notify(Pump);
             }),
             SourceStatus::Idle(after) => self.send(ctx, signal, move |_, ctx| {

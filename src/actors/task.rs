@@ -35,9 +35,20 @@ pub struct TaskHandle {
     pub ctx: TaskContext,
     /// Where events go.
     pub supervisor: Recipient<TaskEvent>,
+    /// When this task last yielded its arbiter.
+    last_yield: std::cell::Cell<std::time::Instant>,
 }
 
 impl TaskHandle {
+    /// A handle for the task `ctx`, reporting to `supervisor`.
+    pub fn new(ctx: TaskContext, supervisor: Recipient<TaskEvent>) -> Self {
+        TaskHandle {
+            ctx,
+            supervisor,
+            last_yield: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
     /// Reports a failure of kind `connector` (source/sink) or operator.
     pub fn fail(&self, failure: Failure, connector: bool) {
         let task = self.ctx.task_name();
@@ -136,12 +147,18 @@ pub fn after_emit<A, T, F>(
 /// next message. actix polls an actor's mailbox until it is empty, so an
 /// operator fed from another thread, or a source that pumps itself, could
 /// otherwise keep its thread forever and starve the tasks placed beside it
-/// (e.g. the other source of a window). One yield per batch.
-pub fn yield_arbiter<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>) {
-    if !ctx.waiting() {
+/// (e.g. the other source of a window). A task yields once it has run
+/// [`YIELD_EVERY`] since its last yield, checked after each batch.
+pub fn yield_arbiter<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>, task: &TaskHandle) {
+    let now = std::time::Instant::now();
+    if !ctx.waiting() && now.duration_since(task.last_yield.get()) >= YIELD_EVERY {
+        task.last_yield.set(now);
         ctx.wait(actix::fut::wrap_future(YieldOnce(false)));
     }
 }
+
+/// How long a task may keep its arbiter before letting the others run.
+pub const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Pending once, waking itself: the task goes to the back of its arbiter's
 /// run queue. (Cheaper than `tokio::task::yield_now`, which defers the

@@ -300,10 +300,7 @@ where
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
             let restore = l.restored_position(&ctx.task_name());
-            let task = TaskHandle {
-                ctx,
-                supervisor: l.supervisor.clone(),
-            };
+            let task = TaskHandle::new(ctx, l.supervisor.clone());
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
             let setup = SourceSetup {
                 watermarks: self.input.watermarks.generator(),
@@ -346,10 +343,7 @@ where
         for i in 0..self.parallelism {
             let ctx = l.task_context(&self.stage, i, self.parallelism);
             let restore = l.restored_state(&ctx.task_name());
-            let task = TaskHandle {
-                ctx,
-                supervisor: l.supervisor.clone(),
-            };
+            let task = TaskHandle::new(ctx, l.supervisor.clone());
             let (op, edge) = (self.op.clone(), out.edge(i));
             let addr = l.start_bounded(i, move || {
                 OperatorActor::new(op, edge, task, inputs, restore)
@@ -645,10 +639,10 @@ where
         let inputs = if forward { 1 } else { up };
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
-            let task = TaskHandle {
-                ctx: l.task_context(&self.stage, i, self.parallelism),
-                supervisor: l.supervisor.clone(),
-            };
+            let task = TaskHandle::new(
+                l.task_context(&self.stage, i, self.parallelism),
+                l.supervisor.clone(),
+            );
             let sink = self.sink.clone();
             let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs));
             l.stops.push(addr.clone().recipient());

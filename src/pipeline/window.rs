@@ -271,15 +271,9 @@ impl<T: Send + 'static> LateSink<T> for CollectedLate<T> {
 
 /// Adds `v` to `key`'s accumulator in `map`.
 #[inline(always)]
-fn add_to<T, K: Key, A: Aggregator<T>>(agg: &A, map: &mut FxHashMap<K, A::Acc>, key: &K, v: &T) {
-    match map.get_mut(key) {
-        Some(acc) => agg.add(acc, v),
-        None => {
-            let mut acc = agg.init();
-            agg.add(&mut acc, v);
-            map.insert(key.clone(), acc);
-        }
-    }
+fn add_to<T, K: Key, A: Aggregator<T>>(agg: &A, map: &mut FxHashMap<K, A::Acc>, key: K, v: &T) {
+    // One probe whether the key is new or not.
+    agg.add(map.entry(key).or_insert_with(|| agg.init()), v);
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -533,6 +527,7 @@ where
             ..
         } = self;
         let mut current: Option<(Timestamp, &mut FxHashMap<K, A::Acc>)> = None;
+        let mut last: Option<TimeWindow> = None;
         for (v, ts) in input.values.drain(..).zip(input.timestamps.drain(..)) {
             let k = key(&v);
             let mut placed = false;
@@ -543,6 +538,9 @@ where
                             start: i64::MIN,
                             end: i64::MAX,
                         }
+                    } else if let Some(w) = last.filter(|w| ts >= w.start && ts < w.end) {
+                        // Same window as the previous record: skip the division.
+                        w
                     } else {
                         let start = ts - (ts - offset).rem_euclid(size);
                         TimeWindow {
@@ -550,6 +548,7 @@ where
                             end: start.saturating_add(size),
                         }
                     };
+                    last = Some(w);
                     if !expired(w.end) {
                         placed = true;
                         if current.as_ref().is_none_or(|(e, _)| *e != w.end) {
@@ -559,10 +558,10 @@ where
                             current = Some((w.end, map));
                         }
                         let map = &mut current.as_mut().expect("set above").1;
-                        add_to(agg, map, &k, &v);
                         if w.end <= watermark {
                             refire.push((w, k.clone()));
                         }
+                        add_to(agg, map, k, &v);
                     }
                 }
                 None => {
@@ -576,7 +575,7 @@ where
                         let map = fixed
                             .entry(w.end)
                             .or_insert_with(|| spare.pop().unwrap_or_default());
-                        add_to(agg, map, &k, &v);
+                        add_to(agg, map, k.clone(), &v);
                         if w.end <= watermark {
                             refire.push((*w, k.clone()));
                         }
