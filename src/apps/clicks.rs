@@ -9,6 +9,7 @@
 //! `<input>.dlq` with header `error: late`; malformed input goes there too,
 //! unchanged. Never drops a record without counting it.
 
+use crate::actors::RestartPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -118,6 +119,12 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     let sink = Fenced::new(sink, fence);
     Job::new("kafka-clicks")
         .parallelism(p.parallelism)
+        // Brokers come and go: be patient before giving up (10 restarts
+        // within 5 minutes, backoff 0.5 s doubling to 15 s).
+        .restart_policy(
+            RestartPolicy::new(10, Duration::from_secs(300))
+                .with_backoff(Duration::from_millis(500), Duration::from_secs(15)),
+        )
         .source(source)
         .watermarks(
             Watermarks::bounded_out_of_orderness(p.out_of_orderness)

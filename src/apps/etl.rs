@@ -6,7 +6,9 @@
 //! the output topic keyed by user; malformed input goes unchanged to
 //! `<input>.dlq`. Stateless: never holds records beyond a batch.
 
+use crate::actors::RestartPolicy;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::connectors::kafka::{KafkaSink, KafkaSource};
 use crate::pipeline::{Job, RunnableJob};
@@ -111,6 +113,12 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
     }
     Job::new("kafka-etl")
         .parallelism(p.parallelism)
+        // Brokers come and go: be patient before giving up (10 restarts
+        // within 5 minutes, backoff 0.5 s doubling to 15 s).
+        .restart_policy(
+            RestartPolicy::new(10, Duration::from_secs(300))
+                .with_backoff(Duration::from_millis(500), Duration::from_secs(15)),
+        )
         .source(source)
         .filter(is_valid)
         .map(PaymentCents::from_payment)

@@ -326,6 +326,7 @@ where
                 outage,
                 paused: false,
                 pending_start: None,
+                assign_deadline: None,
                 decode: self.decode.clone(),
                 ts: self.ts.clone(),
                 parts,
@@ -589,6 +590,9 @@ struct ReaderState<D, F> {
     paused: bool,
     /// A recreated consumer waiting for its topic: positions, last check.
     pending_start: Option<(BTreeMap<i32, i64>, Instant)>,
+    /// A recreated group consumer must be assigned partitions by this time,
+    /// or the task fails so the job restarts with fresh clients.
+    assign_deadline: Option<Instant>,
     decode: D,
     ts: Option<F>,
     parts: BTreeMap<i32, PartState>,
@@ -612,6 +616,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         for e in events {
             match e {
                 Rebalanced::Assigned(ps) => {
+                    self.assign_deadline = None;
                     for p in ps {
                         self.parts.insert(p, PartState::new(now));
                     }
@@ -912,6 +917,18 @@ where
         if self.st.pending_start.is_some() {
             self.try_start()?;
         }
+        if let Some(deadline) = self.st.assign_deadline {
+            if Instant::now() >= deadline && self.st.parts.is_empty() {
+                // Seen with a broker that restarted empty: the new member's
+                // group join never completes. A restart from the last
+                // checkpoint, with new clients, recovers.
+                return Err(ConnectorError::new(format!(
+                    "kafka source: no partition of {} assigned {} s after the broker came back; restarting",
+                    self.st.topic,
+                    REASSIGN_TIMEOUT.as_secs()
+                )));
+            }
+        }
         if let Some(dlq) = &self.st.dlq {
             dlq.check()?;
         }
@@ -945,6 +962,9 @@ where
         }
     }
 }
+
+/// How long a recreated group consumer may wait for its first assignment.
+const REASSIGN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl<D, F> KafkaReader<D, F> {
     /// Stops fetching until the consumer is replaced (see `Outage`).
@@ -1021,6 +1041,9 @@ impl<D, F> KafkaReader<D, F> {
             self.st.mine.as_deref(),
             &positions,
         )?;
+        if self.st.group_mode {
+            self.st.assign_deadline = Some(Instant::now() + REASSIGN_TIMEOUT);
+        }
         tracing::info!(task = %self.st.task, topic = %self.st.topic, "kafka source: topic {} available; consuming again", self.st.topic);
         Ok(())
     }
