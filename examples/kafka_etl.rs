@@ -34,6 +34,10 @@ struct Args {
     /// Parallel instances in this process.
     #[arg(long, default_value_t = 1)]
     parallelism: usize,
+    /// Read these partitions (comma-separated) by explicit assignment
+    /// instead of joining the group (offsets are still committed to it).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<i32>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     let mut params = EtlParams::new(&args.brokers, &args.input, &args.output);
     params.group = args.group;
     params.parallelism = args.parallelism;
+    params.partitions = args.partitions;
     let report = etl_job(&params).run_local().context("kafka_etl failed")?;
     tracing::info!(status = ?report.status, dead_letters = report.dead_letters, "kafka_etl stopped");
     Ok(())
