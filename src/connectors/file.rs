@@ -12,7 +12,6 @@ use serde_json::json;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{Decode, Json, Text};
@@ -220,12 +219,7 @@ where
                 }),
             }
         }
-        if !bad.is_empty() {
-            self.metrics
-                .dead_letters
-                .fetch_add(bad.len() as u64, Relaxed);
-            self.dead_letters.send(bad);
-        }
+        self.dead_letters.send_from(&self.metrics, bad);
         Ok(if self.file_index >= self.files.len() {
             SourceStatus::Finished
         } else {

@@ -7,7 +7,6 @@
 
 use serde::de::DeserializeOwned;
 use std::io::BufRead;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::time::Duration;
 
@@ -143,12 +142,7 @@ impl<D: Decode> SourceReader for StdinReader<D> {
                 }),
             }
         }
-        if !bad.is_empty() {
-            self.metrics
-                .dead_letters
-                .fetch_add(bad.len() as u64, Relaxed);
-            self.dead_letters.send(bad);
-        }
+        self.dead_letters.send_from(&self.metrics, bad);
         Ok(status)
     }
 

@@ -109,6 +109,12 @@ impl DeadLetters {
         }
     }
 
+    /// Like [`DeadLetters::send`], also counting them in a task's metrics.
+    pub fn send_from(&self, task: &super::metrics::TaskMetrics, letters: Vec<DeadLetter>) {
+        task.dead_letters.fetch_add(letters.len() as u64, Relaxed);
+        self.send(letters);
+    }
+
     /// Dead letters sent so far.
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
