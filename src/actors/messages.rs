@@ -1,7 +1,7 @@
 //! The messages actors exchange.
 //!
 //! Owns [`Deliver`] (a batch plus an in-band [`Signal`], the only data-plane
-//! message), the control messages [`Pump`], [`Drain`], [`Stop`] and the
+//! message), the control messages [`Pump`], [`SourceCommand`], [`Stop`] and the
 //! [`TaskEvent`]s tasks report to their job's supervisor. Data messages are
 //! always batches, never single records.
 
