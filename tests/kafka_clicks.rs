@@ -43,15 +43,12 @@ fn parse_counts(got: &[Got]) -> Vec<((String, i64), u64)> {
 
 fn run_exact(parallelism: usize) {
     let brokers = ensure_kafka();
-    let input = unique("clicks-in");
-    let output = unique("clicks-out");
-    let dlq = format!("{input}.dlq");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), dlq.clone()],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
+    let topics = JobTopics::create(&brokers, "clicks");
+    let (input, output, dlq) = (
+        topics.input.clone(),
+        topics.output.clone(),
+        topics.dlq.clone(),
+    );
     create_topic(&brokers, &dlq, 1);
 
     // 3000 clicks of 10 users over ~111 s, each partition in time order.
@@ -69,7 +66,7 @@ fn run_exact(parallelism: usize) {
 
     // A bound larger than the data's span: no record can be late however
     // partitions interleave; all windows fire on the sentinels below.
-    let group = unique("clicks-group");
+    let group = topics.group.clone();
     let p = parallelism.to_string();
     let mut proc_ = Proc::spawn(
         "kafka_clicks",
@@ -165,17 +162,14 @@ fn clicks_exact_output_parallelism_4() {
 #[test]
 fn clicks_late_and_malformed_records_go_to_the_dead_letter_topic() {
     let brokers = ensure_kafka();
-    let input = unique("late-in");
-    let output = unique("late-out");
-    let dlq = format!("{input}.dlq");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), dlq.clone()],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
+    let topics = JobTopics::create(&brokers, "late");
+    let (input, output, dlq) = (
+        topics.input.clone(),
+        topics.output.clone(),
+        topics.dlq.clone(),
+    );
     create_topic(&brokers, &dlq, 1);
-    let group = unique("late-group");
+    let group = topics.group.clone();
     let mut proc_ = Proc::spawn(
         "kafka_clicks",
         &[

@@ -67,15 +67,12 @@ fn parse_output(got: &[Got]) -> Vec<(u64, String, i64)> {
 
 fn run_exact(parallelism: usize) {
     let brokers = ensure_kafka();
-    let input = unique("etl-in");
-    let output = unique("etl-out");
-    let dlq = format!("{input}.dlq");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), dlq.clone()],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
+    let topics = JobTopics::create(&brokers, "etl");
+    let (input, output, dlq) = (
+        topics.input.clone(),
+        topics.output.clone(),
+        topics.dlq.clone(),
+    );
     create_topic(&brokers, &dlq, 1);
 
     let n = 2000;
@@ -91,7 +88,7 @@ fn run_exact(parallelism: usize) {
     }
     produce(&brokers, &input, &recs);
 
-    let group = unique("etl-group");
+    let group = topics.group.clone();
     let p = parallelism.to_string();
     let proc_ = Proc::spawn(
         "kafka_etl",
@@ -182,15 +179,9 @@ fn etl_exact_output_parallelism_4() {
 #[test]
 fn etl_two_processes_one_killed_loses_nothing() {
     let brokers = ensure_kafka();
-    let input = unique("etl2-in");
-    let output = unique("etl2-out");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
-    let group = unique("etl2-group");
+    let topics = JobTopics::create(&brokers, "etl2");
+    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let group = topics.group.clone();
     let args = [
         "--brokers",
         &brokers,
@@ -266,15 +257,9 @@ fn etl_two_processes_one_killed_loses_nothing() {
 #[test]
 fn etl_sigterm_commits_so_a_restart_reads_only_new_records() {
     let brokers = ensure_kafka();
-    let input = unique("etl3-in");
-    let output = unique("etl3-out");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
-    let group = unique("etl3-group");
+    let topics = JobTopics::create(&brokers, "etl3");
+    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let group = topics.group.clone();
     let args = [
         "--brokers",
         &brokers,

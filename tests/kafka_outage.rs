@@ -74,15 +74,9 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: i32) {
 fn broker_frozen_mid_run_loses_nothing() {
     let _o = Outage::begin();
     let brokers = brokers();
-    let input = unique("frz-in");
-    let output = unique("frz-out");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
-    let group = unique("frz-group");
+    let topics = JobTopics::create(&brokers, "frz");
+    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let group = topics.group.clone();
     let mut p = Proc::spawn(
         "kafka_etl",
         &[
@@ -158,15 +152,9 @@ fn broker_frozen_mid_run_loses_nothing() {
 fn broker_killed_and_restarted_job_recovers_by_itself() {
     let _o = Outage::begin();
     let brokers = brokers();
-    let input = unique("rst-in");
-    let output = unique("rst-out");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
-    };
-    create_topic(&brokers, &input, 4);
-    create_topic(&brokers, &output, 4);
-    let group = unique("rst-group");
+    let topics = JobTopics::create(&brokers, "rst");
+    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let group = topics.group.clone();
     let mut p = Proc::spawn(
         "kafka_etl",
         &[
@@ -273,12 +261,8 @@ fn broker_killed_and_restarted_job_recovers_by_itself() {
 fn broker_down_at_start_job_starts_when_it_comes_up() {
     let _o = Outage::begin();
     let brokers = brokers();
-    let input = unique("late-start-in");
-    let output = unique("late-start-out");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![input.clone(), output.clone(), format!("{input}.dlq")],
-    };
+    let topics = JobTopics::names(&brokers, "late-start");
+    let (input, output) = (topics.input.clone(), topics.output.clone());
     services("stop-kafka");
     let mut p = Proc::spawn(
         "kafka_etl",

@@ -140,6 +140,44 @@ pub struct TopicGuard {
     pub topics: Vec<String>,
 }
 
+/// The topics and group of one example job under test: `<prefix>-in`,
+/// `<prefix>-out`, the dead-letter topic `<input>.dlq` and `<prefix>-group`,
+/// all unique; every topic is deleted when this is dropped.
+pub struct JobTopics {
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub group: String,
+    _guard: TopicGuard,
+}
+
+impl JobTopics {
+    /// Names only (nothing is created: e.g. the broker is down).
+    pub fn names(brokers: &str, prefix: &str) -> Self {
+        let input = unique(&format!("{prefix}-in"));
+        let output = unique(&format!("{prefix}-out"));
+        let dlq = format!("{input}.dlq");
+        JobTopics {
+            _guard: TopicGuard {
+                brokers: brokers.to_string(),
+                topics: vec![input.clone(), output.clone(), dlq.clone()],
+            },
+            group: unique(&format!("{prefix}-group")),
+            input,
+            output,
+            dlq,
+        }
+    }
+
+    /// Creates input and output with 4 partitions each.
+    pub fn create(brokers: &str, prefix: &str) -> Self {
+        let t = Self::names(brokers, prefix);
+        create_topic(brokers, &t.input, 4);
+        create_topic(brokers, &t.output, 4);
+        t
+    }
+}
+
 impl Drop for TopicGuard {
     fn drop(&mut self) {
         let t: Vec<&str> = self.topics.iter().map(String::as_str).collect();
