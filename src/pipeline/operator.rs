@@ -84,6 +84,44 @@ impl<T> Emit<T> for Batch<T> {
     }
 }
 
+/// Declares a stateless operator holding one user closure `f`: the struct,
+/// a `Clone` that clones the closure, and `new(f)`.
+macro_rules! closure_operator {
+    ($(#[$doc:meta])* $name:ident<F, $i:ident, $o:ident>, $new_doc:literal) => {
+        $(#[$doc])*
+        pub struct $name<F, $i, $o> {
+            f: F,
+            _types: PhantomData<fn($i) -> $o>,
+        }
+        closure_operator!(@impls $name<F, $i, $o>, $new_doc);
+    };
+    ($(#[$doc:meta])* $name:ident<F, $t:ident>, $new_doc:literal) => {
+        $(#[$doc])*
+        pub struct $name<F, $t> {
+            f: F,
+            _types: PhantomData<fn($t) -> $t>,
+        }
+        closure_operator!(@impls $name<F, $t>, $new_doc);
+    };
+    (@impls $name:ident<F $(, $p:ident)*>, $new_doc:literal) => {
+        impl<F: Clone $(, $p)*> Clone for $name<F $(, $p)*> {
+            fn clone(&self) -> Self {
+                Self::new(self.f.clone())
+            }
+        }
+
+        impl<F $(, $p)*> $name<F $(, $p)*> {
+            #[doc = $new_doc]
+            pub fn new(f: F) -> Self {
+                $name {
+                    f,
+                    _types: PhantomData,
+                }
+            }
+        }
+    };
+}
+
 /// The operator that passes records through unchanged: the start of a chain.
 pub struct Identity<T>(PhantomData<fn(T) -> T>);
 
@@ -121,30 +159,11 @@ impl<T: Send + 'static> Operator for Identity<T> {
     }
 }
 
-/// Applies a function to every record.
-pub struct Map<F, I, O> {
-    f: F,
-    _types: PhantomData<fn(I) -> O>,
-}
-
-impl<F: Clone, I, O> Clone for Map<F, I, O> {
-    fn clone(&self) -> Self {
-        Map {
-            f: self.f.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<F, I, O> Map<F, I, O> {
-    /// A map operator over `f`.
-    pub fn new(f: F) -> Self {
-        Map {
-            f,
-            _types: PhantomData,
-        }
-    }
-}
+closure_operator!(
+    /// Applies a function to every record.
+    Map<F, I, O>,
+    "A map operator over `f`."
+);
 
 impl<F, I, O> Operator for Map<F, I, O>
 where
@@ -170,30 +189,11 @@ where
     }
 }
 
-/// Keeps the records for which a predicate holds.
-pub struct Filter<F, T> {
-    f: F,
-    _types: PhantomData<fn(T) -> T>,
-}
-
-impl<F: Clone, T> Clone for Filter<F, T> {
-    fn clone(&self) -> Self {
-        Filter {
-            f: self.f.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<F, T> Filter<F, T> {
-    /// A filter operator over `f`.
-    pub fn new(f: F) -> Self {
-        Filter {
-            f,
-            _types: PhantomData,
-        }
-    }
-}
+closure_operator!(
+    /// Keeps the records for which a predicate holds.
+    Filter<F, T>,
+    "A filter operator over `f`."
+);
 
 impl<F, T> Operator for Filter<F, T>
 where
@@ -249,30 +249,11 @@ where
     }
 }
 
-/// Maps every record to zero or more records, which keep its timestamp.
-pub struct FlatMap<F, I, O> {
-    f: F,
-    _types: PhantomData<fn(I) -> O>,
-}
-
-impl<F: Clone, I, O> Clone for FlatMap<F, I, O> {
-    fn clone(&self) -> Self {
-        FlatMap {
-            f: self.f.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<F, I, O> FlatMap<F, I, O> {
-    /// A flat-map operator over `f`.
-    pub fn new(f: F) -> Self {
-        FlatMap {
-            f,
-            _types: PhantomData,
-        }
-    }
-}
+closure_operator!(
+    /// Maps every record to zero or more records, which keep its timestamp.
+    FlatMap<F, I, O>,
+    "A flat-map operator over `f`."
+);
 
 impl<F, I, O, It> Operator for FlatMap<F, I, O>
 where
@@ -305,30 +286,11 @@ where
     }
 }
 
-/// Overwrites each record's event timestamp with one taken from the record.
-pub struct AssignTimestamps<F, T> {
-    f: F,
-    _types: PhantomData<fn(T) -> T>,
-}
-
-impl<F: Clone, T> Clone for AssignTimestamps<F, T> {
-    fn clone(&self) -> Self {
-        AssignTimestamps {
-            f: self.f.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<F, T> AssignTimestamps<F, T> {
-    /// Stamps records with `f(record)`.
-    pub fn new(f: F) -> Self {
-        AssignTimestamps {
-            f,
-            _types: PhantomData,
-        }
-    }
-}
+closure_operator!(
+    /// Overwrites each record's event timestamp with one taken from the record.
+    AssignTimestamps<F, T>,
+    "Stamps records with `f(record)`."
+);
 
 impl<F, T> Operator for AssignTimestamps<F, T>
 where
