@@ -126,12 +126,14 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             }
             return after_emit(self, ctx, sent, move |act, ctx| {
                 let sent = act.edge.emit(&mut act.out, Signal::Barrier(id));
-                let sent = match (sent, out_signal) {
-                    (Ok(None), Signal::None) => Ok(None),
-                    (Ok(None), sig) => act.edge.emit(&mut act.out, sig),
-                    (other, _) => other,
-                };
-                after_emit(act, ctx, sent, |_, _| {});
+                // The watermark (or idleness) this message also brought
+                // follows the barrier, even when the barrier had to wait.
+                after_emit(act, ctx, sent, move |act, ctx| {
+                    if out_signal != Signal::None {
+                        let sent = act.edge.emit(&mut act.out, out_signal);
+                        after_emit(act, ctx, sent, |_, _| {});
+                    }
+                });
             });
         }
         let sent = self.edge.emit(&mut self.out, out_signal);
