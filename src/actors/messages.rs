@@ -9,6 +9,8 @@ use actix::Message;
 
 use crate::pipeline::{Batch, Signal, TaskError};
 
+pub use super::edge::Credit;
+
 /// A batch from upstream input `input`, followed by `signal`.
 pub struct Deliver<T> {
     /// Index of the sending input at the receiver (`0..inputs`).
@@ -18,8 +20,9 @@ pub struct Deliver<T> {
     /// Watermark, idleness or end of input, applied after the batch.
     pub signal: Signal,
     /// The sender's credit on the receiver's input queue: returned (dropped)
-    /// when the receiver has handled the message.
-    pub credit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// when the receiver has handled the message, together with the emptied
+    /// batch buffer ([`Credit::recycle`]).
+    pub credit: Option<Credit<T>>,
 }
 
 impl<T: Send + 'static> Message for Deliver<T> {

@@ -49,24 +49,23 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         }
     }
 
-    fn on_deliver(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
+    fn on_deliver(
+        &mut self,
+        input: usize,
+        batch: &mut Batch<Op::In>,
+        signal: Signal,
+        ctx: &mut Context<Self>,
+    ) {
         if self.done {
             return;
         }
-        let Deliver {
-            input,
-            mut batch,
-            signal,
-            // Returned to the sender when this handler ends.
-            credit: _credit,
-        } = msg;
         let m = self.task.ctx.metrics.clone();
         if !batch.is_empty() {
             m.records_in.fetch_add(batch.len() as u64, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
             self.inputs.on_data(input);
             let (op, out) = (&mut self.op, &mut self.out);
-            if let Err(f) = guarded(|| op.process(&mut batch, out)) {
+            if let Err(f) = guarded(|| op.process(batch, out)) {
                 self.done = true;
                 self.task.fail(f, false);
                 return ctx.stop();
@@ -179,7 +178,17 @@ impl<Op: Operator, P: Partitioner<Op::Out>> TaskActor for OperatorActor<Op, P> {
 impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for OperatorActor<Op, P> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
-        self.on_deliver(msg, ctx);
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            credit,
+        } = msg;
+        self.on_deliver(input, &mut batch, signal, ctx);
+        // The credit goes back to the sender with the emptied buffer.
+        if let Some(credit) = credit {
+            credit.recycle(batch);
+        }
         yield_arbiter(ctx, &self.task);
     }
 }

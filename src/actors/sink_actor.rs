@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{guarded, yield_arbiter, TaskActor, TaskHandle};
-use crate::pipeline::{Sink, SinkWriter};
+use crate::pipeline::{Batch, Signal, Sink, SinkWriter};
 
 /// One instance of a sink stage.
 pub struct SinkActor<S: Sink> {
@@ -68,7 +68,17 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
-        self.on_deliver(msg, ctx);
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            credit,
+        } = msg;
+        self.on_deliver(input, &mut batch, signal, ctx);
+        // The credit goes back to the sender with the emptied buffer.
+        if let Some(credit) = credit {
+            credit.recycle(batch);
+        }
         if !self.done {
             yield_arbiter(ctx, &self.task);
         }
@@ -76,24 +86,23 @@ impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
 }
 
 impl<S: Sink> SinkActor<S> {
-    fn on_deliver(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
+    fn on_deliver(
+        &mut self,
+        input: usize,
+        batch: &mut Batch<S::In>,
+        signal: Signal,
+        ctx: &mut Context<Self>,
+    ) {
         if self.done {
             return;
         }
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
-        let Deliver {
-            input,
-            mut batch,
-            signal,
-            // Returned to the sender when this handler ends.
-            credit: _credit,
-        } = msg;
         if !batch.is_empty() {
             let m = &self.task.ctx.metrics;
             let n = batch.len() as u64;
-            if let Err(f) = guarded(|| writer.write(&mut batch)) {
+            if let Err(f) = guarded(|| writer.write(batch)) {
                 return self.fail(ctx, f);
             }
             m.records_in.fetch_add(n, Relaxed);
