@@ -4,9 +4,12 @@
 //! `WEIR_BENCH_KAFKA_RECORDS` or the first argument) into a 4-partition
 //! topic, measuring rdkafka's raw produce rate while doing so; then
 //! rdkafka's raw consume rate of the same topic; rdkafka alone copying
-//! the topic (consume and produce at once, no decoding); then the `kafka_etl`
+//! the topic (consume and produce at once, no decoding), and the same loop
+//! with the produce call left out (what the consumer does while the broker
+//! is not also taking writes); then the `kafka_etl`
 //! pipeline (weir's Kafka source → filter → map → keyed Kafka sink, explicit
-//! partitions, parallelism `WEIR_BENCH_KAFKA_PARALLELISM`, default 2) end to
+//! partitions, parallelism `WEIR_BENCH_KAFKA_PARALLELISM`, default 4: one
+//! consumer per partition) end to
 //! end, from job start until every record was written and flushed. Prints
 //! one JSON line per measurement with events/s and the ratio to the lower
 //! of the two raw rates (the ceiling). Deletes its topics at the end.
@@ -69,7 +72,7 @@ fn main() {
     let parallelism: usize = std::env::var("WEIR_BENCH_KAFKA_PARALLELISM")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
     let root = env!("CARGO_MANIFEST_DIR");
     let status = std::process::Command::new("bash")
         .arg(format!("{root}/scripts/services"))
@@ -136,6 +139,8 @@ fn main() {
         .set("group.id", format!("bench-raw-{suffix}"))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
+        // As weir's source does (librdkafka's 1 s default stalls a copy).
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -177,52 +182,17 @@ fn main() {
     {
         r.expect("create topic");
     }
-    let consumer: BaseConsumer = config(&brokers)
-        .set("group.id", format!("bench-copy-{suffix}"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    consumer.assign(&tpl).unwrap();
-    let producer: BaseProducer = config(&brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .create()
-        .expect("producer");
-    let start = Instant::now();
-    let mut copied = 0u64;
-    while copied < n {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let p = m.payload().unwrap_or(&[]);
-            let mut rec = BaseRecord::<[u8], [u8]>::to(&copy_out)
-                .payload(p)
-                .key(&p[20..29]);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        rec = back;
-                        producer.poll(Duration::from_millis(1));
-                    }
-                }
-            }
-            copied += 1;
-            if copied % 1024 == 0 {
-                producer.poll(Duration::ZERO);
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(600)).expect("flush");
-    let copy_rate = line(
-        "raw_copy",
+    let copy_rate = raw_copy(&brokers, &tpl, &copy_out, n, true);
+    line("raw_copy", n, copy_rate.0, Some(ceiling), &copy_rate.1);
+    let copy_rate = n as f64 / copy_rate.0;
+    let alone = raw_copy(&brokers, &tpl, &copy_out, n, false);
+    line(
+        "raw_copy_without_produce",
         n,
-        start.elapsed().as_secs_f64(),
+        alone.0,
         Some(ceiling),
-        "",
+        &alone.1,
     );
-    drop((consumer, producer));
 
     // 3. The kafka_etl pipeline, end to end.
     let mut params = EtlParams::new(&brokers, &input, &output);
@@ -281,4 +251,70 @@ fn main() {
     // deleted topic: see the Kafka section of ARCHITECTURE.md).
     std::thread::sleep(Duration::from_secs(3));
     let _ = futures::executor::block_on(admin.delete_topics(&[&input, &output, &copy_out], &opts));
+}
+
+/// rdkafka alone copying `n` records from the assigned partitions to `out`
+/// (keyed, like `kafka_etl`), polling record by record; with `produce` false
+/// the records are built but not sent. Returns the seconds taken and the
+/// JSON fields saying where the time went.
+fn raw_copy(
+    brokers: &str,
+    tpl: &TopicPartitionList,
+    out: &str,
+    n: u64,
+    produce: bool,
+) -> (f64, String) {
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", format!("bench-copy-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        // As weir's source does (librdkafka's 1 s default stalls a copy).
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("consumer");
+    consumer.assign(tpl).unwrap();
+    let producer: BaseProducer = config(brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    let (mut copied, mut polling) = (0u64, Duration::ZERO);
+    while copied < n {
+        let t = Instant::now();
+        let m = consumer.poll(Duration::from_millis(100));
+        polling += t.elapsed();
+        if let Some(Ok(m)) = m {
+            let p = m.payload().unwrap_or(&[]);
+            let mut rec = BaseRecord::<[u8], [u8]>::to(out).payload(p).key(&p[20..29]);
+            if !produce {
+                std::hint::black_box(&rec);
+            } else {
+                loop {
+                    match producer.send(rec) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            rec = back;
+                            producer.poll(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            copied += 1;
+            if copied % 1024 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let secs = start.elapsed().as_secs_f64();
+    (
+        secs,
+        format!(
+            ",\"seconds_waiting_in_consumer_poll\":{:.3}",
+            polling.as_secs_f64()
+        ),
+    )
 }
