@@ -11,6 +11,8 @@
 //!   tumbling event-time window, sum of value → blackhole.
 //!
 //! `WEIR_BENCH_SCALE` (e.g. `0.1`) shrinks the event counts for a quick run.
+//! `cargo bench --bench engine -- ceiling` instead measures what the machine
+//! gives two plain threads (W2's loop split in two, no exchange) against one.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -83,6 +85,37 @@ fn w2_baseline(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// The hardware's own parallel ceiling for W2: `threads` hand-written loops,
+/// thread `j` doing events `j, j + threads, ..` with its own map and no
+/// exchange at all (so no key is shared: less than W2 has to do).
+fn w2_threads(n: u64, threads: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|j| {
+            std::thread::spawn(move || {
+                let mut window_end = 1000i64;
+                let mut sums: FxHashMap<u64, u64> = FxHashMap::default();
+                let mut i = j;
+                while i < n {
+                    let e = black_box(event(i));
+                    if e.ts >= window_end {
+                        for (k, v) in sums.drain() {
+                            black_box((k, window_end - 1000, v));
+                        }
+                        window_end = e.ts - e.ts.rem_euclid(1000) + 1000;
+                    }
+                    *sums.entry(e.key).or_insert(0) += e.value;
+                    i += threads;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("loop thread");
+    }
+    start.elapsed()
+}
+
 fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
     let job = Job::new("w2")
         .parallelism(parallelism)
@@ -136,6 +169,20 @@ fn main() {
         Some(p) => vec![p],
         None => vec![1, 2],
     };
+    if only.as_deref() == Some("ceiling") {
+        // `cargo bench --bench engine -- ceiling`: what two plain threads
+        // reach on this machine (no exchange), against one.
+        let n = (20_000_000.0 * scale) as u64;
+        for _ in 0..3 {
+            let one = w2_baseline(n).as_secs_f64();
+            let two = w2_threads(n, 2).as_secs_f64();
+            println!(
+                "{{\"workload\":\"W2 loop, 2 threads without exchange\",\"one_thread_s\":{one:.3},\"two_threads_s\":{two:.3},\"speedup\":{:.2}}}",
+                one / two
+            );
+        }
+        return;
+    }
     let want = |w: &str| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(w));
     if want("W1") {
         let n = (50_000_000.0 * scale) as u64;
