@@ -60,7 +60,8 @@ impl<T> Partitioner<T> for RoundRobin {
 
 /// Up to this many targets, [`HashBy`] moves records with one branch-free
 /// pass per target (cheaper than a data-dependent cursor per record, whose
-/// stores serialise); above it, with counts and one cursor per target.
+/// stores serialise); above it, with counts and one cursor per target. Two
+/// targets get a single pass with both cursors in registers.
 const PREDICATED_TARGETS: usize = 4;
 
 /// Each record to the target owning the hash of its key.
@@ -122,7 +123,40 @@ where
             batch.values.set_len(0);
             batch.timestamps.set_len(0);
             let route = self.route.as_ptr();
-            if n <= PREDICATED_TARGETS {
+            if n == 2 {
+                // The common case gets one pass: both cursors stay in
+                // registers and the destination is a select, not a branch.
+                let (a, b) = parts.split_at_mut(1);
+                let (p0, p1) = (&mut a[0], &mut b[0]);
+                p0.reserve(len);
+                p1.reserve(len);
+                let (b0, b1) = (p0.values.len(), p1.values.len());
+                let (v0, t0) = (
+                    p0.values.as_mut_ptr().add(b0),
+                    p0.timestamps.as_mut_ptr().add(b0),
+                );
+                let (v1, t1) = (
+                    p1.values.as_mut_ptr().add(b1),
+                    p1.timestamps.as_mut_ptr().add(b1),
+                );
+                let (mut c0, mut c1) = (0usize, 0usize);
+                for i in 0..len {
+                    let r = *route.add(i) as usize;
+                    let (dv, dt) = if r == 0 {
+                        (v0.add(c0), t0.add(c0))
+                    } else {
+                        (v1.add(c1), t1.add(c1))
+                    };
+                    std::ptr::copy_nonoverlapping(src_v.add(i), dv, 1);
+                    *dt = *src_t.add(i);
+                    c0 += 1 - r;
+                    c1 += r;
+                }
+                p0.values.set_len(b0 + c0);
+                p0.timestamps.set_len(b0 + c0);
+                p1.values.set_len(b1 + c1);
+                p1.timestamps.set_len(b1 + c1);
+            } else if n <= PREDICATED_TARGETS {
                 // One branch-free pass per target: copy every record to the
                 // cursor, advance it only for the target's own records (the
                 // others are overwritten). The cursor stays in a register.
