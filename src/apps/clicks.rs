@@ -102,8 +102,8 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
         .group(&p.group)
         .with_timestamps(|c: &Click| c.ts);
-    let mut sink =
-        KafkaSink::<UserCount>::json(&p.brokers, &p.output).key_by(|c: &UserCount| c.user.clone());
+    let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
+        .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     let mut late_config = crate::connectors::kafka::KafkaConfig::new(&p.brokers);
     for (k, v) in &p.options {
         source = source.set(k, v);

@@ -103,7 +103,7 @@ impl EtlParams {
 pub fn etl_job(p: &EtlParams) -> RunnableJob {
     let mut source = KafkaSource::json::<Payment>(&p.brokers, &p.input).group(&p.group);
     let mut sink = KafkaSink::<PaymentCents>::json(&p.brokers, &p.output)
-        .key_by(|r: &PaymentCents| r.user.clone());
+        .key_into(|r: &PaymentCents, key: &mut Vec<u8>| key.extend_from_slice(r.user.as_bytes()));
     for (k, v) in &p.options {
         source = source.set(k, v);
         sink = sink.set(k, v);

@@ -28,7 +28,7 @@ pub use config::KafkaConfig;
 pub use dead_letter::{KafkaDeadLetters, KafkaLateSink};
 pub use error::KafkaConnectorError;
 pub use format::{Bytes, Json, JsonValue, KafkaDecode, KafkaEncode, Text, TextValue};
-pub use sink::{KafkaSink, KafkaWriter, KeyBy, KeyFn, RoundRobin};
+pub use sink::{KafkaSink, KafkaWriter, KeyBy, KeyFn, KeyInto, RoundRobin};
 pub use source::{Assignment, KafkaReader, KafkaSource};
 pub use status::KafkaStatus;
 

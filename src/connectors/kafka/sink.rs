@@ -59,6 +59,22 @@ where
     }
 }
 
+/// Key written by a closure straight into the producer's key buffer: no
+/// allocation per record (see [`KafkaSink::key_into`]).
+#[derive(Clone)]
+pub struct KeyInto<F>(F);
+
+impl<T, F> KeyFn<T> for KeyInto<F>
+where
+    F: Fn(&T, &mut Vec<u8>) + Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn key(&self, value: &T, out: &mut Vec<u8>) -> bool {
+        (self.0)(value, out);
+        true
+    }
+}
+
 /// Writes records to a Kafka topic.
 ///
 /// ```no_run
@@ -132,6 +148,31 @@ impl<T, E, K> KafkaSink<T, E, K> {
             topic: self.topic,
             encode: self.encode,
             key: KeyBy(f),
+            transactional: self.transactional,
+            status: self.status,
+            _t: PhantomData,
+        }
+    }
+
+    /// Keys records with the bytes `f(record, key)` appends to `key` (an
+    /// empty buffer it owns and reuses): like [`key_by`](Self::key_by), but
+    /// a key borrowed from the record costs no allocation.
+    ///
+    /// ```
+    /// use weir::connectors::kafka::KafkaSink;
+    /// # #[derive(serde::Serialize)] struct Click { user: String }
+    /// let sink = KafkaSink::<Click>::json("127.0.0.1:9092", "clicks")
+    ///     .key_into(|c: &Click, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
+    /// ```
+    pub fn key_into<F>(self, f: F) -> KafkaSink<T, E, KeyInto<F>>
+    where
+        F: Fn(&T, &mut Vec<u8>) + Clone + Send + Sync + 'static,
+    {
+        KafkaSink {
+            config: self.config,
+            topic: self.topic,
+            encode: self.encode,
+            key: KeyInto(f),
             transactional: self.transactional,
             status: self.status,
             _t: PhantomData,
