@@ -134,9 +134,11 @@ fn clicks(env: &TaskEnv) -> Result<TaskBuild, String> {
 }
 
 /// Test-only (`--test-job-types`): a generator of numbers at 200 records/s into a blackhole,
-/// whose map panics on every record when this worker is the job's `fail_on` parameter.
+/// whose map panics on every record when this worker is the job's `fail_on` parameter (`*`:
+/// on every worker).
 fn failing(env: &TaskEnv, worker: &str) -> Result<TaskBuild, String> {
-    let fail = env.spec.config.get("fail_on").map(String::as_str) == Some(worker);
+    let fail_on = env.spec.config.get("fail_on").map(String::as_str);
+    let fail = fail_on == Some(worker) || fail_on == Some("*");
     let name = format!("{}-{}", env.spec.name, env.index);
     let who = worker.to_string();
     let job = Job::new(name)

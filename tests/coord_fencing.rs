@@ -32,6 +32,7 @@ fn assignment(epoch: u64, tasks: &[(u32, &str, u64)]) -> JobAssignment {
             .iter()
             .map(|(i, w, e)| (TaskId::new("j", *i), TaskAssignment::new(w, *e)))
             .collect(),
+        ..Default::default()
     }
 }
 

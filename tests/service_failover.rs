@@ -1,7 +1,7 @@
 //! Real worker processes, real ZooKeeper: a task that fails on one worker past its restart
 //! policy is restarted in place by its supervisor (restarts published), then FAILED, and the
 //! leader moves it to another worker, where it runs with its last error and restarts kept,
-//! and stays.
+//! and stays. A task that fails on every worker is given up on after the leader's limit.
 //!
 //! Uses the service example's test-only job type `failing` (`--test-job-types`): its tasks
 //! panic on every record on the worker named by `fail_on` and run normally elsewhere.
@@ -105,4 +105,93 @@ fn failed_task_moves_to_another_worker_and_keeps_its_error() {
     // `weir status` shows the kept error.
     let out = c.weir_ok(&["status", "fl"]);
     assert!(out.contains("refused on worker f1"), "{out}");
+}
+
+#[test]
+fn task_failing_on_every_worker_is_given_up_after_the_limit() {
+    let mut c = Cluster::new("giveup", TIMEOUT_MS);
+    for w in ["g1", "g2"] {
+        c.start_worker_with(w, &["--test-job-types"]);
+    }
+    c.weir_ok(&[
+        "submit",
+        "failing",
+        "--name",
+        "gu",
+        "--parallelism",
+        "1",
+        "--set",
+        "fail_on=*",
+    ]);
+    // It fails past its policy, moves, fails on the other worker, moves back, fails a third
+    // time (the limit): then the leader gives up and its state stays FAILED with the reason.
+    let given_up = c.wait(
+        "the task FAILED and given up on",
+        Duration::from_secs(90),
+        |c| {
+            task(c, "gu", "gu-0").is_some_and(|t| {
+                t["state"] == "FAILED"
+                    && t["last_error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("given up: FAILED 3 times"))
+            })
+        },
+    );
+    eprintln!("giveup: given up after {given_up:?}");
+    let t = task(&c, "gu", "gu-0").unwrap();
+    let msg = t["last_error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("refused on worker"),
+        "keeps the last error: {t}"
+    );
+    assert!(
+        t["restarts"].as_u64() >= Some(6),
+        "3 failures x 2 restarts: {t}"
+    );
+    // It moved between the workers before: both logged a failure.
+    for w in ["g1", "g2"] {
+        assert!(
+            c.workers[w]
+                .log_text()
+                .contains("task FAILED past its restart policy: reporting it to the leader"),
+            "{w} never ran it\n{}",
+            c.logs()
+        );
+    }
+    assert!(
+        c.logs().contains("given up: FAILED 3 times"),
+        "leader log\n{}",
+        c.logs()
+    );
+    // It stays given up: still FAILED a few seconds later, placed nowhere, run by no worker.
+    std::thread::sleep(Duration::from_secs(4));
+    let t = task(&c, "gu", "gu-0").unwrap();
+    assert_eq!(t["state"], "FAILED", "{t}");
+    assert!(t["worker"].is_null(), "placed nowhere: {t}");
+    assert_eq!(c.job("gu").unwrap()["state"], "FAILED");
+    for w in ["g1", "g2"] {
+        let api: Value =
+            serde_json::from_str(&http_get(&c.http_of(w), "/api/tasks").unwrap()).unwrap();
+        assert!(api["tasks"].as_array().unwrap().is_empty(), "{w}: {api}");
+    }
+    // Submitted again (after a cancel), it gets a fresh budget: placed and failing again.
+    c.weir_ok(&["cancel", "gu"]);
+    c.wait("the job gone", Duration::from_secs(30), |c| {
+        c.job("gu").is_none()
+    });
+    c.weir_ok(&[
+        "submit",
+        "failing",
+        "--name",
+        "gu",
+        "--parallelism",
+        "1",
+        "--set",
+        "fail_on=*",
+    ]);
+    c.wait(
+        "the resubmitted task placed again",
+        Duration::from_secs(30),
+        |c| task(c, "gu", "gu-0").is_some_and(|t| !t["worker"].is_null()),
+    );
 }

@@ -30,6 +30,16 @@
 //! record is deleted (conditionally on its version, so a newer record written
 //! meanwhile survives). Records whose worker/epoch are no longer current
 //! (stale, e.g. the task already moved) are only deleted.
+//!
+//! # Giving up on a task that fails everywhere
+//! Each failure's time is kept in the task's assignment
+//! ([`TaskAssignment::failed_at_ms`], pruned to [`TASK_FAILURE_WINDOW`]). The
+//! failure that makes [`TASK_FAILURE_LIMIT`] within the window ends the
+//! moves: the task is taken out of the placement and listed in
+//! [`JobAssignment::given_up`] with the reason, and its state is written
+//! FAILED with that reason and its last error. No worker runs it until the
+//! job is submitted again (cancel, submit), as Flink fails a job whose
+//! restart strategy is exhausted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -49,6 +59,13 @@ use super::model::{
 };
 use super::paths::ZkPaths;
 use super::store::{delete_recursive, persistent};
+
+/// Failures (past the task's own restart policy, on any workers) within
+/// [`TASK_FAILURE_WINDOW`] after which the leader gives up on a task.
+pub const TASK_FAILURE_LIMIT: usize = 3;
+
+/// The window over which [`TASK_FAILURE_LIMIT`] counts failures.
+pub const TASK_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 /// What one reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +88,8 @@ pub struct ReconcileReport {
     pub restarted: Vec<TaskId>,
     /// Stale or malformed failure records deleted without acting on them.
     pub stale_failures: usize,
+    /// FAILED tasks given up on: failed [`TASK_FAILURE_LIMIT`] times within the window.
+    pub given_up: Vec<TaskId>,
 }
 
 type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -82,6 +101,12 @@ struct JobInput {
     version: Option<i32>,
     /// Current failure records: task -> (record, its znode version).
     failures: BTreeMap<TaskId, (FailureRecord, i32)>,
+    /// Recent failure times per task (the assignment's, pruned, plus the current record's).
+    history: BTreeMap<TaskId, Vec<u64>>,
+    /// Tasks given up on: earlier ones still in the spec, and the ones given up now.
+    given_up: BTreeMap<TaskId, String>,
+    /// The ones given up in this pass (their state must be written FAILED).
+    giving_up: Vec<TaskId>,
 }
 
 /// The leader's reconciliation loop over one session (see the module docs).
@@ -229,12 +254,57 @@ impl Leader {
                     }
                 }
             }
+            let now = now_ms();
+            let window = TASK_FAILURE_WINDOW.as_millis() as u64;
+            let mut history = BTreeMap::new();
+            let mut given_up: BTreeMap<TaskId, String> = assignment
+                .given_up
+                .iter()
+                .filter(|(t, _)| t.index < spec.parallelism)
+                .map(|(t, r)| (t.clone(), r.clone()))
+                .collect();
+            let mut giving_up = Vec::new();
+            for id in spec.task_ids() {
+                let mut times: Vec<u64> = assignment
+                    .tasks
+                    .get(&id)
+                    .map(|a| a.failed_at_ms.clone())
+                    .unwrap_or_default();
+                if let Some((rec, _)) = failures.get(&id) {
+                    times.push(rec.at_ms);
+                }
+                times.retain(|&t| t.saturating_add(window) > now);
+                times.sort_unstable();
+                if failures.contains_key(&id)
+                    && times.len() >= TASK_FAILURE_LIMIT
+                    && !given_up.contains_key(&id)
+                {
+                    let (rec, _) = &failures[&id];
+                    given_up.insert(
+                        id.clone(),
+                        format!(
+                            "given up: FAILED {} times within {} s (last on worker {}); not placed again until the job is submitted again; last error: {}",
+                            times.len(),
+                            TASK_FAILURE_WINDOW.as_secs(),
+                            rec.worker,
+                            rec.error
+                        ),
+                    );
+                    giving_up.push(id.clone());
+                }
+                if !times.is_empty() {
+                    history.insert(id, times);
+                }
+            }
             jobs.push(JobInput {
                 name,
                 spec,
                 assignment,
                 version,
                 failures,
+                history,
+                given_up,
+                giving_up,
             });
         }
         report.jobs = jobs.len();
@@ -244,17 +314,21 @@ impl Leader {
         let tasks: Vec<TaskRequest> = jobs
             .iter()
             .flat_map(|j| {
-                j.spec.task_ids().into_iter().map(|id| {
-                    let avoid = match j.failures.get(&id) {
-                        Some((rec, _)) => Some(rec.worker.clone()),
-                        None => j.assignment.tasks.get(&id).and_then(|a| a.avoid.clone()),
-                    };
-                    TaskRequest {
-                        id,
-                        job_type: Some(j.spec.job_type.clone()),
-                        avoid,
-                    }
-                })
+                j.spec
+                    .task_ids()
+                    .into_iter()
+                    .filter(|id| !j.given_up.contains_key(id))
+                    .map(|id| {
+                        let avoid = match j.failures.get(&id) {
+                            Some((rec, _)) => Some(rec.worker.clone()),
+                            None => j.assignment.tasks.get(&id).and_then(|a| a.avoid.clone()),
+                        };
+                        TaskRequest {
+                            id,
+                            job_type: Some(j.spec.job_type.clone()),
+                            avoid,
+                        }
+                    })
             })
             .collect();
         let avoids: BTreeMap<&TaskId, &String> = tasks
@@ -307,12 +381,14 @@ impl Leader {
                     .get(&id)
                     .filter(|w| **w != worker)
                     .map(|w| (*w).clone());
+                let failed_at_ms = job.history.get(&id).cloned().unwrap_or_default();
                 tasks.insert(
                     id,
                     TaskAssignment {
                         worker: worker.clone(),
                         epoch,
                         avoid,
+                        failed_at_ms,
                     },
                 );
             }
@@ -327,7 +403,10 @@ impl Leader {
                 self.delete_failure(&job.name, &t.to_string(), Some(*v))
                     .await?;
             }
-            if tasks == job.assignment.tasks && job.version.is_some() {
+            if tasks == job.assignment.tasks
+                && job.given_up == job.assignment.given_up
+                && job.version.is_some()
+            {
                 continue;
             }
             let removed: Vec<TaskId> = job
@@ -340,6 +419,7 @@ impl Leader {
             let new = JobAssignment {
                 epoch: new_epoch,
                 tasks,
+                given_up: job.given_up.clone(),
             };
             let version = self.write_assignment(&job.name, &new, job.version).await?;
             report.written.push(job.name.clone());
@@ -347,6 +427,13 @@ impl Leader {
                 let failure = job.failures.get(t).map(|(r, _)| r);
                 self.reschedule(&job.name, &new, t, version, failure)
                     .await?;
+            }
+            for t in &job.giving_up {
+                let (rec, _) = &job.failures[t];
+                let reason = &job.given_up[t];
+                tracing::error!(task = %t, worker = %rec.worker, error = %rec.error, "task FAILED past its restart policy: {reason}");
+                self.give_up(&job.name, t, rec, reason).await?;
+                report.given_up.push(t.clone());
             }
             for (t, (rec, v)) in &job.failures {
                 if let Some(ta) = new.tasks.get(t) {
@@ -485,6 +572,45 @@ impl Leader {
     /// worker stays FAILED), restarts, offsets and the last error kept; with a `failure`
     /// record, its error replaces an older `last_error` and its restart count a smaller one.
     /// Fenced like any state write, on the assignment version just written.
+    /// Writes the state of a task given up on: FAILED, its restarts and the reason (which
+    /// ends with its last error) as its last error. Unconditional: no worker holds the task.
+    async fn give_up(
+        &self,
+        job: &str,
+        task: &TaskId,
+        failure: &FailureRecord,
+        reason: &str,
+    ) -> CoordResult<()> {
+        let name = task.to_string();
+        let path = self.paths.task_state(job, &name);
+        let mut state = match self.client.get_data(&path).await {
+            Ok((data, _)) => decode::<TaskState>(&path, &data)
+                .unwrap_or_else(|_| TaskState::scheduled(&failure.worker, failure.epoch)),
+            Err(zookeeper_client::Error::NoNode) => {
+                TaskState::scheduled(&failure.worker, failure.epoch)
+            }
+            Err(e) => return Err(CoordError::zk(&path, e)),
+        };
+        state.state = TaskStatus::Failed;
+        state.restarts = state.restarts.max(failure.restarts);
+        state.last_error = Some(TaskError {
+            message: reason.to_string(),
+            at_ms: failure.at_ms,
+        });
+        state.updated_at_ms = now_ms();
+        let data = encode(&path, &state)?;
+        match self.client.set_data(&path, &data, None).await {
+            Ok(_) => Ok(()),
+            Err(zookeeper_client::Error::NoNode) => {
+                match self.client.create(&path, &data, &persistent()).await {
+                    Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
+                    Err(e) => Err(CoordError::zk(&path, e)),
+                }
+            }
+            Err(e) => Err(CoordError::zk(&path, e)),
+        }
+    }
+
     async fn reschedule(
         &self,
         job: &str,

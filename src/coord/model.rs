@@ -208,15 +208,20 @@ pub struct TaskAssignment {
     /// another live worker can take it. Absent (and omitted from the JSON) when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avoid: Option<String>,
+    /// When this task FAILED past its restart policy within the leader's failure window (ms
+    /// since the Unix epoch, oldest first), on whichever workers. Omitted when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_at_ms: Vec<u64>,
 }
 
 impl TaskAssignment {
-    /// On `worker` since `epoch`, avoiding no worker.
+    /// On `worker` since `epoch`, avoiding no worker, with no recent failure.
     pub fn new(worker: &str, epoch: u64) -> Self {
         TaskAssignment {
             worker: worker.to_string(),
             epoch,
             avoid: None,
+            failed_at_ms: Vec::new(),
         }
     }
 }
@@ -228,6 +233,10 @@ pub struct JobAssignment {
     pub epoch: u64,
     /// Task -> worker; tasks that could not be placed (no capacity) are absent.
     pub tasks: BTreeMap<TaskId, TaskAssignment>,
+    /// Tasks the leader gave up on (they failed on worker after worker), with the reason:
+    /// placed nowhere, their state FAILED, until the job is submitted again. Omitted when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub given_up: BTreeMap<TaskId, String>,
 }
 
 impl JobAssignment {
@@ -391,7 +400,7 @@ mod tests {
     fn assignment_round_trips_with_task_id_keys() {
         let mut a = JobAssignment {
             epoch: 5,
-            tasks: BTreeMap::new(),
+            ..Default::default()
         };
         a.tasks
             .insert(TaskId::new("j-x", 10), TaskAssignment::new("w1", 5));
@@ -401,6 +410,7 @@ mod tests {
                 worker: "w2".into(),
                 epoch: 1,
                 avoid: Some("w3".into()),
+                failed_at_ms: vec![7],
             },
         );
         let bytes = encode("/a", &a).unwrap();
@@ -411,6 +421,8 @@ mod tests {
             1,
             "omitted when none: {json}"
         );
+        assert_eq!(json.matches("failed_at_ms").count(), 1, "{json}");
+        assert!(!json.contains("given_up"), "omitted when none: {json}");
         // An assignment written before `avoid` existed still reads.
         let old: JobAssignment = decode(
             "/a",

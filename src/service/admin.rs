@@ -212,9 +212,10 @@ pub async fn rescale(client: &Client, paths: &ZkPaths, job: &str, n: u32) -> Ser
 pub struct TaskRow {
     /// Task id.
     pub task: String,
-    /// Worker it is assigned to (`null`: unassigned).
+    /// Worker it is assigned to (`null`: unassigned, or given up on by the leader).
     pub worker: Option<String>,
-    /// State: a [`TaskStatus`] name, or `UNASSIGNED`.
+    /// State: a [`TaskStatus`] name, or `UNASSIGNED`. A task the leader gave up on (it
+    /// failed on worker after worker) is FAILED with no worker.
     pub state: String,
     /// Assignment epoch.
     pub epoch: u64,
@@ -301,6 +302,8 @@ fn job_status(view: &JobView) -> JobStatus {
         let assigned = assignment.tasks.get(&id);
         let st = view.tasks.get(&id);
         let state = match (assigned, st) {
+            // Given up on by the leader: placed nowhere, its state FAILED with the reason.
+            (None, Some(s)) if assignment.given_up.contains_key(&id) => status_name(s.state),
             (None, _) => "UNASSIGNED".to_string(),
             (Some(a), Some(s)) if s.worker == a.worker && s.epoch == a.epoch => {
                 status_name(s.state)
