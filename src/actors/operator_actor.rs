@@ -200,3 +200,111 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Stop> for OperatorActor<Op, 
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::edge::{Forward, Outputs};
+    use crate::pipeline::{Map, TaskContext};
+    use actix::{Addr, MessageResult};
+    use std::time::Duration;
+
+    /// Downstream stand-in: records the signal of every message in arrival order and keeps
+    /// the messages (so their credits stay taken) until released.
+    #[derive(Default)]
+    struct Holder {
+        held: Vec<Deliver<u64>>,
+        signals: Vec<Signal>,
+    }
+
+    impl Actor for Holder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver<u64>> for Holder {
+        type Result = ();
+        fn handle(&mut self, msg: Deliver<u64>, _: &mut Context<Self>) {
+            self.signals.push(msg.signal);
+            self.held.push(msg);
+        }
+    }
+
+    /// Drops the held messages (their credits return) and answers the signals seen so far.
+    #[derive(actix::Message)]
+    #[rtype(result = "Vec<Signal>")]
+    struct Release;
+
+    impl Handler<Release> for Holder {
+        type Result = MessageResult<Release>;
+        fn handle(&mut self, _: Release, _: &mut Context<Self>) -> Self::Result {
+            self.held.clear();
+            MessageResult(self.signals.clone())
+        }
+    }
+
+    struct Events;
+
+    impl Actor for Events {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<TaskEvent> for Events {
+        type Result = ();
+        fn handle(&mut self, _: TaskEvent, _: &mut Context<Self>) {}
+    }
+
+    async fn deliver(
+        to: &Addr<OperatorActor<Map<fn(u64) -> u64, u64, u64>, Forward>>,
+        input: usize,
+        signal: Signal,
+    ) {
+        to.send(Deliver {
+            input,
+            batch: Batch::new(),
+            signal,
+            credit: None,
+        })
+        .await
+        .expect("operator alive");
+    }
+
+    /// Releases the holder until it has seen `n` signals (or 2 s passed).
+    async fn signals_after_release(holder: &Addr<Holder>, n: usize) -> Vec<Signal> {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = holder.send(Release).await.expect("holder alive");
+            if seen.len() >= n || start.elapsed() > Duration::from_secs(2) {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An input that ends completes a barrier the others already sent and moves the
+    /// watermark in one step. When the barrier cannot be sent at once (no credit), the
+    /// watermark must still follow it once it is: it used to be dropped on that path.
+    #[actix::test]
+    async fn watermark_with_a_completing_barrier_follows_it_when_the_output_is_full() {
+        let holder = Holder::default().start();
+        let events = Events.start();
+        // One credit towards the holder: the second message waits for the first's release.
+        let outputs = Outputs::new(vec![holder.clone().recipient()], Forward, false, 1);
+        let op: Map<fn(u64) -> u64, u64, u64> = Map::new(|x| x);
+        let task = TaskHandle::new(TaskContext::detached("op"), events.recipient());
+        let actor = OperatorActor::new(op, outputs.edge(0), task, 2, None).start();
+
+        deliver(&actor, 0, Signal::Watermark(100)).await;
+        deliver(&actor, 1, Signal::Watermark(50)).await; // min 50: sent, holds the credit
+        deliver(&actor, 0, Signal::Barrier(1)).await; // waits for input 1's barrier
+        deliver(&actor, 1, Signal::End).await; // barrier 1 complete, watermark 100: blocked
+        let seen = signals_after_release(&holder, 3).await;
+        assert_eq!(
+            seen,
+            vec![
+                Signal::Watermark(50),
+                Signal::Barrier(1),
+                Signal::Watermark(100)
+            ]
+        );
+    }
+}
