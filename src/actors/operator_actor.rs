@@ -242,6 +242,9 @@ mod tests {
         }
     }
 
+    type Pass = Map<fn(u64) -> u64, u64, u64>;
+    type PassActor = OperatorActor<Pass, Forward>;
+
     struct Events;
 
     impl Actor for Events {
@@ -253,11 +256,7 @@ mod tests {
         fn handle(&mut self, _: TaskEvent, _: &mut Context<Self>) {}
     }
 
-    async fn deliver(
-        to: &Addr<OperatorActor<Map<fn(u64) -> u64, u64, u64>, Forward>>,
-        input: usize,
-        signal: Signal,
-    ) {
+    async fn deliver(to: &Addr<PassActor>, input: usize, signal: Signal) {
         to.send(Deliver {
             input,
             batch: Batch::new(),
@@ -289,7 +288,7 @@ mod tests {
         let events = Events.start();
         // One credit towards the holder: the second message waits for the first's release.
         let outputs = Outputs::new(vec![holder.clone().recipient()], Forward, false, 1);
-        let op: Map<fn(u64) -> u64, u64, u64> = Map::new(|x| x);
+        let op: Pass = Map::new(|x| x);
         let task = TaskHandle::new(TaskContext::detached("op"), events.recipient());
         let actor = OperatorActor::new(op, outputs.edge(0), task, 2, None).start();
 
