@@ -32,6 +32,43 @@ fn config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// The raw loops' producer: the same settings as weir's sink.
+fn raw_producer(brokers: &str) -> BaseProducer {
+    config(brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer")
+}
+
+/// The raw loops' consumer: the fetch settings of weir's source.
+fn raw_consumer(brokers: &str, group: &str) -> BaseConsumer {
+    config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        // As weir's source does (librdkafka's 1 s default stalls a copy).
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("consumer")
+}
+
+/// Queues `rec`, waiting (and serving delivery reports) while librdkafka's
+/// queue is full.
+fn send_waiting<'a>(producer: &BaseProducer, mut rec: BaseRecord<'a, [u8], [u8]>) {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 fn line(name: &str, records: u64, secs: f64, ceiling: Option<f64>, extra: &str) -> f64 {
     let rate = records as f64 / secs;
     let ratio = ceiling
@@ -103,29 +140,15 @@ fn main() {
     }
 
     // 1. Raw produce (the pre-load): same producer settings as weir's sink.
-    let producer: BaseProducer = config(&brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .create()
-        .expect("producer");
+    let producer = raw_producer(&brokers);
     let mut buf = Vec::with_capacity(128);
     let start = Instant::now();
     for id in 0..n {
         payload(id, &mut buf);
-        let mut rec = BaseRecord::<[u8], [u8]>::to(&input)
+        let rec = BaseRecord::<[u8], [u8]>::to(&input)
             .payload(&buf[..])
             .partition((id % 4) as i32);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        send_waiting(&producer, rec);
         if id % 1024 == 0 {
             producer.poll(Duration::ZERO);
         }
@@ -135,14 +158,7 @@ fn main() {
     drop(producer);
 
     // 2. Raw consume: one consumer, all partitions, poll per message.
-    let consumer: BaseConsumer = config(&brokers)
-        .set("group.id", format!("bench-raw-{suffix}"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        // As weir's source does (librdkafka's 1 s default stalls a copy).
-        .set("fetch.queue.backoff.ms", "10")
-        .create()
-        .expect("consumer");
+    let consumer = raw_consumer(&brokers, &format!("bench-raw-{suffix}"));
     let mut tpl = TopicPartitionList::new();
     for p in 0..4 {
         tpl.add_partition_offset(&input, p, Offset::Beginning)
@@ -264,22 +280,9 @@ fn raw_copy(
     n: u64,
     produce: bool,
 ) -> (f64, String) {
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", format!("bench-copy-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        // As weir's source does (librdkafka's 1 s default stalls a copy).
-        .set("fetch.queue.backoff.ms", "10")
-        .create()
-        .expect("consumer");
+    let consumer = raw_consumer(brokers, &format!("bench-copy-{}", std::process::id()));
     consumer.assign(tpl).unwrap();
-    let producer: BaseProducer = config(brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .create()
-        .expect("producer");
+    let producer = raw_producer(brokers);
     let start = Instant::now();
     let (mut copied, mut polling) = (0u64, Duration::ZERO);
     while copied < n {
@@ -288,19 +291,11 @@ fn raw_copy(
         polling += t.elapsed();
         if let Some(Ok(m)) = m {
             let p = m.payload().unwrap_or(&[]);
-            let mut rec = BaseRecord::<[u8], [u8]>::to(out).payload(p).key(&p[20..29]);
-            if !produce {
-                std::hint::black_box(&rec);
+            let rec = BaseRecord::<[u8], [u8]>::to(out).payload(p).key(&p[20..29]);
+            if produce {
+                send_waiting(&producer, rec);
             } else {
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            rec = back;
-                            producer.poll(Duration::from_millis(1));
-                        }
-                    }
-                }
+                std::hint::black_box(&rec);
             }
             copied += 1;
             if copied % 1024 == 0 {

@@ -23,22 +23,35 @@ fn task(c: &Cluster, job: &str, name: &str) -> Option<Value> {
         .cloned()
 }
 
-#[test]
-fn failed_task_moves_to_another_worker_and_keeps_its_error() {
-    let mut c = Cluster::new("failover", TIMEOUT_MS);
-    for w in ["f1", "f2"] {
+/// A cluster of `workers` that run the test-only job types.
+fn cluster(name: &str, workers: [&str; 2]) -> Cluster {
+    let mut c = Cluster::new(name, TIMEOUT_MS);
+    for w in workers {
         c.start_worker_with(w, &["--test-job-types"]);
     }
+    c
+}
+
+/// Submits a `failing` job whose tasks fail on worker `fail_on` (`*`: on every worker).
+fn submit_failing(c: &Cluster, job: &str, parallelism: u32, fail_on: &str) {
+    let parallelism = parallelism.to_string();
+    let fail_on = format!("fail_on={fail_on}");
     c.weir_ok(&[
         "submit",
         "failing",
         "--name",
-        "fl",
+        job,
         "--parallelism",
-        "2",
+        &parallelism,
         "--set",
-        "fail_on=f1",
+        &fail_on,
     ]);
+}
+
+#[test]
+fn failed_task_moves_to_another_worker_and_keeps_its_error() {
+    let c = cluster("failover", ["f1", "f2"]);
+    submit_failing(&c, "fl", 2, "f1");
     // One task each at first; the one on f1 fails past its policy (2 restarts) and moves.
     let reported = c.wait(
         "f1 reporting a task FAILED past its restart policy",
@@ -109,20 +122,8 @@ fn failed_task_moves_to_another_worker_and_keeps_its_error() {
 
 #[test]
 fn task_failing_on_every_worker_is_given_up_after_the_limit() {
-    let mut c = Cluster::new("giveup", TIMEOUT_MS);
-    for w in ["g1", "g2"] {
-        c.start_worker_with(w, &["--test-job-types"]);
-    }
-    c.weir_ok(&[
-        "submit",
-        "failing",
-        "--name",
-        "gu",
-        "--parallelism",
-        "1",
-        "--set",
-        "fail_on=*",
-    ]);
+    let c = cluster("giveup", ["g1", "g2"]);
+    submit_failing(&c, "gu", 1, "*");
     // It fails past its policy, moves, fails on the other worker, moves back, fails a third
     // time (the limit): then the leader gives up and its state stays FAILED with the reason.
     let given_up = c.wait(
@@ -179,16 +180,7 @@ fn task_failing_on_every_worker_is_given_up_after_the_limit() {
     c.wait("the job gone", Duration::from_secs(30), |c| {
         c.job("gu").is_none()
     });
-    c.weir_ok(&[
-        "submit",
-        "failing",
-        "--name",
-        "gu",
-        "--parallelism",
-        "1",
-        "--set",
-        "fail_on=*",
-    ]);
+    submit_failing(&c, "gu", 1, "*");
     c.wait(
         "the resubmitted task placed again",
         Duration::from_secs(30),

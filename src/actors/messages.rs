@@ -25,6 +25,23 @@ pub struct Deliver<T> {
     pub credit: Option<Credit<T>>,
 }
 
+impl<T> Deliver<T> {
+    /// Hands `f` the message's input index, batch and signal, then returns the
+    /// credit to the sender together with the emptied batch buffer.
+    pub fn consume(self, f: impl FnOnce(usize, &mut Batch<T>, Signal)) {
+        let Deliver {
+            input,
+            mut batch,
+            signal,
+            credit,
+        } = self;
+        f(input, &mut batch, signal);
+        if let Some(credit) = credit {
+            credit.recycle(batch);
+        }
+    }
+}
+
 impl<T: Send + 'static> Message for Deliver<T> {
     type Result = ();
 }

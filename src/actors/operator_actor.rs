@@ -178,17 +178,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> TaskActor for OperatorActor<Op, P> {
 impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for OperatorActor<Op, P> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
-        let Deliver {
-            input,
-            mut batch,
-            signal,
-            credit,
-        } = msg;
-        self.on_deliver(input, &mut batch, signal, ctx);
-        // The credit goes back to the sender with the emptied buffer.
-        if let Some(credit) = credit {
-            credit.recycle(batch);
-        }
+        msg.consume(|input, batch, signal| self.on_deliver(input, batch, signal, ctx));
         yield_arbiter(ctx, &self.task);
     }
 }

@@ -68,17 +68,7 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
-        let Deliver {
-            input,
-            mut batch,
-            signal,
-            credit,
-        } = msg;
-        self.on_deliver(input, &mut batch, signal, ctx);
-        // The credit goes back to the sender with the emptied buffer.
-        if let Some(credit) = credit {
-            credit.recycle(batch);
-        }
+        msg.consume(|input, batch, signal| self.on_deliver(input, batch, signal, ctx));
         if !self.done {
             yield_arbiter(ctx, &self.task);
         }
