@@ -57,7 +57,7 @@ impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
             parallelism: 1,
-            batch_size: 1024,
+            batch_size: 4096,
             channel_capacity: 8,
             restart: RestartPolicy::default(),
             dead_letters: DeadLetters::log(),
