@@ -142,6 +142,7 @@ where
                 let (mut c0, mut c1) = (0usize, 0usize);
                 for i in 0..len {
                     let r = *route.add(i) as usize;
+                    debug_assert!(r < 2, "key_partition returns a target below n");
                     let (dv, dt) = if r == 0 {
                         (v0.add(c0), t0.add(c0))
                     } else {
@@ -193,6 +194,7 @@ where
                     ));
                 }
                 for i in 0..len {
+                    debug_assert!((*route.add(i) as usize) < n);
                     let cur = cursors.get_unchecked_mut(*route.add(i) as usize);
                     std::ptr::copy_nonoverlapping(src_v.add(i), cur.0, 1);
                     *cur.1 = *src_t.add(i);
