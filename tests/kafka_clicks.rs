@@ -66,24 +66,11 @@ fn run_exact(parallelism: usize) {
 
     // A bound larger than the data's span: no record can be late however
     // partitions interleave; all windows fire on the sentinels below.
-    let group = topics.group.clone();
     let p = parallelism.to_string();
-    let mut proc_ = Proc::spawn(
+    let mut proc_ = topics.spawn(
         "kafka_clicks",
-        &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-            "--parallelism",
-            &p,
-            "--out-of-orderness-ms",
-            "3600000",
-        ],
+        &brokers,
+        &["--parallelism", &p, "--out-of-orderness-ms", "3600000"],
     );
     proc_.wait_for_log("assigned partitions", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));
@@ -169,20 +156,7 @@ fn clicks_late_and_malformed_records_go_to_the_dead_letter_topic() {
         topics.dlq.clone(),
     );
     create_topic(&brokers, &dlq, 1);
-    let group = topics.group.clone();
-    let mut proc_ = Proc::spawn(
-        "kafka_clicks",
-        &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-        ],
-    );
+    let mut proc_ = topics.spawn("kafka_clicks", &brokers, &[]);
     proc_.wait_for_log("assigned partitions", Duration::from_secs(60));
 
     let mut on_time: Vec<(String, i64)> = Vec::new();

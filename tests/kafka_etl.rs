@@ -88,23 +88,8 @@ fn run_exact(parallelism: usize) {
     }
     produce(&brokers, &input, &recs);
 
-    let group = topics.group.clone();
     let p = parallelism.to_string();
-    let proc_ = Proc::spawn(
-        "kafka_etl",
-        &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-            "--parallelism",
-            &p,
-        ],
-    );
+    let proc_ = topics.spawn("kafka_etl", &brokers, &["--parallelism", &p]);
     let want = expected(0..n);
     let got = read_topic(
         &brokers,
@@ -181,19 +166,8 @@ fn etl_two_processes_one_killed_loses_nothing() {
     let brokers = ensure_kafka();
     let topics = JobTopics::create(&brokers, "etl2");
     let (input, output) = (topics.input.clone(), topics.output.clone());
-    let group = topics.group.clone();
-    let args = [
-        "--brokers",
-        &brokers,
-        "--input",
-        &input,
-        "--output",
-        &output,
-        "--group",
-        &group,
-    ];
-    let mut a = Proc::spawn("kafka_etl", &args);
-    let mut b = Proc::spawn("kafka_etl", &args);
+    let mut a = topics.spawn("kafka_etl", &brokers, &[]);
+    let mut b = topics.spawn("kafka_etl", &brokers, &[]);
     a.wait_for_log("assigned partitions", Duration::from_secs(60));
     b.wait_for_log("assigned partitions", Duration::from_secs(60));
     let mut b = Some(b);
@@ -259,19 +233,8 @@ fn etl_sigterm_commits_so_a_restart_reads_only_new_records() {
     let brokers = ensure_kafka();
     let topics = JobTopics::create(&brokers, "etl3");
     let (input, output) = (topics.input.clone(), topics.output.clone());
-    let group = topics.group.clone();
-    let args = [
-        "--brokers",
-        &brokers,
-        "--input",
-        &input,
-        "--output",
-        &output,
-        "--group",
-        &group,
-    ];
     produce(&brokers, &input, &input_records(0..1000));
-    let first = Proc::spawn("kafka_etl", &args);
+    let first = topics.spawn("kafka_etl", &brokers, &[]);
     let want1 = expected(0..1000);
     let got = read_topic(
         &brokers,
@@ -284,7 +247,7 @@ fn etl_sigterm_commits_so_a_restart_reads_only_new_records() {
     first.terminate(Duration::from_secs(30));
 
     produce(&brokers, &input, &input_records(1000..1500));
-    let second = Proc::spawn("kafka_etl", &args);
+    let second = topics.spawn("kafka_etl", &brokers, &[]);
     let want = expected(0..1500);
     let got = read_topic(
         &brokers,

@@ -76,20 +76,7 @@ fn broker_frozen_mid_run_loses_nothing() {
     let brokers = brokers();
     let topics = JobTopics::create(&brokers, "frz");
     let (input, output) = (topics.input.clone(), topics.output.clone());
-    let group = topics.group.clone();
-    let mut p = Proc::spawn(
-        "kafka_etl",
-        &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-        ],
-    );
+    let mut p = topics.spawn("kafka_etl", &brokers, &[]);
     p.wait_for_log("assigned partitions", Duration::from_secs(60));
     produce(&brokers, &input, &payments(0..1000));
     let got = read_topic(
@@ -154,18 +141,10 @@ fn broker_killed_and_restarted_job_recovers_by_itself() {
     let brokers = brokers();
     let topics = JobTopics::create(&brokers, "rst");
     let (input, output) = (topics.input.clone(), topics.output.clone());
-    let group = topics.group.clone();
-    let mut p = Proc::spawn(
+    let mut p = topics.spawn(
         "kafka_etl",
+        &brokers,
         &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
             // Explicit assignment, as the ZooKeeper-coordinated workers use:
             // after Tansu restarts empty, a group join may never complete
             // (see ARCHITECTURE.md, Kafka connectors).
@@ -264,19 +243,7 @@ fn broker_down_at_start_job_starts_when_it_comes_up() {
     let topics = JobTopics::names(&brokers, "late-start");
     let (input, output) = (topics.input.clone(), topics.output.clone());
     services("stop-kafka");
-    let mut p = Proc::spawn(
-        "kafka_etl",
-        &[
-            "--brokers",
-            &brokers,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &unique("ls"),
-        ],
-    );
+    let mut p = topics.spawn("kafka_etl", &brokers, &[]);
     p.wait_for_log("waiting for broker", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     services("start-kafka");

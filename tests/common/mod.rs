@@ -176,6 +176,23 @@ impl JobTopics {
         create_topic(brokers, &t.output, 4);
         t
     }
+
+    /// Starts the Kafka example `example` on these topics and this group
+    /// (`--brokers --input --output --group`), followed by `extra` arguments.
+    pub fn spawn(&self, example: &str, brokers: &str, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--brokers",
+            brokers,
+            "--input",
+            &self.input,
+            "--output",
+            &self.output,
+            "--group",
+            &self.group,
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(example, &args)
+    }
 }
 
 impl Drop for TopicGuard {
