@@ -18,7 +18,7 @@ use weir::actors::{JobReport, JobStatus, LocalRuntime};
 use weir::connectors::{CollectSink, Collected, VecSource};
 use weir::pipeline::{
     Batch, ConnectorError, Count, Job, LateRecords, Session, Sliding, Source, SourceReader,
-    SourceStatus, Sum, TaskContext, Tumbling, Watermarks, Windowed,
+    SourceStatus, Sum, TaskContext, Tumbling, Watermarks, Windowed, Windows,
 };
 
 type Ev = (&'static str, i64);
@@ -51,6 +51,46 @@ fn late_in(report: &JobReport) -> u64 {
     report.tasks.values().map(|m| m.late_records).sum()
 }
 
+/// What [`count_per_key`] observed.
+struct Counted {
+    report: JobReport,
+    /// Sorted `(key, start, end, count)` of every firing.
+    fired: Vec<(String, i64, i64, u64)>,
+    /// The late side output.
+    late: Vec<(Ev, i64)>,
+}
+
+/// Counts `input` per key over `windows` with `lateness` allowed, one record
+/// per batch at parallelism 1 (so the window sees records and watermarks in
+/// input order), late records to a collected side output.
+fn count_per_key(
+    name: &str,
+    input: Vec<Ev>,
+    watermarks: Watermarks,
+    windows: Windows,
+    lateness: Duration,
+) -> Counted {
+    let (late, late_out) = LateRecords::collect();
+    let (sink, out) = CollectSink::new();
+    let report = Job::new(name)
+        .batch_size(1)
+        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
+        .watermarks(watermarks)
+        .key_by(|e: &Ev| e.0.to_string())
+        .window(windows)
+        .allowed_lateness(lateness)
+        .late_records(late)
+        .aggregate(Count)
+        .sink(sink)
+        .run_local()
+        .unwrap();
+    Counted {
+        report,
+        fired: results(&out),
+        late: late_out.take(),
+    }
+}
+
 #[test]
 fn tumbling_out_of_order_with_late_records() {
     // Watermark = max timestamp seen - 5 ms.
@@ -64,22 +104,16 @@ fn tumbling_out_of_order_with_late_records() {
         ("a", 9),  // [0, 10) has fired: late
         ("b", 25), // watermark 20: [10, 20) fires
     ];
-    let (late, late_out) = LateRecords::collect();
-    let (sink, out) = CollectSink::new();
-    let report = Job::new("tumbling")
-        .batch_size(1)
-        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
-        .watermarks(Watermarks::bounded_out_of_orderness(ms(5)))
-        .key_by(|e: &Ev| e.0.to_string())
-        .window(Tumbling::event_time(ms(10)))
-        .late_records(late)
-        .aggregate(Count)
-        .sink(sink)
-        .run_local()
-        .unwrap();
-    assert_eq!(report.status, JobStatus::Finished);
+    let c = count_per_key(
+        "tumbling",
+        input,
+        Watermarks::bounded_out_of_orderness(ms(5)),
+        Tumbling::event_time(ms(10)),
+        Duration::ZERO,
+    );
+    assert_eq!(c.report.status, JobStatus::Finished);
     assert_eq!(
-        results(&out),
+        c.fired,
         exp(&[
             ("a", 0, 10, 3),
             ("b", 0, 10, 1),
@@ -87,9 +121,9 @@ fn tumbling_out_of_order_with_late_records() {
             ("b", 20, 30, 1)
         ])
     );
-    assert_eq!(late_out.take(), vec![(("a", 9), 9)]);
+    assert_eq!(c.late, vec![(("a", 9), 9)]);
     assert_eq!(
-        late_in(&report),
+        late_in(&c.report),
         1,
         "late records are counted in the task metrics"
     );
@@ -122,22 +156,15 @@ fn allowed_lateness_refires_then_expires() {
         ("a", 20), // watermark 20: [10, 20) fires; [0, 10) expires (10 + 5 <= 20)
         ("a", 4),  // too late even with the lateness
     ];
-    let (late, late_out) = LateRecords::collect();
-    let (sink, out) = CollectSink::new();
-    let report = Job::new("lateness")
-        .batch_size(1)
-        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
-        .watermarks(Watermarks::ascending())
-        .key_by(|e: &Ev| e.0.to_string())
-        .window(Tumbling::event_time(ms(10)))
-        .allowed_lateness(ms(5))
-        .late_records(late)
-        .aggregate(Count)
-        .sink(sink)
-        .run_local()
-        .unwrap();
+    let c = count_per_key(
+        "lateness",
+        input,
+        Watermarks::ascending(),
+        Tumbling::event_time(ms(10)),
+        ms(5),
+    );
     assert_eq!(
-        results(&out),
+        c.fired,
         exp(&[
             ("a", 0, 10, 1),
             ("a", 0, 10, 2),
@@ -145,8 +172,8 @@ fn allowed_lateness_refires_then_expires() {
             ("a", 20, 30, 1)
         ])
     );
-    assert_eq!(late_out.take(), vec![(("a", 4), 4)]);
-    assert_eq!(late_in(&report), 1);
+    assert_eq!(c.late, vec![(("a", 4), 4)]);
+    assert_eq!(late_in(&c.report), 1);
 }
 
 #[test]
@@ -206,25 +233,19 @@ fn sessions_merge_and_late_session_records_go_to_the_side_output() {
         ("b", 5),  // would merge into b's fired session, ending at 15 <= 30: late
         ("a", 2),  // joins a's open session [0, 35)
     ];
-    let (late, late_out) = LateRecords::collect();
-    let (sink, out) = CollectSink::new();
-    let report = Job::new("sessions")
-        .batch_size(1)
-        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
-        .watermarks(Watermarks::bounded_out_of_orderness(ms(20)))
-        .key_by(|e: &Ev| e.0.to_string())
-        .window(Session::event_time(ms(10)))
-        .late_records(late)
-        .aggregate(Count)
-        .sink(sink)
-        .run_local()
-        .unwrap();
+    let c = count_per_key(
+        "sessions",
+        input,
+        Watermarks::bounded_out_of_orderness(ms(20)),
+        Session::event_time(ms(10)),
+        Duration::ZERO,
+    );
     assert_eq!(
-        results(&out),
+        c.fired,
         exp(&[("a", 0, 35, 5), ("b", 3, 13, 1), ("b", 50, 60, 1)])
     );
-    assert_eq!(late_out.take(), vec![(("b", 5), 5)]);
-    assert_eq!(late_in(&report), 1);
+    assert_eq!(c.late, vec![(("b", 5), 5)]);
+    assert_eq!(late_in(&c.report), 1);
 }
 
 #[test]
