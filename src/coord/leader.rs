@@ -572,6 +572,27 @@ impl Leader {
     /// worker stays FAILED), restarts, offsets and the last error kept; with a `failure`
     /// record, its error replaces an older `last_error` and its restart count a smaller one.
     /// Fenced like any state write, on the assignment version just written.
+    /// A task's published state and its znode version; SCHEDULED on `worker` at `epoch` when
+    /// there is none (version `None`) or it is malformed (replaced, with a warning).
+    async fn read_task_state(
+        &self,
+        path: &str,
+        worker: &str,
+        epoch: u64,
+    ) -> CoordResult<(TaskState, Option<i32>)> {
+        match self.client.get_data(path).await {
+            Ok((data, stat)) => match decode::<TaskState>(path, &data) {
+                Ok(s) => Ok((s, Some(stat.version))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replacing malformed task state");
+                    Ok((TaskState::scheduled(worker, epoch), Some(stat.version)))
+                }
+            },
+            Err(zookeeper_client::Error::NoNode) => Ok((TaskState::scheduled(worker, epoch), None)),
+            Err(e) => Err(CoordError::zk(path, e)),
+        }
+    }
+
     /// Writes the state of a task given up on: FAILED, its restarts and the reason (which
     /// ends with its last error) as its last error. Unconditional: no worker holds the task.
     async fn give_up(
@@ -581,16 +602,10 @@ impl Leader {
         failure: &FailureRecord,
         reason: &str,
     ) -> CoordResult<()> {
-        let name = task.to_string();
-        let path = self.paths.task_state(job, &name);
-        let mut state = match self.client.get_data(&path).await {
-            Ok((data, _)) => decode::<TaskState>(&path, &data)
-                .unwrap_or_else(|_| TaskState::scheduled(&failure.worker, failure.epoch)),
-            Err(zookeeper_client::Error::NoNode) => {
-                TaskState::scheduled(&failure.worker, failure.epoch)
-            }
-            Err(e) => return Err(CoordError::zk(&path, e)),
-        };
+        let path = self.paths.task_state(job, &task.to_string());
+        let (mut state, _) = self
+            .read_task_state(&path, &failure.worker, failure.epoch)
+            .await?;
         state.state = TaskStatus::Failed;
         state.restarts = state.restarts.max(failure.restarts);
         state.last_error = Some(TaskError {
@@ -624,22 +639,7 @@ impl Leader {
         };
         let name = task.to_string();
         let path = self.paths.task_state(job, &name);
-        let (mut state, expected) = match self.client.get_data(&path).await {
-            Ok((data, stat)) => match decode::<TaskState>(&path, &data) {
-                Ok(s) => (s, Some(stat.version)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "replacing malformed task state");
-                    (
-                        TaskState::scheduled(&ta.worker, ta.epoch),
-                        Some(stat.version),
-                    )
-                }
-            },
-            Err(zookeeper_client::Error::NoNode) => {
-                (TaskState::scheduled(&ta.worker, ta.epoch), None)
-            }
-            Err(e) => return Err(CoordError::zk(&path, e)),
-        };
+        let (mut state, expected) = self.read_task_state(&path, &ta.worker, ta.epoch).await?;
         if !state.state.is_terminal() || failure.is_some() {
             state.state = TaskStatus::Scheduled;
         }
