@@ -158,12 +158,7 @@ fn failing(env: &TaskEnv, worker: &str) -> Result<TaskBuild, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    weir::logging::init_stderr();
     let Cmd::Worker {
         zk,
         brokers,

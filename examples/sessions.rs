@@ -19,7 +19,6 @@
 //! cargo run --example sessions -- --events 0 --rate 2000
 //! ```
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -113,13 +112,7 @@ struct SessionOut {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    weir::logging::init_stderr();
     let args = Args::parse();
     let users = args.users.max(1);
     let mut clicks = GeneratorSource::new(move |i| click(i, users)).timestamps(|c: &Click| c.ts);

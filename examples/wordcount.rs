@@ -11,7 +11,6 @@
 //! cat book.txt | cargo run --example wordcount -- -
 //! ```
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,13 +52,7 @@ fn count_words<S: Source<Out = String>>(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    weir::logging::init_stderr();
     let args = Args::parse();
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/sample.txt");
     let result = match args.input.as_deref() {

@@ -27,5 +27,6 @@ pub mod actors;
 pub mod apps;
 pub mod connectors;
 pub mod coord;
+pub mod logging;
 pub mod pipeline;
 pub mod service;
