@@ -503,4 +503,27 @@ mod tests {
             split_into(targets);
         }
     }
+
+    #[test]
+    fn a_recycled_buffer_comes_back_empty_with_the_credit() {
+        let credits = Arc::new(Semaphore::new(1));
+        let pool = Arc::new(BatchPool::new(2));
+        let credit = Credit {
+            permit: credits.clone().try_acquire_owned().unwrap(),
+            pool: pool.clone(),
+        };
+        assert_eq!(credits.available_permits(), 0);
+        let mut batch = Batch::with_capacity(100);
+        batch.push("r".to_string(), 1);
+        let buffer = batch.values.as_ptr();
+        credit.recycle(batch);
+        assert_eq!(credits.available_permits(), 1, "the credit is back");
+        // The next part is that buffer, emptied: no allocation.
+        let next: Batch<String> = pool.take(16);
+        assert!(next.is_empty());
+        assert_eq!(next.values.as_ptr(), buffer);
+        assert!(next.values.capacity() >= 100);
+        // With none left, a new buffer of the asked capacity.
+        assert!(pool.take(16).values.capacity() >= 16);
+    }
 }
