@@ -17,7 +17,8 @@
 //!
 //! `WEIR_BENCH_SCALE` (e.g. `0.1`) shrinks the event counts for a quick run.
 //! `cargo bench --bench engine -- ceiling` instead measures what the machine
-//! gives two plain threads (W2's loop split in two, no exchange) against one.
+//! gives two threads with no exchange against one: W2's hand-written loop
+//! split in two, and two W2 jobs at parallelism 1 over half the events each.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -121,6 +122,20 @@ fn w2_threads(n: u64, threads: u64) -> Duration {
     start.elapsed()
 }
 
+/// The engine's own parallel ceiling for W2: two independent jobs at
+/// parallelism 1, each over half the events, at the same time (so no
+/// record crosses threads: less than W2 has to do).
+fn w2_two_jobs(n: u64) -> Duration {
+    let start = Instant::now();
+    let jobs: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || w2_pipeline(n / 2, 1)))
+        .collect();
+    for j in jobs {
+        j.join().expect("job thread");
+    }
+    start.elapsed()
+}
+
 fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
     let job = Job::new("w2")
         .parallelism(parallelism)
@@ -172,10 +187,12 @@ fn repetitions() -> usize {
 /// Runs the loop and the pipeline at each parallelism `repeat` times,
 /// interleaved (loop, p1, p2, loop, p1, p2, ..), so that a slow minute of
 /// the host hits every configuration alike; prints every repetition on
-/// stderr and returns the best time of each (the loop's, then one per
-/// parallelism).
+/// stderr (named by `labels`: the baseline's, then the prefix of each
+/// parallelism) and returns the best time of each (the loop's, then one
+/// per parallelism).
 fn best_of(
     workload: &str,
+    labels: (&str, &str),
     repeat: usize,
     ps: &[usize],
     baseline: impl Fn() -> Duration,
@@ -186,14 +203,15 @@ fn best_of(
     for rep in 1..=repeat {
         let b = baseline();
         base = base.min(b);
+        let (base_label, label) = labels;
         let mut line = format!(
-            "{workload} repetition {rep}/{repeat}: loop {:.3} s",
+            "{workload} repetition {rep}/{repeat}: {base_label} {:.3} s",
             b.as_secs_f64()
         );
         for (i, &p) in ps.iter().enumerate() {
             let t = pipeline(p);
             best[i] = best[i].min(t);
-            line.push_str(&format!(", p{p} {:.3} s", t.as_secs_f64()));
+            line.push_str(&format!(", {label}{p} {:.3} s", t.as_secs_f64()));
         }
         eprintln!("{line}");
     }
@@ -216,11 +234,12 @@ fn main() {
     };
     let repeat = repetitions();
     if only.as_deref() == Some("ceiling") {
-        // `cargo bench --bench engine -- ceiling`: what two plain threads
-        // reach on this machine (no exchange), against one.
+        // `cargo bench --bench engine -- ceiling`: what two threads reach on
+        // this machine with no exchange, against one.
         let n = (20_000_000.0 * scale) as u64;
         let (one, two) = best_of(
             "ceiling",
+            ("one thread", "threads "),
             repeat,
             &[2],
             || w2_baseline(n),
@@ -231,19 +250,46 @@ fn main() {
             "{{\"workload\":\"W2 loop, 2 threads without exchange\",\"one_thread_s\":{one:.3},\"two_threads_s\":{two:.3},\"speedup\":{:.2}}}",
             one / two
         );
+        let (one, two) = best_of(
+            "ceiling",
+            ("one job", "jobs "),
+            repeat,
+            &[2],
+            || w2_pipeline(n, 1),
+            |_| w2_two_jobs(n),
+        );
+        let (one, two) = (one.as_secs_f64(), two[0].as_secs_f64());
+        println!(
+            "{{\"workload\":\"W2 pipeline, 2 jobs at parallelism 1 without exchange\",\"one_job_s\":{one:.3},\"two_jobs_s\":{two:.3},\"speedup\":{:.2}}}",
+            one / two
+        );
         return;
     }
     let want = |w: &str| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(w));
     if want("W1") {
         let n = (50_000_000.0 * scale) as u64;
-        let (base, best) = best_of("W1", repeat, &ps, || w1_baseline(n), |p| w1_pipeline(n, p));
+        let (base, best) = best_of(
+            "W1",
+            ("loop", "p"),
+            repeat,
+            &ps,
+            || w1_baseline(n),
+            |p| w1_pipeline(n, p),
+        );
         for (&p, &took) in ps.iter().zip(&best) {
             report("W1", p, n, took, base);
         }
     }
     if want("W2") {
         let n = (20_000_000.0 * scale) as u64;
-        let (base, best) = best_of("W2", repeat, &ps, || w2_baseline(n), |p| w2_pipeline(n, p));
+        let (base, best) = best_of(
+            "W2",
+            ("loop", "p"),
+            repeat,
+            &ps,
+            || w2_baseline(n),
+            |p| w2_pipeline(n, p),
+        );
         for (&p, &took) in ps.iter().zip(&best) {
             report("W2", p, n, took, base);
         }
