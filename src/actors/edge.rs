@@ -24,12 +24,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::messages::Deliver;
 use crate::pipeline::keyed::{key_hash, key_partition};
-use crate::pipeline::{Batch, Signal, Timestamp};
+use crate::pipeline::{Batch, Emit, Signal, Timestamp};
 
 /// Splits a batch among the targets of an edge.
 pub trait Partitioner<T>: Clone + Send + 'static {
     /// Moves every record of `batch` into one of `parts`.
     fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]);
+
+    /// Whether [`Partitioner::route`] picks each record's target on its
+    /// own (from its key), so a record-at-a-time chain may write records
+    /// straight into their target's part ([`Edge::two_way_writer`]).
+    fn routes_records(&self) -> bool {
+        false
+    }
+
+    /// The target among `n` of one record; only called when
+    /// [`Partitioner::routes_records`] is true.
+    fn route(&self, _value: &T, _n: usize) -> usize {
+        0
+    }
 }
 
 /// Whole batches to the single target (same parallelism both sides).
@@ -95,6 +108,15 @@ where
     KF: Fn(&T) -> K + Clone + Send + 'static,
     K: std::hash::Hash,
 {
+    fn routes_records(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn route(&self, value: &T, n: usize) -> usize {
+        key_partition(key_hash(&(self.key)(value)), n)
+    }
+
     #[inline]
     fn split(&mut self, batch: &mut Batch<T>, parts: &mut [Batch<T>]) {
         let n = parts.len();
@@ -459,6 +481,41 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
         self.targets.len()
     }
 
+    /// Whether [`Edge::two_way_writer`] gives a writer.
+    #[inline]
+    pub fn routes_two_way(&self) -> bool {
+        self.parts.len() == 2 && self.partitioner.routes_records()
+    }
+
+    /// A writer that puts each record straight into its target's part, if
+    /// this edge has two targets and its partitioner routes record by
+    /// record: a record-at-a-time chain then skips the intermediate batch
+    /// and the split. What it writes goes out with the next
+    /// [`Edge::emit`], ahead of that call's batch.
+    #[inline]
+    pub fn two_way_writer(&mut self, expect: usize) -> Option<TwoWayWriter<'_, T, P>> {
+        if !self.routes_two_way() {
+            return None;
+        }
+        let (a, b) = self.parts.split_at_mut(1);
+        Some(TwoWayWriter::new(
+            &mut a[0],
+            &mut b[0],
+            &self.partitioner,
+            expect,
+        ))
+    }
+
+    /// Records written by a [`TwoWayWriter`] and not yet emitted.
+    pub fn staged(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    /// The timestamps of the records not yet emitted, part by part.
+    pub fn staged_timestamps(&self) -> impl Iterator<Item = &[Timestamp]> {
+        self.parts.iter().map(|p| p.timestamps.as_slice())
+    }
+
     /// Routes `batch` and sends each target its part followed by `signal`
     /// (every target gets a signal; only non-empty parts are sent otherwise).
     /// Returns the messages that must be awaited, if any mailbox was full.
@@ -467,7 +524,7 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
         batch: &mut Batch<T>,
         signal: Signal,
     ) -> Result<Option<Blocked<T>>, Closed> {
-        if batch.is_empty() && signal == Signal::None {
+        if batch.is_empty() && signal == Signal::None && self.staged() == 0 {
             return Ok(None);
         }
         if !batch.is_empty() {
@@ -503,6 +560,102 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
             }
         }
         Ok(blocked)
+    }
+}
+
+/// Writes records straight into the two parts of an edge, each to the
+/// target its key hashes to: both cursors stay in registers and the
+/// destination is a select, not a branch (as in the two-target split). Its
+/// `Drop` publishes the lengths, so a panic in user code (the key function
+/// included) leaves both parts valid.
+pub struct TwoWayWriter<'a, T, P> {
+    p0: &'a mut Batch<T>,
+    p1: &'a mut Batch<T>,
+    partitioner: &'a P,
+    len0: usize,
+    len1: usize,
+    cap0: usize,
+    cap1: usize,
+    v0: *mut T,
+    v1: *mut T,
+    t0: *mut Timestamp,
+    t1: *mut Timestamp,
+}
+
+impl<'a, T, P> TwoWayWriter<'a, T, P> {
+    #[inline(always)]
+    fn new(p0: &'a mut Batch<T>, p1: &'a mut Batch<T>, partitioner: &'a P, expect: usize) -> Self {
+        p0.reserve(expect);
+        p1.reserve(expect);
+        TwoWayWriter {
+            len0: p0.values.len(),
+            len1: p1.values.len(),
+            cap0: p0.values.capacity().min(p0.timestamps.capacity()),
+            cap1: p1.values.capacity().min(p1.timestamps.capacity()),
+            v0: p0.values.as_mut_ptr(),
+            v1: p1.values.as_mut_ptr(),
+            t0: p0.timestamps.as_mut_ptr(),
+            t1: p1.timestamps.as_mut_ptr(),
+            p0,
+            p1,
+            partitioner,
+        }
+    }
+
+    /// Publishes the lengths written so far.
+    #[inline(always)]
+    fn publish(&mut self) {
+        // SAFETY: `0..len` of each part's vectors was written by `emit`
+        // (or was there before).
+        unsafe {
+            self.p0.values.set_len(self.len0);
+            self.p0.timestamps.set_len(self.len0);
+            self.p1.values.set_len(self.len1);
+            self.p1.timestamps.set_len(self.len1);
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        self.publish();
+        self.p0.reserve(self.len0.max(64));
+        self.p1.reserve(self.len1.max(64));
+        self.cap0 = self.p0.values.capacity().min(self.p0.timestamps.capacity());
+        self.cap1 = self.p1.values.capacity().min(self.p1.timestamps.capacity());
+        self.v0 = self.p0.values.as_mut_ptr();
+        self.v1 = self.p1.values.as_mut_ptr();
+        self.t0 = self.p0.timestamps.as_mut_ptr();
+        self.t1 = self.p1.timestamps.as_mut_ptr();
+    }
+}
+
+impl<T, P: Partitioner<T>> Emit<T> for TwoWayWriter<'_, T, P> {
+    #[inline(always)]
+    fn emit(&mut self, value: T, ts: Timestamp) {
+        if self.len0 == self.cap0 || self.len1 == self.cap1 {
+            self.grow();
+        }
+        let r = self.partitioner.route(&value, 2);
+        debug_assert!(r < 2, "route returns a target below n");
+        // SAFETY: both lengths are below their capacities (checked above)
+        // and the pointers were refreshed after any reallocation.
+        unsafe {
+            let (dv, dt) = if r == 0 {
+                (self.v0.add(self.len0), self.t0.add(self.len0))
+            } else {
+                (self.v1.add(self.len1), self.t1.add(self.len1))
+            };
+            dv.write(value);
+            dt.write(ts);
+        }
+        self.len0 += 1 - r;
+        self.len1 += r;
+    }
+}
+
+impl<T, P> Drop for TwoWayWriter<'_, T, P> {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 
@@ -593,6 +746,55 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&s| s), "every record delivered");
+    }
+
+    /// The direct-to-part writer: same contract as the split, and a key
+    /// function that panics half-way leaves both parts valid, holding what
+    /// was written before.
+    #[test]
+    fn two_way_writer_puts_each_record_at_its_owner_and_survives_a_panic() {
+        let by = HashBy::new(|s: &String| {
+            assert!(s != "boom", "key function panics on purpose");
+            s.len() % 7 + s.as_bytes()[1] as usize
+        });
+        let mut p0: Batch<String> = Batch::new();
+        let mut p1: Batch<String> = Batch::new();
+        p0.push("held".to_string(), -1);
+        {
+            // Starts small so that the writer has to grow mid-way.
+            let mut w = TwoWayWriter::new(&mut p0, &mut p1, &by, 4);
+            for i in 0..1000 {
+                w.emit(format!("r{i}"), i as Timestamp);
+            }
+        }
+        assert_eq!(p0.values[0], "held", "held records stay first");
+        let mut seen = vec![false; 1000];
+        for (t, p) in [&p0, &p1].into_iter().enumerate() {
+            let mut last = -1;
+            for (v, ts) in p.iter().filter(|(v, _)| *v != "held") {
+                let i: usize = v[1..].parse().unwrap();
+                assert_eq!(ts, i as Timestamp, "timestamp travels with its record");
+                assert!(ts > last, "order within a target is kept");
+                last = ts;
+                let k = v.len() % 7 + v.as_bytes()[1] as usize;
+                assert_eq!(key_partition(key_hash(&k), 2), t);
+                assert!(!seen[i], "record {i} written twice");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "every record written");
+
+        let before = p0.len() + p1.len();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut w = TwoWayWriter::new(&mut p0, &mut p1, &by, 4);
+            w.emit("after".to_string(), 1);
+            w.emit("boom".to_string(), 2);
+        }));
+        assert!(result.is_err());
+        assert_eq!(p0.len() + p1.len(), before + 1, "what was written stays");
+        assert!(p0.iter().chain(p1.iter()).any(|(v, _)| v == "after"));
+        assert_eq!(p0.values.len(), p0.timestamps.len());
+        assert_eq!(p1.values.len(), p1.timestamps.len());
     }
 
     #[test]
