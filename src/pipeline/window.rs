@@ -432,10 +432,14 @@ where
         }
         let lateness = self.lateness;
         // Keep windows with end + lateness > wm; recycle the others' maps.
-        let keep = self
-            .fixed
-            .split_off(&wm.saturating_sub(lateness).saturating_add(1));
-        for (_, mut map) in std::mem::replace(&mut self.fixed, keep) {
+        // (Popped from the front: `split_off` would move every kept window
+        // into a new tree on each watermark.)
+        let purge_to = wm.saturating_sub(lateness);
+        while let Some(first) = self.fixed.first_entry() {
+            if *first.key() > purge_to {
+                break;
+            }
+            let mut map = first.remove();
             if self.spare.len() < 64 {
                 map.clear();
                 self.spare.push(map);
