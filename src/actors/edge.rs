@@ -149,39 +149,11 @@ where
             batch.timestamps.set_len(0);
             let route = self.route.as_ptr();
             if n == 2 {
-                // The common case gets one pass: both cursors stay in
-                // registers and the destination is a select, not a branch.
+                // Both cursors in registers, the destination a select.
                 let (a, b) = parts.split_at_mut(1);
-                let (p0, p1) = (&mut a[0], &mut b[0]);
-                p0.reserve(len);
-                p1.reserve(len);
-                let (b0, b1) = (p0.values.len(), p1.values.len());
-                let (v0, t0) = (
-                    p0.values.as_mut_ptr().add(b0),
-                    p0.timestamps.as_mut_ptr().add(b0),
-                );
-                let (v1, t1) = (
-                    p1.values.as_mut_ptr().add(b1),
-                    p1.timestamps.as_mut_ptr().add(b1),
-                );
-                let (mut c0, mut c1) = (0usize, 0usize);
-                for i in 0..len {
-                    let r = *route.add(i) as usize;
-                    debug_assert!(r < 2, "key_partition returns a target below n");
-                    let (dv, dt) = if r == 0 {
-                        (v0.add(c0), t0.add(c0))
-                    } else {
-                        (v1.add(c1), t1.add(c1))
-                    };
-                    std::ptr::copy_nonoverlapping(src_v.add(i), dv, 1);
-                    *dt = *src_t.add(i);
-                    c0 += 1 - r;
-                    c1 += r;
-                }
-                p0.values.set_len(b0 + c0);
-                p0.timestamps.set_len(b0 + c0);
-                p1.values.set_len(b1 + c1);
-                p1.timestamps.set_len(b1 + c1);
+                scatter_two(src_v, src_t, len, &mut a[0], &mut b[0], |i, _| {
+                    *route.add(i) as usize
+                });
             } else if n <= PREDICATED_TARGETS {
                 // One branch-free pass per target: copy every record to the
                 // cursor, advance it only for the target's own records (the
@@ -253,46 +225,66 @@ where
     debug_assert!(parts.len() == 2 && !std::mem::needs_drop::<T>());
     let len = batch.len();
     let (a, b) = parts.split_at_mut(1);
-    let (p0, p1) = (&mut a[0], &mut b[0]);
-    p0.reserve(len);
-    p1.reserve(len);
-    // SAFETY: each source record is read once and written once, to the
-    // cursor of its target, which has room for all `len` records (reserved
-    // above); lengths are set after the pass (see the panic note above).
+    // SAFETY: the source length is set to 0 before its records are moved
+    // out, each exactly once (see the panic note above).
     unsafe {
         let src_v = batch.values.as_ptr();
         let src_t = batch.timestamps.as_ptr();
         batch.values.set_len(0);
         batch.timestamps.set_len(0);
-        let (b0, b1) = (p0.values.len(), p1.values.len());
-        let (v0, t0) = (
-            p0.values.as_mut_ptr().add(b0),
-            p0.timestamps.as_mut_ptr().add(b0),
-        );
-        let (v1, t1) = (
-            p1.values.as_mut_ptr().add(b1),
-            p1.timestamps.as_mut_ptr().add(b1),
-        );
-        let (mut c0, mut c1) = (0usize, 0usize);
-        for i in 0..len {
-            let v = src_v.add(i);
-            let r = key_partition(key_hash(&key(&*v)), 2);
-            debug_assert!(r < 2, "key_partition returns a target below n");
-            let (dv, dt) = if r == 0 {
-                (v0.add(c0), t0.add(c0))
-            } else {
-                (v1.add(c1), t1.add(c1))
-            };
-            std::ptr::copy_nonoverlapping(v, dv, 1);
-            *dt = *src_t.add(i);
-            c0 += 1 - r;
-            c1 += r;
-        }
-        p0.values.set_len(b0 + c0);
-        p0.timestamps.set_len(b0 + c0);
-        p1.values.set_len(b1 + c1);
-        p1.timestamps.set_len(b1 + c1);
+        scatter_two(src_v, src_t, len, &mut a[0], &mut b[0], |_, v| {
+            key_partition(key_hash(&key(v)), 2)
+        });
     }
+}
+
+/// Moves records `0..len` of `src_v`/`src_t` to the end of `p0` or `p1`, by
+/// `target(i, record)` (0 or 1), in one pass: both cursors stay in
+/// registers and the destination is a select, not a branch. The parts'
+/// lengths are set after the pass.
+///
+/// # Safety
+/// The `len` records are initialised and owned by the caller, who must
+/// treat them as moved out (not drop them) once this is called.
+#[inline(always)]
+unsafe fn scatter_two<T>(
+    src_v: *const T,
+    src_t: *const Timestamp,
+    len: usize,
+    p0: &mut Batch<T>,
+    p1: &mut Batch<T>,
+    mut target: impl FnMut(usize, &T) -> usize,
+) {
+    p0.reserve(len);
+    p1.reserve(len);
+    let (b0, b1) = (p0.values.len(), p1.values.len());
+    let (v0, t0) = (
+        p0.values.as_mut_ptr().add(b0),
+        p0.timestamps.as_mut_ptr().add(b0),
+    );
+    let (v1, t1) = (
+        p1.values.as_mut_ptr().add(b1),
+        p1.timestamps.as_mut_ptr().add(b1),
+    );
+    let (mut c0, mut c1) = (0usize, 0usize);
+    for i in 0..len {
+        let v = src_v.add(i);
+        let r = target(i, &*v);
+        debug_assert!(r < 2, "a target below n");
+        let (dv, dt) = if r == 0 {
+            (v0.add(c0), t0.add(c0))
+        } else {
+            (v1.add(c1), t1.add(c1))
+        };
+        std::ptr::copy_nonoverlapping(v, dv, 1);
+        *dt = *src_t.add(i);
+        c0 += 1 - r;
+        c1 += r;
+    }
+    p0.values.set_len(b0 + c0);
+    p0.timestamps.set_len(b0 + c0);
+    p1.values.set_len(b1 + c1);
+    p1.timestamps.set_len(b1 + c1);
 }
 
 #[inline]
