@@ -118,12 +118,18 @@ fn placement_failover_join_leave_cancel() {
     producer.join().unwrap();
     let want: BTreeSet<u64> = (0..total).collect();
     let (ids, dups) = output_ids(&c.brokers, &output, &want, Duration::from_secs(60));
-    let missing: Vec<&u64> = want.difference(&ids).take(10).collect();
+    let missing: Vec<u64> = want.difference(&ids).copied().collect();
     eprintln!(
         "failover: {} of {total} ids in the output, {dups} duplicates",
         ids.len()
     );
-    assert!(missing.is_empty(), "ids lost: {missing:?}...\n{}", c.logs());
+    assert!(
+        missing.is_empty(),
+        "ids lost: {:?}... ({})\n{}",
+        &missing[..missing.len().min(10)],
+        describe_missing(&c.brokers, &output, &missing, 6),
+        c.logs()
+    );
     c.wait("all RUNNING on 2 workers", Duration::from_secs(10), |c| {
         all_running(c, "pay", 6)
     });
@@ -266,5 +272,11 @@ fn rescale_restarts_tasks_on_new_partitions() {
     let want: BTreeSet<u64> = (0..4000).collect();
     let (ids, dups) = output_ids(&c.brokers, &output, &want, Duration::from_secs(60));
     eprintln!("rescale: {} of 4000 ids out, {dups} duplicates", ids.len());
-    assert!(want.is_subset(&ids), "ids lost\n{}", c.logs());
+    let missing: Vec<u64> = want.difference(&ids).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "ids lost ({})\n{}",
+        describe_missing(&c.brokers, &output, &missing, 4),
+        c.logs()
+    );
 }

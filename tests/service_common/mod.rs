@@ -349,3 +349,35 @@ pub fn output_ids(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Where the `missing` payment ids would have come from and gone to: their
+/// input partition (`id % input_partitions`) and the output partition that
+/// holds the other records of their user (the sink keys by user), counted
+/// per pair. Tells a lost input batch (one input partition, every user)
+/// from records one writer lost on one output partition.
+pub fn describe_missing(
+    brokers: &str,
+    output: &str,
+    missing: &[u64],
+    input_partitions: u64,
+) -> String {
+    let got = read_topic(brokers, output, usize::MAX, Duration::from_secs(5), Duration::ZERO);
+    let mut user_partition = BTreeMap::new();
+    for g in &got {
+        if let Some(user) = g.json()["user"].as_str() {
+            user_partition.insert(user.to_string(), g.partition);
+        }
+    }
+    let mut pairs: BTreeMap<(u64, Option<i32>), usize> = BTreeMap::new();
+    for id in missing {
+        let user = format!("u{}", id % 50);
+        *pairs
+            .entry((id % input_partitions, user_partition.get(&user).copied()))
+            .or_default() += 1;
+    }
+    let pairs: Vec<String> = pairs
+        .iter()
+        .map(|((i, o), n)| format!("input partition {i} -> output partition {o:?}: {n}"))
+        .collect();
+    format!("{} missing ids: {}", missing.len(), pairs.join("; "))
+}
