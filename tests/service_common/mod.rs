@@ -361,7 +361,13 @@ pub fn describe_missing(
     missing: &[u64],
     input_partitions: u64,
 ) -> String {
-    let got = read_topic(brokers, output, usize::MAX, Duration::from_secs(5), Duration::ZERO);
+    let got = read_topic(
+        brokers,
+        output,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
     let mut user_partition = BTreeMap::new();
     for g in &got {
         if let Some(user) = g.json()["user"].as_str() {
