@@ -16,6 +16,11 @@
 //! part from there, so a running edge allocates nothing. (Allocating a fresh
 //! buffer per message made glibc trim and re-fault its arenas: about a
 //! sixth of the CPU time of a two-thread keyed exchange.)
+//!
+//! Records can also reach an edge one at a time: a [`TwoWayWriter`] writes
+//! each straight into its target's part (a source's record-at-a-time chain
+//! uses it), and the next [`Edge::emit`] sends what is staged there ahead
+//! of its own batch. Staged records never wait past that emit.
 
 use actix::Recipient;
 use std::sync::{Arc, Mutex};

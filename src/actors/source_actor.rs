@@ -7,7 +7,10 @@
 //! watermarks (or takes the reader's own), declares idleness, injects
 //! checkpoint barriers with the position they cover, and commits a position
 //! only when the supervisor says its checkpoint completed. Never blocks its
-//! arbiter: a source with nothing to read is polled again later.
+//! arbiter: a source with nothing to read is polled again later. A
+//! record-at-a-time chain feeding a two-way keyed edge writes straight into
+//! the edge's parts ([`Edge::two_way_writer`]); everything a poll staged
+//! there is emitted before the next poll or command.
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
