@@ -11,7 +11,7 @@
 //! future, never on the actor's own hot path), keep using a client after its
 //! session expired, or report `Expired` for a mere disconnection.
 //!
-//! Run it on its own [`Arbiter`](actix::Arbiter), away from operator actors:
+//! Run it on its own [`Arbiter`], away from operator actors:
 //!
 //! ```no_run
 //! use actix::prelude::*;

@@ -3,7 +3,7 @@
 //! Owns: [`Leader`], a plain async struct (no actor, no engine) that watches
 //! `/workers`, `/jobs`, every job's `spec` and the children of every job's
 //! `failed` directory, computes the placement with
-//! [`assign`](super::assignment::assign), writes each changed job assignment
+//! [`assign`], writes each changed job assignment
 //! (bumping the epoch only of tasks that move or are restarted), re-schedules
 //! moved tasks' state (keeping a FAILED task's error), handles failure
 //! records, and cleans a cancelled job's znodes.
