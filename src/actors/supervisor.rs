@@ -3,8 +3,9 @@
 //!
 //! Owns [`JobSupervisor`] and the job's observable state ([`JobStatus`],
 //! restarts, last error, metrics) behind [`JobHandle`]. On a task failure it
-//! stops every actor of the attempt and, if the [`RestartPolicy`](super::restart::RestartPolicy) allows,
-//! launches a new attempt after the backoff (sources reopen from their
+//! stops every actor of the attempt and, if the
+//! [`RestartPolicy`](super::restart::RestartPolicy) allows, launches a new
+//! attempt after the backoff (sources reopen from their
 //! start or their last committed position); past the policy the job is
 //! FAILED with that error. Events from an older attempt are ignored, so a
 //! dying actor of a stopped attempt cannot disturb the new one.
