@@ -119,7 +119,7 @@ where
 
     #[inline(always)]
     fn route(&self, value: &T, n: usize) -> usize {
-        key_partition(key_hash(&(self.key)(value)), n)
+        owner(&self.key, value, n)
     }
 
     #[inline]
@@ -135,12 +135,8 @@ where
         // moves) and count per target.
         let key = &self.key;
         self.route.clear();
-        self.route.extend(
-            batch
-                .values
-                .iter()
-                .map(|v| key_partition(key_hash(&key(v)), n) as u32),
-        );
+        self.route
+            .extend(batch.values.iter().map(|v| owner(key, v, n) as u32));
         let len = batch.len();
         // SAFETY (both passes below): the source records are moved out
         // bitwise exactly once each (the source length is set to 0 first, so
@@ -213,9 +209,18 @@ where
     }
 }
 
+/// The instance among `n` that owns `value`'s key: every route of a
+/// [`HashBy`] edge (split passes and [`TwoWayWriter`]) goes through here,
+/// so a key always reaches the same instance.
+#[inline(always)]
+fn owner<T, K: std::hash::Hash>(key: &impl Fn(&T) -> K, value: &T, n: usize) -> usize {
+    key_partition(key_hash(&key(value)), n)
+}
+
 /// Two targets, records without drop glue: one pass that routes and moves
-/// each record, with no route vector written and read back (about 15 %
-/// cheaper than the two passes the general case needs).
+/// each record, with no route vector written and read back (about 12 %
+/// cheaper than the two passes the general case needs, 1.56 against 1.77 ns
+/// per record in a micro-benchmark).
 ///
 /// The key function runs while records move; should it panic half-way,
 /// the source is already empty and the parts keep their old lengths, so the
@@ -238,7 +243,7 @@ where
         batch.values.set_len(0);
         batch.timestamps.set_len(0);
         scatter_two(src_v, src_t, len, &mut a[0], &mut b[0], |_, v| {
-            key_partition(key_hash(&key(v)), 2)
+            owner(key, v, 2)
         });
     }
 }
@@ -561,10 +566,9 @@ impl<T: Send + 'static, P: Partitioner<T>> Edge<T, P> {
 }
 
 /// Writes records straight into the two parts of an edge, each to the
-/// target its key hashes to: both cursors stay in registers and the
-/// destination is a select, not a branch (as in the two-target split). Its
-/// `Drop` publishes the lengths, so a panic in user code (the key function
-/// included) leaves both parts valid.
+/// target its key hashes to, one cursor per part. Its `Drop` publishes the
+/// lengths, so a panic in user code (the key function included) leaves
+/// both parts valid.
 pub struct TwoWayWriter<'a, T, P> {
     p0: &'a mut Batch<T>,
     p1: &'a mut Batch<T>,
