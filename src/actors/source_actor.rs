@@ -441,9 +441,10 @@ where
 }
 
 /// The fused read into the chain and on into `out`. One function per
-/// destination, never inlined into the handler: each loop is optimised on
-/// its own, with its writer's length in a register (sharing one body made
-/// the generator loop at parallelism 1 about 40 % slower).
+/// destination, never inlined into the handler, each building its writer
+/// itself: sharing one body made the generator loop at parallelism 1 about
+/// 40 % slower, and one generic body taking the writer from its caller
+/// (so the writer lives in the caller's frame) about 5 % slower.
 #[inline(never)]
 fn poll_into_batch<R, Op>(
     reader: &mut R,
