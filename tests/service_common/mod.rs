@@ -312,13 +312,18 @@ pub fn payments(ids: std::ops::Range<u64>, partitions: i32) -> Vec<Rec> {
         Rec::to(
             (i % partitions as u64) as i32,
             format!(
-                "{{\"id\":{i},\"user\":\"u{}\",\"amount\":{}.25}}",
-                i % 50,
+                "{{\"id\":{i},\"user\":\"{}\",\"amount\":{}.25}}",
+                payment_user(i),
                 i % 7
             ),
         )
     })
     .collect()
+}
+
+/// The user of payment `id` (the etl sink's output key).
+pub fn payment_user(id: u64) -> String {
+    format!("u{}", id % 50)
 }
 
 /// Output ids read from `topic` until every id of `want` arrived (or `timeout`); returns
@@ -376,10 +381,8 @@ pub fn describe_missing(
     }
     let mut pairs: BTreeMap<(u64, Option<i32>), usize> = BTreeMap::new();
     for id in missing {
-        let user = format!("u{}", id % 50);
-        *pairs
-            .entry((id % input_partitions, user_partition.get(&user).copied()))
-            .or_default() += 1;
+        let out = user_partition.get(&payment_user(*id)).copied();
+        *pairs.entry((id % input_partitions, out)).or_default() += 1;
     }
     let pairs: Vec<String> = pairs
         .iter()
