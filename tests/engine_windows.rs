@@ -405,3 +405,102 @@ fn without_idle_timeout_a_silent_instance_holds_windows_until_the_end() {
         .sum();
     assert!(fired > 0, "the drain fired the held windows");
 }
+
+/// A late-record output that refuses writes, or flushes, or neither, and
+/// remembers what it took and how much of it had been flushed.
+#[derive(Clone, Default)]
+struct LateProbe {
+    refuse_write: bool,
+    refuse_flush: bool,
+    /// Records written.
+    written: Arc<std::sync::Mutex<Vec<(Ev, i64)>>>,
+    /// At each flush, how many records had been written.
+    flushed_at: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl weir::pipeline::LateSink<Ev> for LateProbe {
+    fn write(&self, records: Vec<(Ev, i64)>) -> Result<(), ConnectorError> {
+        if self.refuse_write {
+            return Err(ConnectorError::new("late store offline"));
+        }
+        self.written.lock().unwrap().extend(records);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ConnectorError> {
+        if self.refuse_flush {
+            return Err(ConnectorError::new("late store lost a write"));
+        }
+        let n = self.written.lock().unwrap().len();
+        self.flushed_at.lock().unwrap().push(n);
+        Ok(())
+    }
+}
+
+/// Tumbling windows over input with one late record, ("a", 9), sent to
+/// `late`, no restarts: the report, whether the job finished or failed.
+fn run_with_late_output(name: &str, late: LateProbe) -> JobReport {
+    let input: Vec<Ev> = vec![("a", 1), ("a", 16), ("a", 9), ("b", 25)];
+    let (sink, _out) = CollectSink::new();
+    match Job::new(name)
+        .batch_size(1)
+        .restart_policy(weir::actors::RestartPolicy::never())
+        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
+        .watermarks(Watermarks::bounded_out_of_orderness(ms(5)))
+        .key_by(|e: &Ev| e.0.to_string())
+        .window(Tumbling::event_time(ms(10)))
+        .late_records(LateRecords::to(late))
+        .aggregate(Count)
+        .sink(sink)
+        .run_local()
+    {
+        Ok(report) => report,
+        Err(weir::actors::RunError::Failed(report)) => *report,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn late_records_are_flushed_before_the_job_ends() {
+    let probe = LateProbe::default();
+    let report = run_with_late_output("late-flushed", probe.clone());
+    assert_eq!(report.status, JobStatus::Finished);
+    assert_eq!(*probe.written.lock().unwrap(), vec![(("a", 9), 9)]);
+    let flushed = probe.flushed_at.lock().unwrap().clone();
+    assert_eq!(
+        flushed.last(),
+        Some(&1),
+        "the late record was flushed before the end was committed (flushes: {flushed:?})"
+    );
+}
+
+#[test]
+fn a_late_output_that_refuses_a_record_fails_the_job() {
+    let probe = LateProbe {
+        refuse_write: true,
+        ..LateProbe::default()
+    };
+    let report = run_with_late_output("late-refused", probe);
+    assert_eq!(
+        report.status,
+        JobStatus::Failed,
+        "a late record the output refused must not be dropped silently"
+    );
+    let err = report.last_error.expect("the failure is reported").message;
+    assert!(
+        err.contains("late-record output") && err.contains("late store offline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_late_output_that_cannot_flush_fails_the_job() {
+    let probe = LateProbe {
+        refuse_flush: true,
+        ..LateProbe::default()
+    };
+    let report = run_with_late_output("late-unflushed", probe);
+    assert_eq!(report.status, JobStatus::Failed);
+    let err = report.last_error.expect("the failure is reported").message;
+    assert!(err.contains("late store lost a write"), "{err}");
+}

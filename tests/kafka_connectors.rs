@@ -300,6 +300,39 @@ fn sink_rejected_record_is_a_task_error() {
     assert!(err.contains("produce"), "{err}");
 }
 
+/// Late records are accepted input: the late output acknowledges what it
+/// took when flushed (before a checkpoint or the end commits past them),
+/// and a record it cannot take is an error for the window task, never a
+/// log line.
+#[test]
+fn late_sink_flushes_what_it_took_and_refuses_loudly() {
+    use weir::connectors::kafka::{KafkaConfig, KafkaLateSink};
+    use weir::pipeline::LateSink;
+    let brokers = ensure_kafka();
+    let (input, _g) = topic_with(&brokers, "late-in", 1);
+    let dlq = format!("{input}.dlq");
+    create_topic(&brokers, &dlq, 1);
+    let late = KafkaLateSink::<serde_json::Value>::json(&brokers, &dlq, &input)
+        .with_config(KafkaConfig::new(&brokers).set("message.max.bytes", "10000"));
+    late.write(vec![(json!({"user": "u1", "ts": 5}), 5)])
+        .expect("a late record is taken");
+    late.flush().expect("and acknowledged");
+    let got = read_topic(&brokers, &dlq, 1, Duration::from_secs(20), Duration::ZERO);
+    assert_eq!(got.len(), 1, "the flushed late record is in {dlq}");
+    assert_eq!(got[0].json(), json!({"user": "u1", "ts": 5}));
+    assert_eq!(
+        got[0].headers.get("error").map(String::as_str),
+        Some("late")
+    );
+    assert_eq!(got[0].headers.get("source.topic"), Some(&input));
+
+    let err = late
+        .write(vec![(json!({"user": "x".repeat(20_000), "ts": 6}), 6)])
+        .expect_err("a record the client refuses is an error")
+        .to_string();
+    assert!(err.contains("produce"), "{err}");
+}
+
 #[test]
 fn bad_configuration_errors_name_the_problem() {
     let brokers = ensure_kafka();

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::aggregate::Aggregator;
-use super::batch::{Batch, Timestamp};
+use super::batch::{Batch, Timestamp, MAX_WATERMARK};
 use super::context::TaskContext;
 use super::error::{BuildError, ConnectorError};
 use super::keyed::Key;
@@ -185,9 +185,22 @@ impl Windows {
 }
 
 /// Where late records go.
+///
+/// A late record is accepted input: a sink that cannot take it returns an
+/// error, which fails the window task, and the job restarts from its last
+/// checkpoint (the record is read again). [`LateSink::flush`] runs before
+/// every checkpoint of the window task and at the end of input, so a
+/// checkpoint (and the source positions it commits) never covers a late
+/// record the sink has not made durable.
 pub trait LateSink<T>: Send + Sync + 'static {
     /// Receives the late records of one batch with their timestamps.
-    fn write(&self, records: Vec<(T, Timestamp)>);
+    fn write(&self, records: Vec<(T, Timestamp)>) -> Result<(), ConnectorError>;
+
+    /// Waits until every record written so far is durable; an error if any
+    /// was lost or cannot be made so. The default has nothing to wait for.
+    fn flush(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// The late-record side output of a window: counted always, and passed to a
@@ -229,9 +242,15 @@ impl<T: Send + 'static> LateRecords<T> {
         (LateRecords::to(store.clone()), store)
     }
 
-    fn send(&self, records: Vec<(T, Timestamp)>, ctx: Option<&TaskContext>) {
+    fn send(
+        &self,
+        records: Vec<(T, Timestamp)>,
+        ctx: Option<&TaskContext>,
+    ) -> Result<(), ConnectorError> {
         match &self.sink {
-            Some(s) => s.write(records),
+            Some(s) => s
+                .write(records)
+                .map_err(|e| ConnectorError::new(format!("late-record output: {e}"))),
             None => {
                 let task = ctx.map(|c| c.task_name()).unwrap_or_default();
                 tracing::warn!(
@@ -239,7 +258,18 @@ impl<T: Send + 'static> LateRecords<T> {
                     n = records.len(),
                     "late records dropped from windows (no late output set)"
                 );
+                Ok(())
             }
+        }
+    }
+
+    /// Makes every late record sent so far durable (see [`LateSink::flush`]).
+    fn flush(&self) -> Result<(), ConnectorError> {
+        match &self.sink {
+            Some(s) => s
+                .flush()
+                .map_err(|e| ConnectorError::new(format!("late-record output: {e}"))),
+            None => Ok(()),
         }
     }
 }
@@ -261,11 +291,12 @@ impl<T> CollectedLate<T> {
 }
 
 impl<T: Send + 'static> LateSink<T> for CollectedLate<T> {
-    fn write(&self, records: Vec<(T, Timestamp)>) {
+    fn write(&self, records: Vec<(T, Timestamp)>) -> Result<(), ConnectorError> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(records);
+        Ok(())
     }
 }
 
@@ -390,7 +421,7 @@ where
             if let Some(m) = &self.metrics {
                 m.late_records.fetch_add(late.len() as u64, Relaxed);
             }
-            self.late.send(late, self.ctx.as_ref());
+            self.late.send(late, self.ctx.as_ref())?;
         }
         Ok(())
     }
@@ -402,6 +433,11 @@ where
     ) -> Result<(), ConnectorError> {
         if wm <= self.watermark {
             return Ok(());
+        }
+        if wm == MAX_WATERMARK {
+            // End of input: the final commit follows, so every late record
+            // must be durable first.
+            self.late.flush()?;
         }
         let previous = self.watermark;
         self.watermark = wm;
@@ -470,6 +506,9 @@ where
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, ConnectorError> {
+        // The checkpoint commits source positions past every late record
+        // sent so far: they must be durable before it can complete.
+        self.late.flush()?;
         let snap = Snapshot {
             watermark: self.watermark,
             fixed: self
@@ -838,6 +877,52 @@ mod tests {
         let mut fresh = op.clone();
         fresh.restore(&snap).unwrap();
         assert_eq!(sorted(wm(&mut fresh, 10)), exp(&[("a", 0, 10, 2)]));
+    }
+
+    /// Counts flushes; fails them when asked.
+    struct Flushes(Arc<Mutex<u32>>, bool);
+
+    impl LateSink<Ev> for Flushes {
+        fn write(&self, _records: Vec<(Ev, Timestamp)>) -> Result<(), ConnectorError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), ConnectorError> {
+            *self.0.lock().unwrap() += 1;
+            if self.1 {
+                return Err(ConnectorError::new("unacknowledged"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_snapshot_first_makes_late_records_durable() {
+        let count = Arc::new(Mutex::new(0));
+        let op = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            0,
+            LateRecords::to(Flushes(count.clone(), false)),
+        );
+        op.snapshot().unwrap();
+        assert_eq!(
+            *count.lock().unwrap(),
+            1,
+            "the snapshot flushed the late output"
+        );
+        let failing = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            0,
+            LateRecords::to(Flushes(count.clone(), true)),
+        );
+        let e = failing.snapshot().unwrap_err();
+        assert!(
+            e.to_string().contains("late-record output: unacknowledged"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -203,7 +203,9 @@ impl Drop for DlqProducer {
 
 /// Late records (too late for every window) written to a topic, encoded
 /// with `E` (JSON by default), with headers `error: late` and
-/// `source.topic`.
+/// `source.topic`. A record it cannot take, or a lost delivery, is an error
+/// for the window task; [`LateSink::flush`] (before each window snapshot and
+/// at the end of input) waits for every acknowledgement.
 ///
 /// ```no_run
 /// use weir::connectors::kafka::KafkaLateSink;
@@ -263,28 +265,44 @@ impl<T, E> KafkaLateSink<T, E> {
 }
 
 impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
-    fn write(&self, records: Vec<(T, Timestamp)>) {
-        let producer = match self.producer() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, n = records.len(), topic = %self.topic, "late records could not be written");
-                return;
-            }
-        };
+    /// Produces each record; an error (failing the window task, which then
+    /// replays from its last checkpoint) if the producer cannot be made, a
+    /// record cannot be encoded or queued, or an earlier one was lost.
+    fn write(&self, records: Vec<(T, Timestamp)>) -> Result<(), ConnectorError> {
+        let producer = self.producer()?;
         let mut buf = Vec::with_capacity(128);
         for (r, ts) in &records {
             buf.clear();
-            if let Err(e) = self.encode.encode(r, &mut buf) {
-                tracing::error!(error = %e, ts, "late record could not be encoded");
-                continue;
-            }
-            if let Err(e) = producer.send(&buf, None, "late", (&self.source_topic, -1, -1)) {
-                tracing::error!(error = %e, ts, topic = %self.topic, "late record could not be written");
-            }
+            self.encode.encode(r, &mut buf).map_err(|e| {
+                ConnectorError::new(format!(
+                    "late record (ts {ts}) for {} could not be encoded: {e}",
+                    self.topic
+                ))
+            })?;
+            producer.send(&buf, None, "late", (&self.source_topic, -1, -1))?;
         }
-        if let Err(e) = producer.check() {
-            tracing::error!(error = %e, "late-record output failing");
+        producer.check()?;
+        Ok(())
+    }
+
+    /// Waits up to 30 s for every late record to be acknowledged.
+    fn flush(&self) -> Result<(), ConnectorError> {
+        let producer = match self
+            .producer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(p) => p.clone(),
+            None => return Ok(()),
+        };
+        if !producer.flush(Duration::from_secs(30))? {
+            return Err(ConnectorError::new(format!(
+                "late records to {} not acknowledged within 30 s",
+                self.topic
+            )));
         }
+        Ok(())
     }
 }
 
