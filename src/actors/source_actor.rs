@@ -163,12 +163,13 @@ where
             Phase::Ended | Phase::Stopped => return,
         }
         if let Some(a) = &self.alignment {
+            let seen = a.reports();
             if self.phase == Phase::Reading
                 && a.should_pause(self.task.ctx.subtask, self.emitted_wm)
             {
                 // Too far ahead of the slowest instance: wait for it to
-                // make progress, then try again.
-                let progress = a.progress(std::time::Duration::from_millis(5));
+                // make progress (any report since `seen`), then try again.
+                let progress = a.progress_since(seen, std::time::Duration::from_millis(5));
                 ctx.wait(actix::fut::wrap_future(progress));
                 ctx.notify(Pump);
                 return;

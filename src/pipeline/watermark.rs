@@ -147,11 +147,15 @@ impl WatermarkGenerator {
 }
 
 /// The shared watermark slots of one source stage's instances, for
-/// alignment. One atomic per instance, written once per batch.
+/// alignment. One atomic per instance, written once per batch, and a
+/// progress count that every report bumps, so an instance that decides to
+/// pause cannot miss a report made in between (it would otherwise sleep out
+/// its whole timeout).
 #[derive(Debug, Clone)]
 pub struct WatermarkAlignment {
     slots: std::sync::Arc<[std::sync::atomic::AtomicI64]>,
     drift: i64,
+    reports: std::sync::Arc<std::sync::atomic::AtomicU64>,
     progress: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -163,6 +167,7 @@ impl WatermarkAlignment {
                 .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
                 .collect(),
             drift: drift_ms,
+            reports: Default::default(),
             progress: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -170,24 +175,58 @@ impl WatermarkAlignment {
     /// Instance `i` emitted watermark `wm`: wakes paused instances.
     pub fn report(&self, i: usize, wm: Timestamp) {
         self.slots[i].store(wm, std::sync::atomic::Ordering::Relaxed);
-        self.progress.notify_waiters();
+        self.progressed();
     }
 
     /// Instance `i` is idle or finished: it holds no one back.
     pub fn withdraw(&self, i: usize) {
         self.slots[i].store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
+        self.progressed();
+    }
+
+    fn progressed(&self) {
+        self.reports
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.progress.notify_waiters();
     }
 
-    /// Resolves when another instance reports progress (or after `at_most`,
-    /// so a missed wake-up costs little).
-    pub fn progress(
+    /// How many reports (and withdrawals) were made so far: read it before
+    /// [`WatermarkAlignment::should_pause`] and hand it to
+    /// [`WatermarkAlignment::progress_since`].
+    pub fn reports(&self) -> u64 {
+        self.reports.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves when another report follows the `seen` first ones (at once
+    /// if one already did), or after `at_most`.
+    ///
+    /// ```
+    /// # use weir::pipeline::WatermarkAlignment;
+    /// # use std::time::{Duration, Instant};
+    /// let a = WatermarkAlignment::new(2, 100);
+    /// a.report(1, 0);
+    /// let seen = a.reports();
+    /// assert!(a.should_pause(0, 1_000));
+    /// a.report(1, 950); // between the decision and the wait
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// let start = Instant::now();
+    /// rt.block_on(a.progress_since(seen, Duration::from_secs(5)));
+    /// assert!(start.elapsed() < Duration::from_secs(1), "the report was not missed");
+    /// ```
+    pub fn progress_since(
         &self,
+        seen: u64,
         at_most: std::time::Duration,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        let progress = self.progress.clone();
+        let (progress, reports) = (self.progress.clone(), self.reports.clone());
         async move {
-            let _ = tokio::time::timeout(at_most, progress.notified()).await;
+            // Registered before the count is read: `notify_waiters` reaches
+            // a `Notified` from its creation on, so no report falls between.
+            let notified = progress.notified();
+            if reports.load(std::sync::atomic::Ordering::Acquire) != seen {
+                return;
+            }
+            let _ = tokio::time::timeout(at_most, notified).await;
         }
     }
 
@@ -325,6 +364,29 @@ mod tests {
             !a.should_pause(0, 1_000),
             "an idle instance holds no one back"
         );
+    }
+
+    #[test]
+    fn a_pause_wakes_on_a_report_made_before_it_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let a = WatermarkAlignment::new(2, 100);
+        a.report(1, 0);
+        let seen = a.reports();
+        assert!(a.should_pause(0, 1_000));
+        // The slow instance reports after the decision, before the wait:
+        // the wait must end at once, not sleep out its timeout.
+        a.report(1, 950);
+        let start = std::time::Instant::now();
+        rt.block_on(a.progress_since(seen, Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(1), "report missed");
+        // With no report since, it waits (here for its timeout).
+        let seen = a.reports();
+        let start = std::time::Instant::now();
+        rt.block_on(a.progress_since(seen, Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]
