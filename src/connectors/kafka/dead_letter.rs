@@ -183,6 +183,13 @@ impl DlqProducer {
         Ok(())
     }
 
+    /// Waits for every dead letter to be acknowledged or failed; an error
+    /// if any was lost.
+    pub(crate) fn flush_all(&self) -> Result<(), KafkaConnectorError> {
+        flush_producer(&self.producer, None, &self.status)?;
+        self.check()
+    }
+
     /// Waits (up to `limit`) for every dead letter to be acknowledged.
     pub(crate) fn flush(&self, limit: Duration) -> Result<bool, KafkaConnectorError> {
         let done = flush_producer(&self.producer, Some(limit), &self.status)?;
@@ -285,7 +292,10 @@ impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
         Ok(())
     }
 
-    /// Waits up to 30 s for every late record to be acknowledged.
+    /// Waits for every late record to be acknowledged or failed, as the
+    /// output sink's flush does: a frozen broker is waited out (status
+    /// "waiting for broker"), a delivery that fails (`message.timeout.ms`)
+    /// or a broker that came back without the producer's state is an error.
     fn flush(&self) -> Result<(), ConnectorError> {
         let producer = match self
             .producer
@@ -296,12 +306,7 @@ impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
             Some(p) => p.clone(),
             None => return Ok(()),
         };
-        if !producer.flush(Duration::from_secs(30))? {
-            return Err(ConnectorError::new(format!(
-                "late records to {} not acknowledged within 30 s",
-                self.topic
-            )));
-        }
+        producer.flush_all()?;
         Ok(())
     }
 }
