@@ -236,6 +236,19 @@ fn clicks_late_and_malformed_records_go_to_the_dead_letter_topic() {
         dead,
         tail(&log)
     );
+    // Each late letter names its input record: the record at that
+    // partition and offset of the input topic is the letter's payload.
+    let inputs: BTreeMap<(String, String), serde_json::Value> = read_topic(
+        &brokers,
+        &input,
+        54,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .iter()
+    .filter(|g| g.text() != "{not json")
+    .map(|g| ((g.partition.to_string(), g.offset.to_string()), g.json()))
+    .collect();
     for l in &late_letters {
         assert_eq!(l.headers["source.topic"], input);
         let v = l.json();
@@ -245,6 +258,15 @@ fn clicks_late_and_malformed_records_go_to_the_dead_letter_topic() {
                 v["ts"].as_i64().unwrap()
             )),
             "late payload {v}"
+        );
+        let at = (
+            l.headers["source.partition"].clone(),
+            l.headers["source.offset"].clone(),
+        );
+        assert_eq!(
+            inputs.get(&at),
+            Some(&v),
+            "late letter {v} names input record {at:?}"
         );
     }
     let bad: Vec<&Got> = dead

@@ -6,14 +6,14 @@
 //! tumbling windows aligned to multiples of 10,000 ms, one
 //! `{"user", "window_start", "count"}` per user and window to the output
 //! topic keyed by user. Records too late for their window go to
-//! `<input>.dlq` with header `error: late`; malformed input goes there too,
-//! unchanged. Never drops a record without counting it.
+//! `<input>.dlq` with header `error: late` and the partition and offset
+//! they were read from; malformed input goes there too, unchanged. Never drops a record without counting it.
 
 use crate::actors::RestartPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
+use crate::connectors::kafka::{FromKafka, KafkaLateSink, KafkaSink, KafkaSource};
 use crate::pipeline::{
     Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks, Windowed,
 };
@@ -99,9 +99,12 @@ impl ClicksParams {
 
 /// The clicks pipeline as a job named `kafka-clicks`.
 pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
+    // Records keep their partition and offset, so a late one names its
+    // input record in the dead-letter topic.
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
+        .with_positions()
         .group(&p.group)
-        .with_timestamps(|c: &Click| c.ts);
+        .with_timestamps(|c: &FromKafka<Click>| c.value.ts);
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     let mut late_config = crate::connectors::kafka::KafkaConfig::new(&p.brokers);
@@ -113,7 +116,7 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     if let Some(parts) = &p.partitions {
         source = source.partitions(parts.clone());
     }
-    let late = KafkaLateSink::<Click>::json(&p.brokers, p.dead_letter_topic(), &p.input)
+    let late = KafkaLateSink::json_with_positions(&p.brokers, p.dead_letter_topic(), &p.input)
         .with_config(late_config);
     let fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
     let sink = Fenced::new(sink, fence);
@@ -130,7 +133,7 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
             Watermarks::bounded_out_of_orderness(p.out_of_orderness)
                 .with_idle_timeout(p.idle_timeout),
         )
-        .key_by(|c: &Click| c.user.clone())
+        .key_by(|c: &FromKafka<Click>| c.value.user.clone())
         .window(Tumbling::event_time(Duration::from_millis(
             WINDOW_MS as u64,
         )))

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::config::KafkaConfig;
 use super::error::KafkaConnectorError;
-use super::format::{JsonValue, KafkaEncode};
+use super::format::{FromKafka, JsonValue, KafkaEncode};
 use super::headers;
 use super::status::{KafkaStatus, ProducerCtx};
 use crate::pipeline::{ConnectorError, DeadLetter, DeadLetterSink, LateSink, Timestamp};
@@ -208,9 +208,14 @@ impl Drop for DlqProducer {
     }
 }
 
+/// The partition and offset a record was read from.
+type PositionOf<T> = fn(&T) -> (i32, i64);
+
 /// Late records (too late for every window) written to a topic, encoded
 /// with `E` (JSON by default), with headers `error: late` and
-/// `source.topic`. A record it cannot take, or a lost delivery, is an error
+/// `source.topic`, and `source.partition` / `source.offset` (`-1` unless the
+/// records carry them: [`KafkaLateSink::json_with_positions`]). A record it
+/// cannot take, or a lost delivery, is an error
 /// for the window task; [`LateSink::flush`] (before each window snapshot and
 /// at the end of input) waits for every acknowledgement.
 ///
@@ -226,6 +231,8 @@ pub struct KafkaLateSink<T, E = JsonValue> {
     config: KafkaConfig,
     topic: String,
     source_topic: String,
+    /// Where a record was read, when records know it.
+    position: Option<PositionOf<T>>,
     encode: E,
     status: KafkaStatus,
     producer: Mutex<Option<Arc<DlqProducer>>>,
@@ -245,10 +252,26 @@ impl<T> KafkaLateSink<T, JsonValue> {
             config: KafkaConfig::new(brokers),
             topic: topic.into(),
             source_topic: source_topic.into(),
+            position: None,
             encode: JsonValue,
             producer: Mutex::new(None),
             _t: PhantomData,
         }
+    }
+}
+
+impl<T> KafkaLateSink<FromKafka<T>, JsonValue> {
+    /// Late records that know where they were read (a source with
+    /// `KafkaSource::with_positions`) as JSON of their value, with headers
+    /// `source.partition` and `source.offset` naming the input record.
+    pub fn json_with_positions(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        source_topic: impl Into<String>,
+    ) -> Self {
+        let mut late = KafkaLateSink::json(brokers, topic, source_topic);
+        late.position = Some(|r: &FromKafka<T>| (r.partition, r.offset));
+        late
     }
 }
 
@@ -286,7 +309,8 @@ impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
                     self.topic
                 ))
             })?;
-            producer.send(&buf, None, "late", (&self.source_topic, -1, -1))?;
+            let (partition, offset) = self.position.map_or((-1, -1), |at| at(r));
+            producer.send(&buf, None, "late", (&self.source_topic, partition, offset))?;
         }
         producer.check()?;
         Ok(())

@@ -1,7 +1,8 @@
 //! Value formats of Kafka records.
 //!
 //! Owns [`KafkaDecode`] (record payload bytes → a value, or why it is
-//! malformed) with [`Bytes`], [`Text`] and [`Json`], and [`KafkaEncode`]
+//! malformed) with [`Bytes`], [`Text`] and [`Json`] ([`WithPositions`]
+//! also keeps each record's partition and offset, as [`FromKafka`]), and [`KafkaEncode`]
 //! (a value → payload bytes) with [`JsonValue`] and [`TextValue`] (and raw
 //! bytes for `Vec<u8>`). Decoding never panics and never allocates beyond
 //! the value itself: a malformed payload is an `Err` that the source sends,
@@ -19,6 +20,64 @@ pub trait KafkaDecode: Clone + Send + Sync + 'static {
     type Out: Send + 'static;
     /// Decodes `payload` (empty for a null payload), or says why it is malformed.
     fn decode(&self, payload: &[u8]) -> Result<Self::Out, String>;
+
+    /// Decodes the payload of the message at `offset` of `partition`: the
+    /// source calls this one. The default ignores where it was read.
+    #[inline]
+    fn decode_at(
+        &self,
+        payload: &[u8],
+        _partition: i32,
+        _offset: i64,
+    ) -> Result<Self::Out, String> {
+        self.decode(payload)
+    }
+}
+
+/// A record with where it was read: its partition and offset in the
+/// source topic (`-1` for both when unknown). Serialises as `value` alone,
+/// so a late record written out as JSON is the payload that came in.
+///
+/// ```
+/// use weir::connectors::kafka::FromKafka;
+/// let r = FromKafka { value: 7u32, partition: 2, offset: 41 };
+/// assert_eq!(serde_json::to_string(&r).unwrap(), "7");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromKafka<T> {
+    /// The decoded record.
+    pub value: T,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+}
+
+impl<T: Serialize> Serialize for FromKafka<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+/// Decodes with `D` and keeps each record's partition and offset
+/// ([`FromKafka`]); see `KafkaSource::with_positions`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithPositions<D>(pub D);
+
+impl<D: KafkaDecode> KafkaDecode for WithPositions<D> {
+    type Out = FromKafka<D::Out>;
+    #[inline]
+    fn decode(&self, payload: &[u8]) -> Result<Self::Out, String> {
+        self.decode_at(payload, -1, -1)
+    }
+    #[inline]
+    fn decode_at(&self, payload: &[u8], partition: i32, offset: i64) -> Result<Self::Out, String> {
+        Ok(FromKafka {
+            value: self.0.decode_at(payload, partition, offset)?,
+            partition,
+            offset,
+        })
+    }
 }
 
 /// The payload as raw bytes.
@@ -113,6 +172,27 @@ mod tests {
     #[derive(serde::Deserialize, serde::Serialize, Debug, PartialEq)]
     struct R {
         a: u32,
+    }
+
+    #[test]
+    fn with_positions_keeps_where_each_record_was_read() {
+        let d = WithPositions(Json::<R>::default());
+        let r = d.decode_at(br#"{"a":1}"#, 3, 17).unwrap();
+        assert_eq!(
+            r,
+            FromKafka {
+                value: R { a: 1 },
+                partition: 3,
+                offset: 17
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"a":1}"#,
+            "serialises as the value"
+        );
+        let e = d.decode_at(b"{nope", 3, 18).unwrap_err();
+        assert!(e.starts_with("invalid JSON"), "{e}");
     }
 
     #[test]

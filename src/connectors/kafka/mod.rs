@@ -27,7 +27,9 @@ mod status;
 pub use config::KafkaConfig;
 pub use dead_letter::{KafkaDeadLetters, KafkaLateSink};
 pub use error::KafkaConnectorError;
-pub use format::{Bytes, Json, JsonValue, KafkaDecode, KafkaEncode, Text, TextValue};
+pub use format::{
+    Bytes, FromKafka, Json, JsonValue, KafkaDecode, KafkaEncode, Text, TextValue, WithPositions,
+};
 pub use sink::{KafkaSink, KafkaWriter, KeyBy, KeyFn, KeyInto, RoundRobin};
 pub use source::{Assignment, KafkaReader, KafkaSource};
 pub use status::KafkaStatus;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use super::config::{wait_for_topic, KafkaConfig};
 use super::dead_letter::DlqProducer;
 use super::error::KafkaConnectorError;
-use super::format::{Bytes, Json, KafkaDecode, Text};
+use super::format::{Bytes, Json, KafkaDecode, Text, WithPositions};
 use super::status::{self, KafkaStatus};
 use crate::connectors::file::now_ms;
 use crate::pipeline::Emit;
@@ -143,6 +143,35 @@ impl KafkaSource<Bytes> {
         topic: impl Into<String>,
     ) -> KafkaSource<Json<T>> {
         Self::with_format(brokers, topic, Json::default())
+    }
+}
+
+impl<D: KafkaDecode> KafkaSource<D> {
+    /// Records keep their partition and offset: the source yields
+    /// [`FromKafka`](super::FromKafka)`<D::Out>`, so a record that goes astray later (a late
+    /// record, say) can name where it came from. Call it before
+    /// [`KafkaSource::with_timestamps`].
+    ///
+    /// ```
+    /// use weir::connectors::kafka::{FromKafka, KafkaSource};
+    /// #[derive(serde::Deserialize)]
+    /// struct Click { user: String, ts: i64 }
+    /// let clicks = KafkaSource::json::<Click>("127.0.0.1:9092", "clicks")
+    ///     .with_positions()
+    ///     .with_timestamps(|c: &FromKafka<Click>| c.value.ts);
+    /// # let _ = clicks;
+    /// ```
+    pub fn with_positions(self) -> KafkaSource<WithPositions<D>> {
+        KafkaSource {
+            config: self.config,
+            topic: self.topic,
+            group: self.group,
+            assignment: self.assignment,
+            decode: WithPositions(self.decode),
+            ts: None,
+            dead_letters: self.dead_letters,
+            status: self.status,
+        }
     }
 }
 
@@ -646,7 +675,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
     ) -> Result<bool, ConnectorError> {
         let (p, off) = (msg.partition(), msg.offset());
         let payload = msg.payload().unwrap_or(&[]);
-        let decoded = self.decode.decode(payload);
+        let decoded = self.decode.decode_at(payload, p, off);
         let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
         state.next = off + 1;
         state.last_record = now;
