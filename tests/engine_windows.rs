@@ -504,3 +504,67 @@ fn a_late_output_that_cannot_flush_fails_the_job() {
     let err = report.last_error.expect("the failure is reported").message;
     assert!(err.contains("late store lost a write"), "{err}");
 }
+
+/// A late output whose connection broke (every write fails from then on):
+/// each task opens its own output (`LateSink::for_task`), the first of
+/// which is broken too; the restarted task gets a fresh one.
+struct BrokenUntilReopened {
+    broken: bool,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    written: Arc<std::sync::Mutex<Vec<(Ev, i64)>>>,
+}
+
+impl weir::pipeline::LateSink<Ev> for BrokenUntilReopened {
+    fn write(&self, records: Vec<(Ev, i64)>) -> Result<(), ConnectorError> {
+        if self.broken {
+            return Err(ConnectorError::new("late store connection broken"));
+        }
+        self.written.lock().unwrap().extend(records);
+        Ok(())
+    }
+
+    fn for_task(
+        &self,
+        _ctx: &TaskContext,
+    ) -> Result<Option<Arc<dyn weir::pipeline::LateSink<Ev>>>, ConnectorError> {
+        let n = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(Arc::new(BrokenUntilReopened {
+            broken: n == 0,
+            opened: self.opened.clone(),
+            written: self.written.clone(),
+        })))
+    }
+}
+
+#[test]
+fn a_restarted_window_task_writes_late_records_to_a_fresh_output() {
+    let late = BrokenUntilReopened {
+        broken: true,
+        opened: Default::default(),
+        written: Default::default(),
+    };
+    let (opened, written) = (late.opened.clone(), late.written.clone());
+    let input: Vec<Ev> = vec![("a", 1), ("a", 16), ("a", 9), ("b", 25)];
+    let (sink, _out) = CollectSink::new();
+    let report = Job::new("late-reopened")
+        .batch_size(1)
+        .restart_policy(
+            weir::actors::RestartPolicy::new(3, Duration::from_secs(60))
+                .with_backoff(ms(10), ms(10)),
+        )
+        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
+        .watermarks(Watermarks::bounded_out_of_orderness(ms(5)))
+        .key_by(|e: &Ev| e.0.to_string())
+        .window(Tumbling::event_time(ms(10)))
+        .late_records(LateRecords::to(late))
+        .aggregate(Count)
+        .sink(sink)
+        .run_local()
+        .expect("the restart recovers");
+    assert_eq!(report.status, JobStatus::Finished);
+    assert_eq!(report.restarts, 1, "one failure, then a fresh output");
+    assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(*written.lock().unwrap(), vec![(("a", 9), 9)]);
+}

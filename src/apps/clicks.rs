@@ -7,7 +7,8 @@
 //! `{"user", "window_start", "count"}` per user and window to the output
 //! topic keyed by user. Records too late for their window go to
 //! `<input>.dlq` with header `error: late` and the partition and offset
-//! they were read from; malformed input goes there too, unchanged. Never drops a record without counting it.
+//! they were read from; malformed input goes there too, unchanged. Never
+//! drops a record without counting it.
 
 use crate::actors::RestartPolicy;
 use serde::{Deserialize, Serialize};

@@ -201,6 +201,16 @@ pub trait LateSink<T>: Send + Sync + 'static {
     fn flush(&self) -> Result<(), ConnectorError> {
         Ok(())
     }
+
+    /// The output one window task (an instance, in one attempt of the job)
+    /// writes to, made when the task opens. A sink with per-connection
+    /// state (a producer whose errors stick) returns a fresh one here, so a
+    /// restarted task does not inherit the failure it restarts from, and
+    /// parallel instances do not wait on each other's flushes. `None`, the
+    /// default: every task shares this sink.
+    fn for_task(&self, _ctx: &TaskContext) -> Result<Option<Arc<dyn LateSink<T>>>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// The late-record side output of a window: counted always, and passed to a
@@ -261,6 +271,21 @@ impl<T: Send + 'static> LateRecords<T> {
                 Ok(())
             }
         }
+    }
+
+    /// This output as one task uses it (see [`LateSink::for_task`]).
+    fn for_task(&self, ctx: &TaskContext) -> Result<Self, ConnectorError> {
+        let sink = match &self.sink {
+            Some(s) => match s
+                .for_task(ctx)
+                .map_err(|e| ConnectorError::new(format!("late-record output: {e}")))?
+            {
+                Some(own) => Some(own),
+                None => Some(s.clone()),
+            },
+            None => None,
+        };
+        Ok(LateRecords { sink })
     }
 
     /// Makes every late record sent so far durable (see [`LateSink::flush`]).
@@ -393,6 +418,7 @@ where
     fn open(&mut self, ctx: &TaskContext) -> Result<(), ConnectorError> {
         self.metrics = Some(ctx.metrics.clone());
         self.ctx = Some(ctx.clone());
+        self.late = self.late.for_task(ctx)?;
         Ok(())
     }
 
@@ -431,13 +457,15 @@ where
         wm: Timestamp,
         out: &mut Batch<Self::Out>,
     ) -> Result<(), ConnectorError> {
-        if wm <= self.watermark {
-            return Ok(());
-        }
         if wm == MAX_WATERMARK {
             // End of input: the final commit follows, so every late record
-            // must be durable first.
+            // must be durable first. (Also when the watermark was already
+            // at the maximum: with the other inputs idle, one that ended
+            // brings it there early, and late records may follow.)
             self.late.flush()?;
+        }
+        if wm <= self.watermark {
+            return Ok(());
         }
         let previous = self.watermark;
         self.watermark = wm;
@@ -923,6 +951,26 @@ mod tests {
             e.to_string().contains("late-record output: unacknowledged"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_end_flushes_late_records_even_at_a_maximal_watermark() {
+        let count = Arc::new(Mutex::new(0));
+        let mut op = WindowAggregate::new(
+            key,
+            Count,
+            Tumbling::event_time(Duration::from_millis(10)),
+            0,
+            LateRecords::to(Flushes(count.clone(), false)),
+        );
+        feed(&mut op, &[("a", 1)]);
+        // One input ended while the others are idle: the watermark is
+        // already at the maximum before the real end.
+        wm(&mut op, i64::MAX);
+        let before = *count.lock().unwrap();
+        feed(&mut op, &[("a", 2)]); // late
+        wm(&mut op, i64::MAX); // the real end
+        assert_eq!(*count.lock().unwrap(), before + 1, "flushed at the end");
     }
 
     #[test]

@@ -295,6 +295,25 @@ impl<T, E> KafkaLateSink<T, E> {
 }
 
 impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
+    /// Each window task gets its own producer (made at its first late
+    /// record): a delivery failure that failed one attempt is not inherited
+    /// by the next, and instances flush only their own records.
+    fn for_task(
+        &self,
+        _ctx: &crate::pipeline::TaskContext,
+    ) -> Result<Option<Arc<dyn LateSink<T>>>, ConnectorError> {
+        Ok(Some(Arc::new(KafkaLateSink {
+            config: self.config.clone(),
+            topic: self.topic.clone(),
+            source_topic: self.source_topic.clone(),
+            position: self.position,
+            encode: self.encode.clone(),
+            status: self.status.clone(),
+            producer: Mutex::new(None),
+            _t: PhantomData,
+        })))
+    }
+
     /// Produces each record; an error (failing the window task, which then
     /// replays from its last checkpoint) if the producer cannot be made, a
     /// record cannot be encoded or queued, or an earlier one was lost.
