@@ -299,3 +299,60 @@ fn sink_delivery_timeout_while_frozen_is_an_error_never_a_drop() {
         "status while frozen: {st}"
     );
 }
+
+/// Late records are accepted input: a late record whose delivery times out
+/// while the broker is frozen fails the flush (the window task then
+/// replays), and the failure sticks to that task's producer, so a restarted
+/// task's fresh output (`LateSink::for_task`) is what writes again.
+#[test]
+fn late_delivery_timeout_is_an_error_and_a_new_task_output_recovers() {
+    use weir::connectors::kafka::{KafkaConfig, KafkaLateSink};
+    use weir::pipeline::LateSink;
+    let _o = Outage::begin();
+    let brokers = brokers();
+    let input = unique("frz-late");
+    let dlq = format!("{input}.dlq");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![dlq.clone()],
+    };
+    create_topic(&brokers, &dlq, 1);
+    let late = KafkaLateSink::<serde_json::Value>::json(&brokers, &dlq, &input)
+        .with_config(KafkaConfig::new(&brokers).set("message.timeout.ms", "4000"));
+    let ctx = TaskContext::detached("window");
+    let first = late.for_task(&ctx).expect("open").expect("its own output");
+    services("freeze-kafka");
+    first
+        .write(vec![(serde_json::json!({"n": 1}), 1)])
+        .expect("write only queues");
+    let flushed = first.flush();
+    services("thaw-kafka");
+    let err = flushed.expect_err("the delivery timed out").to_string();
+    assert!(err.contains("deliver"), "{err}");
+    let again = first
+        .write(vec![(serde_json::json!({"n": 2}), 2)])
+        .expect_err("the failure sticks to this task's producer")
+        .to_string();
+    assert!(again.contains("deliver"), "{again}");
+
+    let second = late.for_task(&ctx).expect("open").expect("its own output");
+    second
+        .write(vec![(serde_json::json!({"n": 3}), 3)])
+        .expect("a fresh output writes");
+    second.flush().expect("and is acknowledged");
+    let got = read_topic(
+        &brokers,
+        &dlq,
+        1,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+    );
+    let ns: Vec<i64> = got
+        .iter()
+        .map(|g| g.json()["n"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ns.contains(&3),
+        "the restarted output's record is in {dlq}: {ns:?}"
+    );
+}
