@@ -1,7 +1,8 @@
 //! Broker outages against running jobs: frozen mid-run (SIGSTOP past the
 //! client timeouts, then SIGCONT), killed and restarted (memory storage:
-//! topics are lost and recreated), down at start, and a sink whose
-//! deliveries time out while the broker is frozen.
+//! topics are lost and recreated), down at start, and a sink (and a
+//! late-record output) whose deliveries time out while the broker is
+//! frozen.
 //!
 //! These tests stop the shared broker, so they are serialised by a static
 //! lock within this binary (cargo runs test binaries one after another), and
