@@ -438,13 +438,18 @@ impl weir::pipeline::LateSink<Ev> for LateProbe {
 }
 
 /// Tumbling windows over input with one late record, ("a", 9), sent to
-/// `late`, no restarts: the report, whether the job finished or failed.
-fn run_with_late_output(name: &str, late: LateProbe) -> JobReport {
+/// `late`, restarting by `policy`: the report, whether the job finished or
+/// failed.
+fn run_with_late_output(
+    name: &str,
+    late: impl weir::pipeline::LateSink<Ev>,
+    policy: weir::actors::RestartPolicy,
+) -> JobReport {
     let input: Vec<Ev> = vec![("a", 1), ("a", 16), ("a", 9), ("b", 25)];
     let (sink, _out) = CollectSink::new();
     match Job::new(name)
         .batch_size(1)
-        .restart_policy(weir::actors::RestartPolicy::never())
+        .restart_policy(policy)
         .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
         .watermarks(Watermarks::bounded_out_of_orderness(ms(5)))
         .key_by(|e: &Ev| e.0.to_string())
@@ -460,10 +465,29 @@ fn run_with_late_output(name: &str, late: LateProbe) -> JobReport {
     }
 }
 
+/// Runs with `late` and no restarts; the job must fail with an error
+/// containing each of `needles`.
+fn assert_fails_naming(name: &str, late: LateProbe, needles: &[&str]) {
+    let report = run_with_late_output(name, late, weir::actors::RestartPolicy::never());
+    assert_eq!(
+        report.status,
+        JobStatus::Failed,
+        "a late record the output could not take must not be dropped silently"
+    );
+    let err = report.last_error.expect("the failure is reported").message;
+    for n in needles {
+        assert!(err.contains(n), "{err}");
+    }
+}
+
 #[test]
 fn late_records_are_flushed_before_the_job_ends() {
     let probe = LateProbe::default();
-    let report = run_with_late_output("late-flushed", probe.clone());
+    let report = run_with_late_output(
+        "late-flushed",
+        probe.clone(),
+        weir::actors::RestartPolicy::never(),
+    );
     assert_eq!(report.status, JobStatus::Finished);
     assert_eq!(*probe.written.lock().unwrap(), vec![(("a", 9), 9)]);
     let flushed = probe.flushed_at.lock().unwrap().clone();
@@ -480,16 +504,10 @@ fn a_late_output_that_refuses_a_record_fails_the_job() {
         refuse_write: true,
         ..LateProbe::default()
     };
-    let report = run_with_late_output("late-refused", probe);
-    assert_eq!(
-        report.status,
-        JobStatus::Failed,
-        "a late record the output refused must not be dropped silently"
-    );
-    let err = report.last_error.expect("the failure is reported").message;
-    assert!(
-        err.contains("late-record output") && err.contains("late store offline"),
-        "{err}"
+    assert_fails_naming(
+        "late-refused",
+        probe,
+        &["late-record output", "late store offline"],
     );
 }
 
@@ -499,10 +517,7 @@ fn a_late_output_that_cannot_flush_fails_the_job() {
         refuse_flush: true,
         ..LateProbe::default()
     };
-    let report = run_with_late_output("late-unflushed", probe);
-    assert_eq!(report.status, JobStatus::Failed);
-    let err = report.last_error.expect("the failure is reported").message;
-    assert!(err.contains("late store lost a write"), "{err}");
+    assert_fails_naming("late-unflushed", probe, &["late store lost a write"]);
 }
 
 /// A late output whose connection broke (every write fails from then on):
@@ -546,23 +561,11 @@ fn a_restarted_window_task_writes_late_records_to_a_fresh_output() {
         written: Default::default(),
     };
     let (opened, written) = (late.opened.clone(), late.written.clone());
-    let input: Vec<Ev> = vec![("a", 1), ("a", 16), ("a", 9), ("b", 25)];
-    let (sink, _out) = CollectSink::new();
-    let report = Job::new("late-reopened")
-        .batch_size(1)
-        .restart_policy(
-            weir::actors::RestartPolicy::new(3, Duration::from_secs(60))
-                .with_backoff(ms(10), ms(10)),
-        )
-        .source(VecSource::new(input).with_timestamps(|e: &Ev| e.1))
-        .watermarks(Watermarks::bounded_out_of_orderness(ms(5)))
-        .key_by(|e: &Ev| e.0.to_string())
-        .window(Tumbling::event_time(ms(10)))
-        .late_records(LateRecords::to(late))
-        .aggregate(Count)
-        .sink(sink)
-        .run_local()
-        .expect("the restart recovers");
+    let report = run_with_late_output(
+        "late-reopened",
+        late,
+        weir::actors::RestartPolicy::new(3, Duration::from_secs(60)).with_backoff(ms(10), ms(10)),
+    );
     assert_eq!(report.status, JobStatus::Finished);
     assert_eq!(report.restarts, 1, "one failure, then a fresh output");
     assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
