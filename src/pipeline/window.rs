@@ -258,9 +258,7 @@ impl<T: Send + 'static> LateRecords<T> {
         ctx: Option<&TaskContext>,
     ) -> Result<(), ConnectorError> {
         match &self.sink {
-            Some(s) => s
-                .write(records)
-                .map_err(|e| ConnectorError::new(format!("late-record output: {e}"))),
+            Some(s) => s.write(records).map_err(late_output_error),
             None => {
                 let task = ctx.map(|c| c.task_name()).unwrap_or_default();
                 tracing::warn!(
@@ -276,13 +274,11 @@ impl<T: Send + 'static> LateRecords<T> {
     /// This output as one task uses it (see [`LateSink::for_task`]).
     fn for_task(&self, ctx: &TaskContext) -> Result<Self, ConnectorError> {
         let sink = match &self.sink {
-            Some(s) => match s
-                .for_task(ctx)
-                .map_err(|e| ConnectorError::new(format!("late-record output: {e}")))?
-            {
-                Some(own) => Some(own),
-                None => Some(s.clone()),
-            },
+            Some(s) => Some(
+                s.for_task(ctx)
+                    .map_err(late_output_error)?
+                    .unwrap_or_else(|| s.clone()),
+            ),
             None => None,
         };
         Ok(LateRecords { sink })
@@ -291,12 +287,15 @@ impl<T: Send + 'static> LateRecords<T> {
     /// Makes every late record sent so far durable (see [`LateSink::flush`]).
     fn flush(&self) -> Result<(), ConnectorError> {
         match &self.sink {
-            Some(s) => s
-                .flush()
-                .map_err(|e| ConnectorError::new(format!("late-record output: {e}"))),
+            Some(s) => s.flush().map_err(late_output_error),
             None => Ok(()),
         }
     }
+}
+
+/// An error of the late-record output, saying so.
+fn late_output_error(e: ConnectorError) -> ConnectorError {
+    ConnectorError::new(format!("late-record output: {e}"))
 }
 
 /// Late records kept in memory by [`LateRecords::collect`].
@@ -923,30 +922,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_snapshot_first_makes_late_records_durable() {
-        let count = Arc::new(Mutex::new(0));
-        let op = WindowAggregate::new(
+    /// Counts per key over 10 ms tumbling windows, late records to a
+    /// [`Flushes`] counting into `count` (failing its flushes if `fail`).
+    fn with_flushes(
+        count: &Arc<Mutex<u32>>,
+        fail: bool,
+    ) -> impl Operator<In = Ev, Out = Windowed<String, u64>> {
+        WindowAggregate::new(
             key,
             Count,
             Tumbling::event_time(Duration::from_millis(10)),
             0,
-            LateRecords::to(Flushes(count.clone(), false)),
-        );
+            LateRecords::to(Flushes(count.clone(), fail)),
+        )
+    }
+
+    #[test]
+    fn a_snapshot_first_makes_late_records_durable() {
+        let count = Arc::new(Mutex::new(0));
+        let op = with_flushes(&count, false);
         op.snapshot().unwrap();
         assert_eq!(
             *count.lock().unwrap(),
             1,
             "the snapshot flushed the late output"
         );
-        let failing = WindowAggregate::new(
-            key,
-            Count,
-            Tumbling::event_time(Duration::from_millis(10)),
-            0,
-            LateRecords::to(Flushes(count.clone(), true)),
-        );
-        let e = failing.snapshot().unwrap_err();
+        let e = with_flushes(&count, true).snapshot().unwrap_err();
         assert!(
             e.to_string().contains("late-record output: unacknowledged"),
             "{e}"
@@ -956,13 +957,7 @@ mod tests {
     #[test]
     fn the_end_flushes_late_records_even_at_a_maximal_watermark() {
         let count = Arc::new(Mutex::new(0));
-        let mut op = WindowAggregate::new(
-            key,
-            Count,
-            Tumbling::event_time(Duration::from_millis(10)),
-            0,
-            LateRecords::to(Flushes(count.clone(), false)),
-        );
+        let mut op = with_flushes(&count, false);
         feed(&mut op, &[("a", 1)]);
         // One input ended while the others are idle: the watermark is
         // already at the maximum before the real end.
