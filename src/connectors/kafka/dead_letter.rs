@@ -183,16 +183,11 @@ impl DlqProducer {
         Ok(())
     }
 
-    /// Waits for every dead letter to be acknowledged or failed; an error
-    /// if any was lost.
-    pub(crate) fn flush_all(&self) -> Result<(), KafkaConnectorError> {
-        flush_producer(&self.producer, None, &self.status)?;
-        self.check()
-    }
-
-    /// Waits (up to `limit`) for every dead letter to be acknowledged.
-    pub(crate) fn flush(&self, limit: Duration) -> Result<bool, KafkaConnectorError> {
-        let done = flush_producer(&self.producer, Some(limit), &self.status)?;
+    /// Waits (up to `limit`, if any) for every dead letter to be
+    /// acknowledged; an error if any was lost. `Ok(false)`: the limit
+    /// passed first.
+    pub(crate) fn flush(&self, limit: Option<Duration>) -> Result<bool, KafkaConnectorError> {
+        let done = flush_producer(&self.producer, limit, &self.status)?;
         self.check()?;
         Ok(done)
     }
@@ -215,9 +210,9 @@ type PositionOf<T> = fn(&T) -> (i32, i64);
 /// with `E` (JSON by default), with headers `error: late` and
 /// `source.topic`, and `source.partition` / `source.offset` (`-1` unless the
 /// records carry them: [`KafkaLateSink::json_with_positions`]). A record it
-/// cannot take, or a lost delivery, is an error
-/// for the window task; [`LateSink::flush`] (before each window snapshot and
-/// at the end of input) waits for every acknowledgement.
+/// cannot take, or a lost delivery, is an error for the window task;
+/// [`LateSink::flush`] (before each window snapshot and at the end of
+/// input) waits for every acknowledgement.
 ///
 /// ```no_run
 /// use weir::connectors::kafka::KafkaLateSink;
@@ -340,16 +335,14 @@ impl<T: Send + 'static, E: KafkaEncode<T>> LateSink<T> for KafkaLateSink<T, E> {
     /// "waiting for broker"), a delivery that fails (`message.timeout.ms`)
     /// or a broker that came back without the producer's state is an error.
     fn flush(&self) -> Result<(), ConnectorError> {
-        let producer = match self
+        let producer = self
             .producer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            Some(p) => p.clone(),
-            None => return Ok(()),
-        };
-        producer.flush_all()?;
+            .clone();
+        if let Some(p) = producer {
+            p.flush(None)?;
+        }
         Ok(())
     }
 }
@@ -392,7 +385,7 @@ impl DeadLetterSink for KafkaDeadLetters {
                 .headers(hdrs);
             send_retrying(&self.producer.producer, rec, &self.producer.status)?;
         }
-        if !self.producer.flush(Duration::from_secs(30))? {
+        if !self.producer.flush(Some(Duration::from_secs(30)))? {
             return Err(ConnectorError::new(format!(
                 "dead letters to {} not acknowledged within 30 s",
                 self.producer.topic

@@ -2,9 +2,9 @@
 //!
 //! Owns [`KafkaDecode`] (record payload bytes → a value, or why it is
 //! malformed) with [`Bytes`], [`Text`] and [`Json`] ([`WithPositions`]
-//! also keeps each record's partition and offset, as [`FromKafka`]), and [`KafkaEncode`]
-//! (a value → payload bytes) with [`JsonValue`] and [`TextValue`] (and raw
-//! bytes for `Vec<u8>`). Decoding never panics and never allocates beyond
+//! also keeps each record's partition and offset, as [`FromKafka`]), and
+//! [`KafkaEncode`] (a value → payload bytes) with [`JsonValue`] and
+//! [`TextValue`] (and raw bytes for `Vec<u8>`). Decoding never panics and never allocates beyond
 //! the value itself: a malformed payload is an `Err` that the source sends,
 //! unchanged, to the dead-letter topic.
 

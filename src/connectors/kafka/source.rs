@@ -148,9 +148,9 @@ impl KafkaSource<Bytes> {
 
 impl<D: KafkaDecode> KafkaSource<D> {
     /// Records keep their partition and offset: the source yields
-    /// [`FromKafka`](super::FromKafka)`<D::Out>`, so a record that goes astray later (a late
-    /// record, say) can name where it came from. Call it before
-    /// [`KafkaSource::with_timestamps`].
+    /// [`FromKafka`](super::FromKafka)`<D::Out>`, so a record that goes
+    /// astray later (a late record, say) can name where it came from. Call
+    /// it before [`KafkaSource::with_timestamps`].
     ///
     /// ```
     /// use weir::connectors::kafka::{FromKafka, KafkaSource};
@@ -893,7 +893,7 @@ where
         self.st.apply_rebalances();
         // Dead letters before these offsets must be durable first.
         if let Some(dlq) = &self.st.dlq {
-            if !dlq.flush(Duration::from_secs(10))? {
+            if !dlq.flush(Some(Duration::from_secs(10)))? {
                 tracing::warn!(task = %self.st.task, "kafka source: dead letters not yet acknowledged; commit postponed");
                 return Ok(());
             }
