@@ -29,11 +29,14 @@ pub fn zk_addr() -> String {
 /// Makes sure ZooKeeper and the broker answer (starting them through the services script).
 pub fn ensure_services() -> String {
     let b = kafka::ensure_kafka();
+    // A root of this call's own: tests run in parallel, and one's cleanup
+    // must not delete the root another is probing.
+    let root = format!("/{}", unique("weir-test-probe"));
     let out = weir_raw(&[
         "--zk",
         &zk_addr(),
         "--root",
-        "/weir-test-probe",
+        &root,
         "--zk-wait-s",
         "10",
         "workers",
@@ -44,7 +47,7 @@ pub fn ensure_services() -> String {
         zk_addr(),
         String::from_utf8_lossy(&out.stderr)
     );
-    delete_root("/weir-test-probe");
+    delete_root(&root);
     b
 }
 
