@@ -4,9 +4,9 @@
 //! malformed) with [`Bytes`], [`Text`] and [`Json`] ([`WithPositions`]
 //! also keeps each record's partition and offset, as [`FromKafka`]), and
 //! [`KafkaEncode`] (a value → payload bytes) with [`JsonValue`] and
-//! [`TextValue`] (and raw bytes for `Vec<u8>`). Decoding never panics and never allocates beyond
-//! the value itself: a malformed payload is an `Err` that the source sends,
-//! unchanged, to the dead-letter topic.
+//! [`TextValue`] (and raw bytes for `Vec<u8>`). Decoding never panics and
+//! never allocates beyond the value itself: a malformed payload is an
+//! `Err` that the source sends, unchanged, to the dead-letter topic.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
