@@ -10,7 +10,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use weir::connectors::kafka::{KafkaSink, KafkaSource};
 use weir::pipeline::{
-    Batch, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext, Watermarks,
+    Batch, ReaderWatermark, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext,
+    Watermarks,
 };
 
 fn ctx(subtask: usize, parallelism: usize) -> TaskContext {
@@ -191,7 +192,11 @@ fn watermark_is_the_minimum_over_active_partitions() {
     c.watermarks = Watermarks::bounded_out_of_orderness(Duration::from_millis(100))
         .with_idle_timeout(Duration::from_secs(2));
     let mut r = source.open(&c).expect("open");
-    assert_eq!(r.watermark(), None, "no watermark before any record");
+    assert_eq!(
+        r.watermark(),
+        ReaderWatermark::Held,
+        "partitions that have not delivered hold the watermark"
+    );
     produce(
         &brokers,
         &topic,
@@ -205,7 +210,7 @@ fn watermark_is_the_minimum_over_active_partitions() {
     assert_eq!(got.timestamps.iter().copied().max(), Some(9000));
     assert_eq!(
         r.watermark(),
-        Some(900),
+        ReaderWatermark::At(900),
         "min(9000, 1000) - 100: the slow partition holds it back"
     );
     // Partition 1 goes quiet past the idle timeout; partition 0 moves on.
@@ -215,8 +220,8 @@ fn watermark_is_the_minimum_over_active_partitions() {
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
         r.watermark(),
-        Some(11_900),
-        "idle partition 1 no longer holds the watermark"
+        ReaderWatermark::At(11_900),
+        "caught-up and idle partition 1 no longer holds the watermark"
     );
     // Decode failures go to the dead-letter topic, not into the batch.
     produce(&brokers, &topic, &[Rec::to(1, "nope")]);

@@ -22,8 +22,8 @@ use super::task::{after_emit, guarded, yield_arbiter, Failure, TaskActor, TaskHa
 use crate::pipeline::WatermarkAlignment;
 use crate::pipeline::{
     operator::{BatchWriter, ChainEmit},
-    Batch, ConnectorError, Operator, Signal, Source, SourceReader, SourceStatus, Timestamp,
-    WatermarkGenerator, MAX_WATERMARK,
+    Batch, ConnectorError, Operator, ReaderWatermark, Signal, Source, SourceReader, SourceStatus,
+    Timestamp, WatermarkGenerator, MAX_WATERMARK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,9 @@ pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     watermarks: WatermarkGenerator,
     alignment: Option<WatermarkAlignment>,
     emitted_wm: Timestamp,
+    /// The reader said [`ReaderWatermark::Idle`] and `Signal::Idle` went
+    /// out; cleared when it delivers or holds again.
+    reader_idle: bool,
     batch_size: usize,
     input: Batch<S::Out>,
     out: Batch<Op::Out>,
@@ -110,6 +113,7 @@ where
             task,
             watermarks,
             emitted_wm: i64::MIN,
+            reader_idle: false,
             batch_size,
             input: Batch::with_capacity(batch_size),
             out: Batch::with_capacity(batch_size),
@@ -204,31 +208,54 @@ where
             };
             (status, self.input.len())
         };
-        let own_wm = reader.watermark();
+        let own = reader.watermark();
         if n > 0 {
             let m = &self.task.ctx.metrics;
             m.records_in.fetch_add(n as u64, Relaxed);
             m.batches_in.fetch_add(1, Relaxed);
-            if Op::RECORD_AT_A_TIME {
-                // The chain's output is in `out` or already in the edge's
-                // parts (which were empty before this poll).
-                let mut generated = self.watermarks.on_batch(&self.out.timestamps);
-                for staged in self.edge.staged_timestamps() {
-                    generated = self.watermarks.on_batch(staged).or(generated);
+            if !Op::RECORD_AT_A_TIME {
+                if own == ReaderWatermark::Derived {
+                    // Before the chain consumes the batch read.
+                    wm = self.watermarks.on_batch(&self.input.timestamps);
                 }
-                wm = if own_wm.is_some() { own_wm } else { generated };
-            } else {
-                let generated = self.watermarks.on_batch(&self.input.timestamps);
-                wm = if own_wm.is_some() { own_wm } else { generated };
                 let (op, input, out) = (&mut self.op, &mut self.input, &mut self.out);
                 if let Err(f) = guarded(|| op.process(input, out)) {
                     return self.fail(ctx, f, false);
                 }
             }
-        } else if own_wm.is_some() {
-            wm = own_wm;
-        } else if matches!(status, SourceStatus::Idle(_)) && self.watermarks.check_idle() {
-            signal = Signal::Idle;
+        }
+        match own {
+            // A reader that tracks its parts: its word is final. A part that
+            // has not delivered holds the watermark (never the batch's
+            // timestamps of the parts that have: that made a backlog read
+            // partition by partition late from its first record).
+            ReaderWatermark::At(w) => wm = Some(w),
+            ReaderWatermark::Held => {}
+            ReaderWatermark::Idle => {
+                if n == 0 && !self.reader_idle {
+                    self.reader_idle = true;
+                    signal = Signal::Idle;
+                }
+            }
+            ReaderWatermark::Derived if n > 0 => {
+                if Op::RECORD_AT_A_TIME {
+                    // The chain's output is in `out` or already in the
+                    // edge's parts (which were empty before this poll).
+                    let mut generated = self.watermarks.on_batch(&self.out.timestamps);
+                    for staged in self.edge.staged_timestamps() {
+                        generated = self.watermarks.on_batch(staged).or(generated);
+                    }
+                    wm = generated;
+                }
+            }
+            ReaderWatermark::Derived => {
+                if matches!(status, SourceStatus::Idle(_)) && self.watermarks.check_idle() {
+                    signal = Signal::Idle;
+                }
+            }
+        }
+        if n > 0 || !matches!(own, ReaderWatermark::Idle) {
+            self.reader_idle = false;
         }
         if signal == Signal::Idle {
             if let Some(a) = &self.alignment {

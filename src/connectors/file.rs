@@ -6,6 +6,13 @@
 //! to the dead-letter output with its file and line number, and reading goes
 //! on. The position (file, byte offset, line) is reported so a restart can
 //! seek. Never panics on bad input; a missing path is rejected at build time.
+//!
+//! Event time: the files of one instance are read one after another, so a
+//! file not read yet holds the watermark, as a Kafka partition that has not
+//! delivered does. The watermark stays back until the instance reaches its
+//! last file, then follows that file's largest timestamp minus the bound.
+//! Earlier files' windows wait in the window operator until then (bounded
+//! input: memory grows with the open windows of the files before the last).
 
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -16,8 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{Decode, Json, Text};
 use crate::pipeline::{
-    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
-    TaskContext, TaskMetrics, Timestamp,
+    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, ReaderWatermark, Source,
+    SourceReader, SourceStatus, TaskContext, TaskMetrics, Timestamp,
 };
 
 /// Milliseconds since the Unix epoch, now.
@@ -128,6 +135,9 @@ where
             ts: self.ts.clone(),
             dead_letters: ctx.dead_letters.clone(),
             metrics: ctx.metrics.clone(),
+            bound_ms: ctx.watermarks.bound_ms(),
+            file_max_ts: i64::MIN,
+            emitted: i64::MIN,
         })
     }
 }
@@ -144,6 +154,12 @@ pub struct FileReader<D, F> {
     ts: Option<F>,
     dead_letters: DeadLetters,
     metrics: std::sync::Arc<TaskMetrics>,
+    /// The watermark bound (`None`: no watermarks).
+    bound_ms: Option<i64>,
+    /// Largest timestamp read from the current file.
+    file_max_ts: Timestamp,
+    /// Last watermark reported.
+    emitted: Timestamp,
 }
 
 impl<D, F> FileReader<D, F> {
@@ -197,6 +213,7 @@ where
                 self.file_index += 1;
                 self.offset = 0;
                 self.line_no = 0;
+                self.file_max_ts = i64::MIN;
                 continue;
             }
             self.offset += read as u64;
@@ -208,6 +225,7 @@ where
                         Some(f) => f(&v),
                         None => now,
                     };
+                    self.file_max_ts = self.file_max_ts.max(ts);
                     out.push(v, ts);
                     n += 1;
                 }
@@ -229,6 +247,23 @@ where
 
     fn position(&self) -> Option<serde_json::Value> {
         Some(json!({ "file": self.file_index, "offset": self.offset, "line": self.line_no }))
+    }
+
+    /// A file not read yet holds the watermark; on the last file it follows
+    /// that file's largest timestamp.
+    fn watermark(&mut self) -> ReaderWatermark {
+        let Some(bound) = self.bound_ms else {
+            return ReaderWatermark::Derived;
+        };
+        if self.file_index + 1 < self.files.len() || self.file_max_ts == i64::MIN {
+            return if self.emitted > i64::MIN {
+                ReaderWatermark::At(self.emitted)
+            } else {
+                ReaderWatermark::Held
+            };
+        }
+        self.emitted = self.emitted.max(self.file_max_ts.saturating_sub(bound));
+        ReaderWatermark::At(self.emitted)
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {

@@ -106,13 +106,47 @@ pub trait SourceReader: Send + 'static {
         Ok(())
     }
 
-    /// The reader's own watermark, for readers that track event time per
-    /// partition (merged by minimum, idle partitions left out). When it
-    /// returns `Some`, the source uses it instead of deriving one from batch
-    /// timestamps. The strategy to apply is `TaskContext::watermarks`.
-    fn watermark(&mut self) -> Option<super::batch::Timestamp> {
-        None
+    /// The reader's own view of event time, for readers whose input has
+    /// several parts read side by side or one after another (Kafka
+    /// partitions, the files of a directory). The default,
+    /// [`ReaderWatermark::Derived`], lets the source derive watermarks from
+    /// the timestamps of the batches it reads. The strategy to apply is
+    /// `TaskContext::watermarks`.
+    fn watermark(&mut self) -> ReaderWatermark {
+        ReaderWatermark::Derived
     }
+}
+
+/// What a reader says about its watermark ([`SourceReader::watermark`]).
+///
+/// A reader that tracks its parts itself must never let its watermark pass
+/// a part that has not delivered yet: an assigned partition whose first
+/// record has not arrived, a file not read yet. Such a part *holds* the
+/// watermark until it delivers, or until it is idle (caught up with its
+/// end and quiet for the idle timeout), never because its data simply has
+/// not arrived yet.
+///
+/// ```
+/// use weir::pipeline::ReaderWatermark;
+/// // Two partitions: one at event time 5_000, one that has not delivered.
+/// let held = ReaderWatermark::Held;
+/// let at = ReaderWatermark::At(5_000 - 2_000); // once both have, bound 2 s
+/// assert_ne!(held, at);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderWatermark {
+    /// The reader does not track event time: the source derives watermarks
+    /// from the batches' timestamps.
+    Derived,
+    /// A part that has not delivered (and is not idle) holds the watermark:
+    /// emit nothing new.
+    Held,
+    /// The watermark over the reader's active parts (minimum over parts of
+    /// their largest timestamp, minus the bound). Never moves back.
+    At(super::batch::Timestamp),
+    /// Every part is idle (caught up and quiet for the idle timeout), or the
+    /// reader owns none: it holds no one back until it delivers again.
+    Idle,
 }
 
 /// A description of an output, opened once per parallel instance.

@@ -22,7 +22,7 @@ pub mod window;
 
 pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
-pub use connector::{Sink, SinkWriter, Source, SourceReader, SourceStatus};
+pub use connector::{ReaderWatermark, Sink, SinkWriter, Source, SourceReader, SourceStatus};
 pub use context::TaskContext;
 pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};
 pub use error::{BuildError, ConnectorError, TaskError};

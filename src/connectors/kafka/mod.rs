@@ -20,6 +20,7 @@ mod config;
 mod dead_letter;
 mod error;
 mod format;
+mod partitions;
 mod sink;
 mod source;
 mod status;

@@ -36,12 +36,13 @@ use super::config::{wait_for_topic, KafkaConfig};
 use super::dead_letter::DlqProducer;
 use super::error::KafkaConnectorError;
 use super::format::{Bytes, Json, KafkaDecode, Text, WithPositions};
+use super::partitions::{Handoff, HandoffView, Handoffs, PartState, PartitionClock};
 use super::status::{self, KafkaStatus};
 use crate::connectors::file::now_ms;
 use crate::pipeline::Emit;
 use crate::pipeline::{
-    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, Source, SourceReader, SourceStatus,
-    TaskContext, TaskMetrics, Timestamp,
+    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, ReaderWatermark, Source,
+    SourceReader, SourceStatus, TaskContext, TaskMetrics, Timestamp,
 };
 
 /// Consumer defaults (user `.set(..)` overrides win).
@@ -57,12 +58,16 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.queue.backoff.ms", "10"),
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "2000"),
-    ("enable.partition.eof", "false"),
     ("statistics.interval.ms", "1000"),
     // Notice a frozen broker (and a recreated topic) within seconds.
     ("socket.timeout.ms", "10000"),
     ("topic.metadata.refresh.interval.ms", "5000"),
 ];
+
+/// Options weir sets after the user's: the reader's idle rule needs
+/// librdkafka's end-of-partition events (a partition is idle only once it
+/// is caught up with its log).
+const CONSUMER_FORCED: &[(&str, &str)] = &[("enable.partition.eof", "true")];
 
 /// How an instance gets its partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +110,8 @@ pub struct KafkaSource<D: KafkaDecode, F = fn(&<D as KafkaDecode>::Out) -> Times
     ts: Option<F>,
     dead_letters: DeadLetterRoute,
     status: KafkaStatus,
+    /// Partitions moving between this source's instances (group mode).
+    handoffs: Arc<Mutex<Handoffs>>,
 }
 
 impl KafkaSource<Bytes> {
@@ -124,6 +131,7 @@ impl KafkaSource<Bytes> {
             assignment: Assignment::Group,
             decode,
             ts: None,
+            handoffs: Default::default(),
         }
     }
 
@@ -171,6 +179,7 @@ impl<D: KafkaDecode> KafkaSource<D> {
             ts: None,
             dead_letters: self.dead_letters,
             status: self.status,
+            handoffs: self.handoffs,
         }
     }
 }
@@ -241,6 +250,7 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
             ts: Some(f),
             dead_letters: self.dead_letters,
             status: self.status,
+            handoffs: self.handoffs,
         }
     }
 
@@ -307,8 +317,13 @@ where
         let mut defaults = CONSUMER_DEFAULTS.to_vec();
         defaults.push(("group.id", &group));
         defaults.push(("client.id", &client_id));
-        let client = self.config.client_config(&defaults);
-        let (consumer, shared, outage) = new_consumer(&client, &self.status, &self.topic)?;
+        let mut client = self.config.client_config(&defaults);
+        for (k, v) in CONSUMER_FORCED {
+            client.set(*k, *v);
+        }
+        let handoffs = HandoffView::open(&self.handoffs, ctx);
+        let (consumer, shared, outage) =
+            new_consumer(&client, &self.status, &self.topic, &handoffs)?;
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
         let mut parts = BTreeMap::new();
         let now = Instant::now();
@@ -370,33 +385,11 @@ where
                 job_dead_letters: ctx.dead_letters.clone(),
                 metrics: ctx.metrics.clone(),
                 status: self.status.clone(),
-                bound_ms: ctx.watermarks.bound_ms(),
-                idle_timeout: ctx.watermarks.idle_timeout(),
-                emitted: i64::MIN,
+                clock: PartitionClock::new(ctx, now),
+                handoffs,
                 task: ctx.task_name(),
             },
         })
-    }
-}
-
-/// Per-partition progress of one reader.
-#[derive(Debug, Clone)]
-struct PartState {
-    /// Offset of the next record to read (-1: unknown yet).
-    next: i64,
-    /// Largest event time seen.
-    max_ts: Timestamp,
-    /// When the partition last delivered a record (or was assigned).
-    last_record: Instant,
-}
-
-impl PartState {
-    fn new(now: Instant) -> Self {
-        PartState {
-            next: -1,
-            max_ts: i64::MIN,
-            last_record: now,
-        }
     }
 }
 
@@ -412,7 +405,8 @@ struct GroupShared {
 }
 
 enum Rebalanced {
-    Assigned(Vec<i32>),
+    /// Partitions, each with the event time a previous owner reached in it.
+    Assigned(Vec<(i32, Timestamp)>),
     Revoked(Vec<i32>),
     RevokedAll,
 }
@@ -443,6 +437,7 @@ fn new_consumer(
     client: &ClientConfig,
     status: &KafkaStatus,
     topic: &str,
+    handoffs: &HandoffView,
 ) -> Result<NewConsumer, KafkaConnectorError> {
     let shared = Arc::new(Mutex::new(GroupShared::default()));
     let outage = Arc::new(Outage::default());
@@ -451,6 +446,7 @@ fn new_consumer(
         topic: topic.to_string(),
         shared: shared.clone(),
         outage: outage.clone(),
+        handoffs: handoffs.clone(),
     };
     let consumer = client
         .create_with_context(context)
@@ -500,6 +496,7 @@ pub(crate) struct SourceCtx {
     topic: String,
     shared: Arc<Mutex<GroupShared>>,
     outage: Arc<Outage>,
+    handoffs: HandoffView,
 }
 
 impl SourceCtx {
@@ -541,10 +538,26 @@ impl ConsumerContext for SourceCtx {
         let mut g = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // A partition another instance of this job gave up starts
+                // where that one stopped; others where the checkpoint says.
+                let taken = self
+                    .handoffs
+                    .with(|h| {
+                        parts
+                            .iter()
+                            .filter_map(|p| h.remove(p).map(|x| (*p, x)))
+                            .collect::<BTreeMap<_, _>>()
+                    })
+                    .unwrap_or_default();
+                let mut assigned = Vec::with_capacity(parts.len());
                 for p in &parts {
-                    if let Some(o) = g.pending_seek.remove(p) {
+                    let seek = g.pending_seek.remove(p);
+                    let handoff = taken.get(p);
+                    let at = handoff.map(|h| h.next).filter(|o| *o >= 0).or(seek);
+                    if let Some(o) = at {
                         let _ = tpl.set_partition_offset(&self.topic, *p, Offset::Offset(o));
                     }
+                    assigned.push((*p, handoff.and_then(|h| h.max_ts).unwrap_or(i64::MIN)));
                 }
                 let r = if cooperative {
                     c.incremental_assign(tpl)
@@ -555,9 +568,38 @@ impl ConsumerContext for SourceCtx {
                     tracing::warn!(error = %e, topic = %self.topic, "kafka source: assign failed");
                 }
                 tracing::info!(topic = %self.topic, partitions = ?parts, "kafka source: assigned partitions {parts:?}");
-                g.events.push(Rebalanced::Assigned(parts));
+                g.events.push(Rebalanced::Assigned(assigned));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Where this instance stopped in each partition (librdkafka's
+                // position: after the last record poll returned, all of which
+                // went downstream), for the instance the group gives it to.
+                let now = Instant::now();
+                let positions: BTreeMap<i32, i64> = c
+                    .position()
+                    .map(|tpl| {
+                        tpl.elements_for_topic(&self.topic)
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                Offset::Offset(o) => Some((e.partition(), o)),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.handoffs.with(|h| {
+                    for p in &parts {
+                        let next = positions.get(p).copied().unwrap_or(-1);
+                        h.insert(
+                            *p,
+                            Handoff {
+                                next,
+                                max_ts: None,
+                                since: now,
+                            },
+                        );
+                    }
+                });
                 // Commit what completed checkpoints made safe, never more.
                 let mut commit = TopicPartitionList::new();
                 for p in &parts {
@@ -636,9 +678,10 @@ struct ReaderState<D, F> {
     job_dead_letters: DeadLetters,
     metrics: Arc<TaskMetrics>,
     status: KafkaStatus,
-    bound_ms: Option<i64>,
-    idle_timeout: Option<Duration>,
-    emitted: Timestamp,
+    /// Event time over the partitions (see `partitions`).
+    clock: PartitionClock,
+    /// Partitions in transit between this stage's instances (group mode).
+    handoffs: HandoffView,
     task: String,
 }
 
@@ -651,18 +694,48 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             match e {
                 Rebalanced::Assigned(ps) => {
                     self.assign_deadline = None;
-                    for p in ps {
-                        self.parts.insert(p, PartState::new(now));
+                    for (p, max_ts) in ps {
+                        self.parts.insert(p, PartState::resumed(now, max_ts));
                     }
                 }
                 Rebalanced::Revoked(ps) => {
                     for p in ps {
-                        self.parts.remove(&p);
+                        if let Some(state) = self.parts.remove(&p) {
+                            self.hand_off(p, &state);
+                        }
                     }
                 }
-                Rebalanced::RevokedAll => self.parts.clear(),
+                Rebalanced::RevokedAll => {
+                    for (p, state) in std::mem::take(&mut self.parts) {
+                        self.hand_off(p, &state);
+                    }
+                }
+            }
+            if self.parts.is_empty() {
+                self.clock.unowned(now);
             }
         }
+    }
+
+    /// librdkafka reached the end of partition `p`'s log.
+    fn caught_up(&mut self, p: i32) {
+        if let Some(state) = self.parts.get_mut(&p) {
+            state.caught_up = true;
+        }
+    }
+
+    /// Completes the handoff entry of a partition this reader gave up with
+    /// what only the reader knows (its event time; its position, if
+    /// librdkafka had none), unless another instance already took it.
+    fn hand_off(&self, p: i32, state: &PartState) {
+        self.handoffs.with(|h| {
+            if let Some(e) = h.get_mut(&p) {
+                e.max_ts.get_or_insert(state.max_ts);
+                if e.next < 0 {
+                    e.next = state.next;
+                }
+            }
+        });
     }
 
     /// Handles one message; true if it became a record.
@@ -674,11 +747,14 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         now: Instant,
     ) -> Result<bool, ConnectorError> {
         let (p, off) = (msg.partition(), msg.offset());
+        if !self.parts.contains_key(&p) {
+            // Assigned during this very poll: the assignment (with what a
+            // previous owner reached) takes effect before its first record.
+            self.apply_rebalances();
+        }
         let payload = msg.payload().unwrap_or(&[]);
         let decoded = self.decode.decode_at(payload, p, off);
         let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
-        state.next = off + 1;
-        state.last_record = now;
         match decoded {
             Ok(v) => {
                 let ts = match &self.ts {
@@ -688,13 +764,12 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                         _ => now_ms(),
                     },
                 };
-                if ts > state.max_ts {
-                    state.max_ts = ts;
-                }
+                state.on_record(off, ts, now);
                 out.emit(v, ts);
                 Ok(true)
             }
             Err(reason) => {
+                state.on_record(off, i64::MIN, now);
                 self.dead_letter(payload, msg.key(), &reason, p, off)?;
                 Ok(false)
             }
@@ -731,7 +806,10 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
 
     fn on_poll_error(&mut self, e: KafkaError) -> Result<(), ConnectorError> {
         match e {
-            KafkaError::PartitionEOF(_) => Ok(()),
+            KafkaError::PartitionEOF(p) => {
+                self.caught_up(p);
+                Ok(())
+            }
             KafkaError::MessageConsumptionFatal(code) => Err(ConnectorError::new(format!(
                 "kafka source {}: fatal consumer error: {code}",
                 self.topic
@@ -787,40 +865,6 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 ))
             })
             .collect()
-    }
-
-    fn watermark(&mut self) -> Option<Timestamp> {
-        let bound = self.bound_ms?;
-        let min = self
-            .parts
-            .values()
-            .filter(|s| self.idle_timeout.is_none_or_active(s.last_record))
-            .map(|s| s.max_ts)
-            .min();
-        if let Some(m) = min {
-            if m > i64::MIN {
-                let wm = m.saturating_sub(bound);
-                if wm > self.emitted {
-                    self.emitted = wm;
-                }
-            }
-        }
-        (self.emitted > i64::MIN).then_some(self.emitted)
-    }
-}
-
-/// `None` (no idle timeout) or a partition that delivered within it.
-trait IdleCheck {
-    fn is_none_or_active(&self, last: Instant) -> bool;
-}
-
-impl IdleCheck for Option<Duration> {
-    #[inline]
-    fn is_none_or_active(&self, last: Instant) -> bool {
-        match self {
-            None => true,
-            Some(t) => last.elapsed() < *t,
-        }
     }
 }
 
@@ -923,8 +967,14 @@ where
         }
     }
 
-    fn watermark(&mut self) -> Option<Timestamp> {
-        self.st.watermark()
+    fn watermark(&mut self) -> ReaderWatermark {
+        let st = &mut self.st;
+        let in_transit = if st.group_mode {
+            st.handoffs.holding(st.clock.idle_timeout)
+        } else {
+            None
+        };
+        st.clock.watermark(&st.parts, in_transit)
     }
 }
 
@@ -978,11 +1028,15 @@ where
                         records += 1;
                     }
                 }
+                Some(Err(KafkaError::PartitionEOF(p))) => self.st.caught_up(p),
                 Some(Err(e)) => {
                     self.st.on_poll_error(e)?;
                     break;
                 }
             }
+        }
+        if !self.st.paused {
+            self.align_partitions();
         }
         if seen > 0 {
             if self.st.status.is_waiting() {
@@ -1001,6 +1055,34 @@ where
 const REASSIGN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl<D, F> KafkaReader<D, F> {
+    /// Pauses the partitions that ran too far ahead of the slowest and
+    /// resumes those it caught up with (see `ReaderState::alignment_changes`).
+    fn align_partitions(&mut self) {
+        let (pause, resume) = self.st.clock.alignment_changes(&mut self.st.parts);
+        for (list, pausing) in [(pause, true), (resume, false)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in &list {
+                tpl.add_partition(&self.st.topic, *p);
+            }
+            let r = if pausing {
+                self.consumer.pause(&tpl)
+            } else {
+                self.consumer.resume(&tpl)
+            };
+            match r {
+                Ok(()) => {
+                    tracing::debug!(task = %self.st.task, partitions = ?list, pausing, "kafka source: alignment")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %self.st.task, error = %e, "kafka source: pause/resume for alignment failed")
+                }
+            }
+        }
+    }
+
     /// Stops fetching until the consumer is replaced (see `Outage`).
     fn pause_all(&mut self) {
         self.st.paused = true;
@@ -1021,8 +1103,12 @@ impl<D, F> KafkaReader<D, F> {
             .filter(|(_, s)| s.next >= 0)
             .map(|(p, s)| (*p, s.next))
             .collect();
-        let (consumer, shared, outage) =
-            new_consumer(&self.st.client, &self.st.status, &self.st.topic)?;
+        let (consumer, shared, outage) = new_consumer(
+            &self.st.client,
+            &self.st.status,
+            &self.st.topic,
+            &self.st.handoffs,
+        )?;
         {
             // Carry over what completed checkpoints made safe.
             let old = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -1035,6 +1121,10 @@ impl<D, F> KafkaReader<D, F> {
         self.st.paused = false;
         if self.st.group_mode {
             self.st.parts.clear();
+        }
+        // A fresh consumer has nothing paused.
+        for state in self.st.parts.values_mut() {
+            state.paused = false;
         }
         tracing::info!(task = %self.st.task, topic = %self.st.topic, positions = ?positions, "kafka source: broker back; consumer recreated at the same positions");
         // A broker that came back empty has no topic yet: subscribe once it
