@@ -89,6 +89,9 @@ pub(crate) struct PartitionClock {
     emitted: Timestamp,
     /// Since when the reader owns no partition.
     unowned_since: Instant,
+    /// The reader has had an assignment (perhaps an empty one): until
+    /// then, owning no partition means a group join under way, which holds.
+    assigned: bool,
 }
 
 impl PartitionClock {
@@ -100,12 +103,19 @@ impl PartitionClock {
             max_drift_ms: ctx.watermarks.max_drift_ms(),
             emitted: i64::MIN,
             unowned_since: now,
+            assigned: false,
         }
     }
 
     /// The reader now owns no partition.
     pub fn unowned(&mut self, now: Instant) {
         self.unowned_since = now;
+    }
+
+    /// The reader got an assignment (explicit partitions, or the group's,
+    /// which may be empty: more instances than partitions).
+    pub fn assigned(&mut self) {
+        self.assigned = true;
     }
 
     /// The reader's watermark: the minimum, over partitions that are not
@@ -133,9 +143,13 @@ impl PartitionClock {
         };
         match min {
             None if parts.is_empty()
-                && idle_timeout.is_none_or(|t| self.unowned_since.elapsed() < t) =>
+                && (!self.assigned
+                    || idle_timeout.is_none_or(|t| self.unowned_since.elapsed() < t)) =>
             {
-                // No partition yet (a group join under way): hold.
+                // No partition yet: a group join under way (its first
+                // assignment may bring any partition, at its start) holds
+                // however long it takes; an instance left without one
+                // holds for the idle timeout.
                 ReaderWatermark::Held
             }
             None => ReaderWatermark::Idle,
@@ -335,11 +349,16 @@ mod tests {
         ps.get_mut(&0).unwrap().on_record(0, 10_000, Instant::now());
         assert_eq!(c.watermark(&ps, Some(4_000)), ReaderWatermark::At(3_900));
         assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(9_900));
-        // No partition yet, within the idle timeout: hold, not idle.
-        let mut c = clock(Some(Duration::from_secs(3600)));
-        assert_eq!(c.watermark(&BTreeMap::new(), None), ReaderWatermark::Held);
+        // Before the first assignment: hold, however long the join takes.
         let mut c = clock(Some(Duration::ZERO));
+        assert_eq!(c.watermark(&BTreeMap::new(), None), ReaderWatermark::Held);
+        // Assigned nothing (more instances than partitions): hold for the
+        // idle timeout, then idle.
+        c.assigned();
         assert_eq!(c.watermark(&BTreeMap::new(), None), ReaderWatermark::Idle);
+        let mut c = clock(Some(Duration::from_secs(3600)));
+        c.assigned();
+        assert_eq!(c.watermark(&BTreeMap::new(), None), ReaderWatermark::Held);
     }
 
     #[test]

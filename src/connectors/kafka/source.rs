@@ -364,6 +364,10 @@ where
             DeadLetterRoute::Topic(t) => Some(t.clone()),
             DeadLetterRoute::Job => None,
         };
+        let mut clock = PartitionClock::new(ctx, now);
+        if mine.is_some() {
+            clock.assigned();
+        }
         Ok(KafkaReader {
             consumer,
             st: ReaderState {
@@ -385,7 +389,7 @@ where
                 job_dead_letters: ctx.dead_letters.clone(),
                 metrics: ctx.metrics.clone(),
                 status: self.status.clone(),
-                clock: PartitionClock::new(ctx, now),
+                clock,
                 handoffs,
                 task: ctx.task_name(),
             },
@@ -694,6 +698,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             match e {
                 Rebalanced::Assigned(ps) => {
                     self.assign_deadline = None;
+                    self.clock.assigned();
                     for (p, max_ts) in ps {
                         self.parts.insert(p, PartState::resumed(now, max_ts));
                     }

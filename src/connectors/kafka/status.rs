@@ -139,7 +139,6 @@ pub(crate) fn is_transient(code: RDKafkaErrorCode) -> bool {
             | UnknownProducerId
             | TimedOutQueue
             | Partial
-            | PartitionEOF
             | NoOffset
     )
 }
@@ -171,6 +170,9 @@ pub(crate) fn log(status: &KafkaStatus, level: RDKafkaLogLevel, fac: &str, msg: 
 
 pub(crate) fn on_error(status: &KafkaStatus, error: &KafkaError, reason: &str) {
     match code_of(error) {
+        // The end of a partition's log (the source's idle rule asks for
+        // these events) is news, not an outage.
+        Some(RDKafkaErrorCode::PartitionEOF) => {}
         Some(c) if is_transient(c) => status.set_waiting(reason),
         _ => tracing::error!(error = %error, reason, "Kafka client error"),
     }

@@ -1,0 +1,188 @@
+//! Event time on a backlog, against the real broker: a topic filled before
+//! `kafka_clicks` starts gives the same windows as live input.
+//!
+//! The backlog has skewed partitions (partition 0 holds ten times as many
+//! clicks as partitions 1 and 2, over the same event-time span; partition 3
+//! is empty), clicks out of order by less than the 2 s bound within each
+//! partition, a few malformed records, and one click per non-empty
+//! partition 60 s past the end to close the last windows. Nothing is late,
+//! so every window must be exact (checked against counts computed here),
+//! fire once, and the dead-letter topic must hold the malformed records
+//! and nothing else. Before the fix, a reader that took partition 0 first
+//! derived its watermark from partition 0 alone and sent most of the other
+//! partitions to the dead-letter topic as late.
+//!
+//! The empty partition must not stall the job: it is caught up with its
+//! log from the start and, quiet for the idle timeout, stops holding the
+//! watermark (without the idle rule the last windows would never fire).
+//! At parallelism 2 and 4 the source instances join the consumer group one
+//! after another, so the group moves partitions between them while the
+//! backlog is read: the new owner must take over where the old one stopped.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A base time aligned to the 10 s windows.
+const T0: i64 = 1_700_000_000_000;
+/// Event-time span of the backlog.
+const SPAN_MS: i64 = 300_000;
+const SENTINEL: &str = "~sentinel";
+const USERS: u64 = 20;
+
+/// A small deterministic generator (no test may depend on chance).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+struct Backlog {
+    recs: Vec<Rec>,
+    /// (user, window_start) -> clicks, computed here.
+    want: BTreeMap<(String, i64), u64>,
+    malformed: usize,
+}
+
+/// `counts[p]` clicks in partition `p`, evenly over the span, each up to
+/// 900 ms out of order; a malformed record every 997 clicks; a sentinel
+/// 60 s past the end in each non-empty partition.
+fn backlog(counts: [usize; 4]) -> Backlog {
+    let mut rng = Lcg(42);
+    let (mut recs, mut want, mut malformed) = (Vec::new(), BTreeMap::new(), 0);
+    for (p, &n) in counts.iter().enumerate() {
+        let p = p as i32;
+        for i in 0..n as i64 {
+            let ts = T0 + i * SPAN_MS / n as i64 + (rng.next() % 900) as i64;
+            let user = format!("u{}", rng.next() % USERS);
+            recs.push(Rec::to(p, format!(r#"{{"user": "{user}", "ts": {ts}}}"#)));
+            *want.entry((user, ts - ts.rem_euclid(10_000))).or_insert(0) += 1;
+            if i % 997 == 500 {
+                recs.push(Rec::to(p, format!("not json {p}/{i}")));
+                malformed += 1;
+            }
+        }
+        if n > 0 {
+            let ts = T0 + SPAN_MS + 60_000;
+            recs.push(Rec::to(
+                p,
+                format!(r#"{{"user": "{SENTINEL}", "ts": {ts}}}"#),
+            ));
+        }
+    }
+    Backlog {
+        recs,
+        want,
+        malformed,
+    }
+}
+
+fn parse_counts(got: &[Got]) -> Vec<((String, i64), u64)> {
+    got.iter()
+        .map(|g| {
+            let v = g.json();
+            (
+                (
+                    v["user"].as_str().expect("user").to_string(),
+                    v["window_start"].as_i64().expect("window_start"),
+                ),
+                v["count"].as_u64().expect("count"),
+            )
+        })
+        .collect()
+}
+
+/// Fills the input, then runs `kafka_clicks` at `parallelism` over it and
+/// checks every window and the dead-letter topic. Returns the job's log.
+fn run_on_backlog(parallelism: usize, counts: [usize; 4]) -> String {
+    let brokers = ensure_kafka();
+    let topics = JobTopics::create(&brokers, "backlog");
+    create_topic(&brokers, &topics.dlq, 1);
+    let b = backlog(counts);
+    produce(&brokers, &topics.input, &b.recs);
+
+    let p = parallelism.to_string();
+    let proc_ = topics.spawn(
+        "kafka_clicks",
+        &brokers,
+        &["--parallelism", &p, "--idle-timeout-ms", "3000"],
+    );
+    // Every window fires on the watermark (the sentinels' windows do not):
+    // read until all are there, then a little longer for duplicates.
+    let fired = read_topic(
+        &brokers,
+        &topics.output,
+        b.want.len(),
+        Duration::from_secs(180),
+        Duration::from_secs(2),
+    );
+    let log = proc_.terminate(Duration::from_secs(30));
+    let got: Vec<_> = parse_counts(&fired)
+        .into_iter()
+        .filter(|((u, _), _)| u != SENTINEL)
+        .collect();
+    let as_map: BTreeMap<_, _> = got.iter().cloned().collect();
+    let wrong: Vec<_> = b
+        .want
+        .iter()
+        .filter(|(k, v)| as_map.get(*k) != Some(v))
+        .take(10)
+        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", as_map.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && as_map.len() == b.want.len(),
+        "parallelism {parallelism}: {} of {} windows wrong or missing (first: {wrong:#?}); {} extra\n{}",
+        b.want.iter().filter(|(k, v)| as_map.get(*k) != Some(v)).count(),
+        b.want.len(),
+        as_map.keys().filter(|k| !b.want.contains_key(*k)).count(),
+        tail(&log)
+    );
+    assert_eq!(got.len(), as_map.len(), "each window fired once");
+
+    // The dead-letter topic: the malformed records, and nothing late.
+    let dead = read_topic(
+        &brokers,
+        &topics.dlq,
+        b.malformed,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    let late = dead
+        .iter()
+        .filter(|d| d.headers.get("error").map(String::as_str) == Some("late"))
+        .count();
+    assert_eq!(late, 0, "no click is late at parallelism {parallelism}");
+    assert_eq!(dead.len(), b.malformed, "the malformed records, once each");
+    log
+}
+
+#[test]
+fn backlog_with_skewed_and_empty_partitions_at_parallelism_1() {
+    run_on_backlog(1, [20_000, 2_000, 2_000, 0]);
+}
+
+#[test]
+fn backlog_with_skewed_and_empty_partitions_at_parallelism_2() {
+    let log = run_on_backlog(2, [20_000, 2_000, 2_000, 0]);
+    eprintln!(
+        "partitions moved between instances during the backlog: {}",
+        log.contains("revoked partitions")
+    );
+}
+
+#[test]
+fn backlog_with_skewed_and_empty_partitions_at_parallelism_4() {
+    let log = run_on_backlog(4, [20_000, 2_000, 2_000, 0]);
+    eprintln!(
+        "partitions moved between instances during the backlog: {}",
+        log.contains("revoked partitions")
+    );
+}
