@@ -59,7 +59,8 @@ fn run(parallelism: usize) {
     for w in out.take() {
         let w: Windowed<String, u64> = w;
         assert!(
-            got.insert((w.key.clone(), w.window.start), w.value).is_none(),
+            got.insert((w.key.clone(), w.window.start), w.value)
+                .is_none(),
             "window {} {} fired twice",
             w.key,
             w.window.start
