@@ -25,6 +25,7 @@
 
 pub mod actors;
 pub mod apps;
+pub mod checkpoint;
 pub mod connectors;
 pub mod coord;
 pub mod logging;

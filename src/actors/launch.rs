@@ -28,6 +28,10 @@ pub struct Launch<'a> {
     pub(crate) sources: Vec<Recipient<SourceCommand>>,
     pub(crate) restore: Option<Arc<CompletedCheckpoint>>,
     pub(crate) sinks: usize,
+    /// Tasks whose checkpointed state was handed out.
+    pub(crate) restored: std::collections::BTreeSet<String>,
+    /// Checkpointed states that do not fit this job (operator type differs).
+    pub(crate) restore_errors: Vec<String>,
 }
 
 impl Launch<'_> {
@@ -60,11 +64,38 @@ impl Launch<'_> {
             .and_then(|c| c.positions.get(name).cloned())
     }
 
-    /// The checkpointed operator state of task `name`, when restoring.
-    pub fn restored_state(&self, name: &str) -> Option<Vec<u8>> {
-        self.restore
-            .as_ref()
-            .and_then(|c| c.states.get(name).cloned())
+    /// The checkpointed operator state of task `name`, when restoring, if
+    /// it was taken by an operator of type `operator` (a state of another
+    /// type is recorded as a restore error, naming both).
+    pub fn restored_state(&mut self, name: &str, operator: &str) -> Option<Vec<u8>> {
+        let c = self.restore.as_ref()?;
+        let state = c.states.get(name)?;
+        self.restored.insert(name.to_string());
+        match c.operators.get(name) {
+            Some(had) if had != operator => {
+                self.restore_errors.push(format!(
+                    "task {name}: the checkpoint holds the state of operator {had}, the job now has {operator}"
+                ));
+                None
+            }
+            _ => Some(state.clone()),
+        }
+    }
+
+    /// What the restore did not fit: type mismatches, and states of tasks
+    /// this job does not have (another graph or parallelism).
+    pub(crate) fn restore_problems(&self) -> Vec<String> {
+        let mut problems = self.restore_errors.clone();
+        if let Some(c) = &self.restore {
+            for task in c.states.keys() {
+                if !self.restored.contains(task) {
+                    problems.push(format!(
+                        "task {task}: the checkpoint holds state for it, the job has no such task (another graph or parallelism)"
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// The batch size sources read and operators aim for.

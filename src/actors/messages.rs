@@ -60,6 +60,10 @@ pub enum SourceCommand {
     Drain,
     /// Record the current position and send barrier `id` downstream.
     TriggerCheckpoint(u64),
+    /// Stop with a savepoint: record the position, send barrier `id`, then
+    /// read nothing more and send no end-of-input (open windows stay open,
+    /// in the checkpoint); the supervisor stops the job once `id` completes.
+    StopWithCheckpoint(u64),
     /// Checkpoint `id` completed: commit the position recorded for it.
     CheckpointComplete(u64),
     /// Every sink flushed after end-of-input: commit the final position and stop.
@@ -101,6 +105,8 @@ pub enum TaskEvent {
         id: u64,
         /// Task name.
         task: String,
+        /// The operator's type name (checked when restoring).
+        operator: &'static str,
         /// The serialised state.
         state: Vec<u8>,
     },

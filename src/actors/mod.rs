@@ -8,6 +8,7 @@
 //! send on the data path without respecting the mailbox bound, and never
 //! send single records: only batches.
 
+pub(crate) mod aligner;
 pub mod barrier;
 pub mod edge;
 pub mod inputs;

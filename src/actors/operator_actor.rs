@@ -8,9 +8,10 @@
 //! `channel_capacity` batches are in flight towards it (credits, see
 //! `edge`); it never handles a new batch while its own output is blocked.
 
-use actix::{Actor, ActorContext, Context, Handler};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::aligner::BarrierAligner;
 use super::edge::{Edge, Partitioner};
 use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
@@ -26,17 +27,28 @@ pub struct OperatorActor<Op: Operator, P> {
     restore: Option<Vec<u8>>,
     out: Batch<Op::Out>,
     done: bool,
+    /// Inputs held at a barrier (exactly-once mode).
+    aligner: BarrierAligner<Op::In>,
+    /// A `ReplayHeld` is on its way.
+    replay_scheduled: bool,
 }
+
+/// Handle the next message the aligner held, now that its input flows.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct ReplayHeld;
 
 impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
     /// An instance with `inputs` upstream channels, restoring `restore`
-    /// (a checkpointed snapshot of its operator) when started.
+    /// (a checkpointed snapshot of its operator) when started; `aligned`
+    /// holds inputs that delivered a barrier until all have (exactly-once).
     pub fn new(
         op: Op,
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
         inputs: usize,
         restore: Option<Vec<u8>>,
+        aligned: bool,
     ) -> Self {
         OperatorActor {
             op,
@@ -46,6 +58,16 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             restore,
             out: Batch::new(),
             done: false,
+            aligner: BarrierAligner::new(inputs, aligned),
+            replay_scheduled: false,
+        }
+    }
+
+    /// Schedules the handling of held messages whose input flows again.
+    fn schedule_replay(&mut self, ctx: &mut Context<Self>) {
+        if !self.replay_scheduled && !self.done && self.aligner.has_ready() {
+            self.replay_scheduled = true;
+            ctx.notify(ReplayHeld);
         }
     }
 
@@ -75,6 +97,11 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
             watermark: advanced,
             barrier,
         } = self.inputs.on_signal(input, signal);
+        if barrier.is_some() {
+            self.aligner.release();
+        } else if matches!(signal, Signal::Barrier(_)) {
+            self.aligner.block(input);
+        }
         let ended = self.inputs.all_ended();
         let mut out_signal = Signal::None;
         if ended {
@@ -113,6 +140,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
                             attempt: self.task.ctx.attempt,
                             id,
                             task: self.task.ctx.task_name(),
+                            operator: std::any::type_name::<Op>(),
                             state,
                         });
                     }
@@ -178,7 +206,24 @@ impl<Op: Operator, P: Partitioner<Op::Out>> TaskActor for OperatorActor<Op, P> {
 impl<Op: Operator, P: Partitioner<Op::Out>> Handler<Deliver<Op::In>> for OperatorActor<Op, P> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<Op::In>, ctx: &mut Context<Self>) {
-        msg.consume(|input, batch, signal| self.on_deliver(input, batch, signal, ctx));
+        msg.consume(|input, batch, signal| {
+            if !self.aligner.hold(input, batch, signal) {
+                self.on_deliver(input, batch, signal, ctx)
+            }
+        });
+        self.schedule_replay(ctx);
+        yield_arbiter(ctx, &self.task);
+    }
+}
+
+impl<Op: Operator, P: Partitioner<Op::Out>> Handler<ReplayHeld> for OperatorActor<Op, P> {
+    type Result = ();
+    fn handle(&mut self, _: ReplayHeld, ctx: &mut Context<Self>) {
+        self.replay_scheduled = false;
+        if let Some((input, mut batch, signal)) = self.aligner.next_ready() {
+            self.on_deliver(input, &mut batch, signal, ctx);
+        }
+        self.schedule_replay(ctx);
         yield_arbiter(ctx, &self.task);
     }
 }
@@ -280,7 +325,7 @@ mod tests {
         let outputs = Outputs::new(vec![holder.clone().recipient()], Forward, false, 1);
         let op: Pass = Map::new(|x| x);
         let task = TaskHandle::new(TaskContext::detached("op"), events.recipient());
-        let actor = OperatorActor::new(op, outputs.edge(0), task, 2, None).start();
+        let actor = OperatorActor::new(op, outputs.edge(0), task, 2, None, false).start();
 
         deliver(&actor, 0, Signal::Watermark(100)).await;
         deliver(&actor, 1, Signal::Watermark(50)).await; // min 50: sent, holds the credit

@@ -7,10 +7,11 @@
 //! (`channel_capacity` batches in flight) are where backpressure starts
 //! when the output is slow.
 
-use actix::{Actor, ActorContext, Context, Handler};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::aligner::BarrierAligner;
 use super::inputs::{SignalEffect, TaskInputs};
 use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{guarded, yield_arbiter, TaskActor, TaskHandle};
@@ -23,17 +24,39 @@ pub struct SinkActor<S: Sink> {
     task: TaskHandle,
     inputs: TaskInputs,
     done: bool,
+    /// Inputs held at a barrier (exactly-once mode).
+    aligner: BarrierAligner<S::In>,
+    /// A `ReplayHeld` is on its way.
+    replay_scheduled: bool,
 }
 
+/// Handle the next message the aligner held, now that its input flows.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct ReplayHeld;
+
 impl<S: Sink> SinkActor<S> {
-    /// An instance with `inputs` upstream channels; opens its writer when started.
-    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize) -> Self {
+    /// An instance with `inputs` upstream channels; opens its writer when
+    /// started. `aligned` holds inputs that delivered a barrier until all
+    /// have (exactly-once output: a checkpoint's writes are exactly the
+    /// records before its barrier).
+    pub fn new(sink: Arc<S>, task: TaskHandle, inputs: usize, aligned: bool) -> Self {
         SinkActor {
             sink,
             writer: None,
             task,
             inputs: TaskInputs::new(inputs),
             done: false,
+            aligner: BarrierAligner::new(inputs, aligned),
+            replay_scheduled: false,
+        }
+    }
+
+    /// Schedules the handling of held messages whose input flows again.
+    fn schedule_replay(&mut self, ctx: &mut Context<Self>) {
+        if !self.replay_scheduled && !self.done && self.aligner.has_ready() {
+            self.replay_scheduled = true;
+            ctx.notify(ReplayHeld);
         }
     }
 
@@ -68,7 +91,26 @@ impl<S: Sink> TaskActor for SinkActor<S> {
 impl<S: Sink> Handler<Deliver<S::In>> for SinkActor<S> {
     type Result = ();
     fn handle(&mut self, msg: Deliver<S::In>, ctx: &mut Context<Self>) {
-        msg.consume(|input, batch, signal| self.on_deliver(input, batch, signal, ctx));
+        msg.consume(|input, batch, signal| {
+            if !self.aligner.hold(input, batch, signal) {
+                self.on_deliver(input, batch, signal, ctx)
+            }
+        });
+        self.schedule_replay(ctx);
+        if !self.done {
+            yield_arbiter(ctx, &self.task);
+        }
+    }
+}
+
+impl<S: Sink> Handler<ReplayHeld> for SinkActor<S> {
+    type Result = ();
+    fn handle(&mut self, _: ReplayHeld, ctx: &mut Context<Self>) {
+        self.replay_scheduled = false;
+        if let Some((input, mut batch, signal)) = self.aligner.next_ready() {
+            self.on_deliver(input, &mut batch, signal, ctx);
+        }
+        self.schedule_replay(ctx);
         if !self.done {
             yield_arbiter(ctx, &self.task);
         }
@@ -103,6 +145,11 @@ impl<S: Sink> SinkActor<S> {
             watermark: advanced,
             barrier,
         } = self.inputs.on_signal(input, signal);
+        if barrier.is_some() {
+            self.aligner.release();
+        } else if matches!(signal, Signal::Barrier(_)) {
+            self.aligner.block(input);
+        }
         if let Some(w) = advanced {
             self.task.ctx.metrics.watermark.store(w, Relaxed);
         }

@@ -34,6 +34,9 @@ enum Phase {
     Draining,
     /// End-of-input sent; waiting for `CommitFinal`.
     Ended,
+    /// Stopped with a savepoint: its barrier went out, nothing more is read
+    /// and no end-of-input follows; waiting to commit it and be stopped.
+    Suspended,
     Stopped,
 }
 
@@ -77,6 +80,8 @@ pub struct SourceActor<S: Source, Op: Operator<In = S::Out>, P> {
     /// Positions recorded at barriers, oldest first.
     pending: Vec<(u64, serde_json::Value)>,
     final_position: Option<serde_json::Value>,
+    /// Stop reading once the barrier of this checkpoint is out (savepoint).
+    suspend_at: Option<u64>,
 }
 
 // Actors are moved, never pinned structurally: no field relies on pinning.
@@ -123,6 +128,7 @@ where
             barrier_deferred: Vec::new(),
             pending: Vec::new(),
             final_position: None,
+            suspend_at: None,
         }
     }
 
@@ -164,7 +170,7 @@ where
         match self.phase {
             Phase::Reading | Phase::DrainingBuffered => {}
             Phase::Draining => return self.finish(ctx),
-            Phase::Ended | Phase::Stopped => return,
+            Phase::Ended | Phase::Suspended | Phase::Stopped => return,
         }
         if let Some(a) = &self.alignment {
             let seen = a.reports();
@@ -343,6 +349,12 @@ where
         // `out` is always empty between pumps: the barrier follows every
         // record read before the position was taken.
         self.send(ctx, Signal::Barrier(id), |_, _| {});
+        if self.suspend_at == Some(id) {
+            self.phase = Phase::Suspended;
+            if let Some(a) = &self.alignment {
+                a.withdraw(self.task.ctx.subtask);
+            }
+        }
     }
 
     fn commit(&mut self, position: &serde_json::Value) {
@@ -431,6 +443,10 @@ where
                 }
             }
             SourceCommand::TriggerCheckpoint(id) => self.checkpoint(id, ctx),
+            SourceCommand::StopWithCheckpoint(id) => {
+                self.suspend_at = Some(id);
+                self.checkpoint(id, ctx);
+            }
             SourceCommand::CheckpointComplete(id) => {
                 let upto = self.pending.iter().rposition(|(pid, _)| *pid <= id);
                 if let Some(i) = upto {

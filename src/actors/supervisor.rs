@@ -9,9 +9,18 @@
 //! start or their last committed position); past the policy the job is
 //! FAILED with that error. Events from an older attempt are ignored, so a
 //! dying actor of a stopped attempt cannot disturb the new one.
+//!
+//! It is also the checkpoint coordinator: it injects barriers, collects
+//! positions and states, and once every sink flushed writes the checkpoint
+//! to durable storage (when the job has some) before telling sources to
+//! commit. A job with storage resumes from the latest completed checkpoint
+//! there, and a cancel stops it with a savepoint (a final checkpoint, no
+//! windows fired) instead of draining. Storage I/O runs as futures spawned
+//! on the supervisor's context, never on an operator's arbiter.
 
 use actix::{
-    Actor, ActorContext, ArbiterHandle, AsyncContext, Context, Handler, Message, Recipient,
+    Actor, ActorContext, ActorFutureExt, ArbiterHandle, AsyncContext, Context, Handler, Message,
+    Recipient, WrapFuture,
 };
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -23,6 +32,7 @@ use tokio::sync::watch;
 use super::launch::Launch;
 use super::messages::{SourceCommand, Stop, TaskEvent};
 use super::restart::RestartTracker;
+use crate::checkpoint::{CheckpointMetadata, CheckpointStorage, TaskState};
 use crate::pipeline::{BuildError, JobConfig, TaskMetrics, TaskMetricsSnapshot};
 
 /// Something that can start all the actors of one job attempt.
@@ -179,10 +189,19 @@ impl JobHandle {
         self.shared.report()
     }
 
-    /// Asks the job to drain: sources stop reading and send end-of-input,
-    /// in-flight batches are processed and sinks flush; then CANCELLED.
+    /// Asks the job to stop. A job with durable checkpoint storage stops
+    /// with a savepoint: a final checkpoint, open windows kept in it (not
+    /// fired), so the next run resumes exactly there. Without storage it
+    /// drains ([`JobHandle::drain`]). Then CANCELLED.
     pub fn cancel(&self) {
-        self.supervisor.do_send(Cancel);
+        self.supervisor.do_send(Cancel { drain: false });
+    }
+
+    /// Asks the job to drain: sources stop reading and send end-of-input,
+    /// in-flight batches are processed, every open window fires and sinks
+    /// flush; then CANCELLED.
+    pub fn drain(&self) {
+        self.supervisor.do_send(Cancel { drain: true });
     }
 
     /// Stops every actor of the job at once, without draining or committing
@@ -209,8 +228,49 @@ pub struct CompletedCheckpoint {
     pub positions: BTreeMap<String, serde_json::Value>,
     /// Operator states by task name.
     pub states: BTreeMap<String, Vec<u8>>,
+    /// Operator type names by task name (checked when restoring).
+    pub operators: BTreeMap<String, String>,
     /// Completion time, milliseconds since the Unix epoch.
     pub completed_at_ms: u64,
+}
+
+impl CompletedCheckpoint {
+    /// Its metadata and states, as storage keeps them.
+    fn to_stored(&self, job: &str) -> (CheckpointMetadata, Vec<TaskState>) {
+        let states = self
+            .states
+            .iter()
+            .map(|(task, state)| TaskState {
+                task: task.clone(),
+                operator: self.operators.get(task).cloned().unwrap_or_default(),
+                state: state.clone(),
+            })
+            .collect();
+        let meta = CheckpointMetadata {
+            format_version: crate::checkpoint::format::FORMAT_VERSION,
+            job: job.to_string(),
+            id: self.id,
+            completed_at_ms: self.completed_at_ms,
+            positions: self.positions.clone(),
+            operators: BTreeMap::new(),
+            state_bytes: 0,
+        };
+        (meta, states)
+    }
+
+    /// A checkpoint loaded from storage.
+    fn from_stored(meta: CheckpointMetadata, states: Vec<TaskState>) -> Self {
+        CompletedCheckpoint {
+            id: meta.id,
+            positions: meta.positions,
+            operators: states
+                .iter()
+                .map(|s| (s.task.clone(), s.operator.clone()))
+                .collect(),
+            states: states.into_iter().map(|s| (s.task, s.state)).collect(),
+            completed_at_ms: meta.completed_at_ms,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -218,12 +278,17 @@ struct PendingCheckpoint {
     sinks_acked: usize,
     positions: BTreeMap<String, serde_json::Value>,
     states: BTreeMap<String, Vec<u8>>,
+    operators: BTreeMap<String, String>,
 }
 
-/// Ask the supervisor to drain and cancel the job.
+/// Ask the supervisor to stop the job: with a savepoint when it has
+/// durable checkpoint storage and `drain` is false, else by draining.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Cancel;
+pub struct Cancel {
+    /// Drain (fire every open window) even when a savepoint is possible.
+    pub drain: bool,
+}
 
 /// Stop the job's actors at once, without draining.
 #[derive(Message, Clone, Copy)]
@@ -255,6 +320,12 @@ pub struct JobSupervisor {
     next_checkpoint: u64,
     pending: BTreeMap<u64, PendingCheckpoint>,
     latest: Option<Arc<CompletedCheckpoint>>,
+    /// Durable checkpoint storage, if the job has one.
+    storage: Option<CheckpointStorage>,
+    /// A completed checkpoint is being written to storage.
+    uploading: bool,
+    /// Stopping with a savepoint: the job ends once this one is durable.
+    savepoint: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -282,6 +353,11 @@ impl JobSupervisor {
             dead_letters: config.dead_letters.clone(),
         });
         let restarts = RestartTracker::new(config.restart.clone());
+        // Validated when the job was built.
+        let storage = config
+            .checkpoint_storage
+            .as_deref()
+            .and_then(|url| CheckpointStorage::parse(url).ok());
         let sup = JobSupervisor {
             plan,
             config,
@@ -298,6 +374,9 @@ impl JobSupervisor {
             next_checkpoint: 1,
             pending: BTreeMap::new(),
             latest: None,
+            storage,
+            uploading: false,
+            savepoint: None,
         };
         let addr = sup.start();
         JobHandle {
@@ -321,8 +400,23 @@ impl JobSupervisor {
             sources: Vec::new(),
             sinks: 0,
             restore: self.latest.clone(),
+            restored: Default::default(),
+            restore_errors: Vec::new(),
         };
-        let res = self.plan.launch(&mut launch);
+        let mut res = self.plan.launch(&mut launch);
+        let problems = launch.restore_problems();
+        if res.is_ok() && !problems.is_empty() {
+            let id = self.latest.as_ref().map_or(0, |l| l.id);
+            res = Err(BuildError::invalid(
+                "checkpoint",
+                crate::checkpoint::CheckpointError::Incompatible {
+                    job: self.shared.name.clone(),
+                    id,
+                    reason: problems.join("; "),
+                }
+                .to_string(),
+            ));
+        }
         let Launch {
             stops,
             sources,
@@ -400,7 +494,7 @@ impl JobSupervisor {
         }
     }
 
-    fn maybe_complete(&mut self, id: u64) {
+    fn maybe_complete(&mut self, id: u64, ctx: &mut Context<Self>) {
         let Some(p) = self.pending.get(&id) else {
             return;
         };
@@ -422,17 +516,124 @@ impl JobSupervisor {
             .map(|l| l.states.clone())
             .unwrap_or_default();
         states.extend(p.states);
+        let mut operators = self
+            .latest
+            .as_ref()
+            .map(|l| l.operators.clone())
+            .unwrap_or_default();
+        operators.extend(p.operators);
         let done = Arc::new(CompletedCheckpoint {
             id,
             positions,
             states,
+            operators,
             completed_at_ms: now_ms(),
         });
+        let Some(storage) = self.storage.clone() else {
+            return self.checkpoint_durable(done, ctx);
+        };
+        // Durable first: sources commit only positions whose state is safe.
+        self.uploading = true;
+        let (job, attempt, retain) = (
+            self.shared.name.clone(),
+            self.attempt,
+            self.config.checkpoint_retain,
+        );
+        let (meta, states) = done.to_stored(&job);
+        let upload = async move {
+            let location = storage.write(meta, &states).await?;
+            if let Err(e) = storage.retain(&job, retain, Some(id)).await {
+                tracing::warn!(job, error = %e, "old checkpoints not deleted");
+            }
+            Ok::<_, crate::checkpoint::CheckpointError>(location)
+        };
+        ctx.spawn(upload.into_actor(self).map(move |res, act, ctx| {
+            act.uploading = false;
+            if act.attempt != attempt || act.status().is_terminal() {
+                return;
+            }
+            match res {
+                Ok(location) => {
+                    tracing::debug!(job = %act.shared.name, id, location, "checkpoint stored");
+                    act.checkpoint_durable(done, ctx)
+                }
+                Err(e) => act.on_failure(format!("checkpoint {id} not stored: {e}"), ctx),
+            }
+        }));
+    }
+
+    /// Checkpoint `done` is complete (and stored, with storage): it is the
+    /// one to restore from; sources commit its positions; a savepoint
+    /// waiting for it ends the job.
+    fn checkpoint_durable(&mut self, done: Arc<CompletedCheckpoint>, ctx: &mut Context<Self>) {
+        let id = done.id;
         tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
         self.latest = Some(done);
         for s in &self.sources {
             s.do_send(SourceCommand::CheckpointComplete(id));
         }
+        if self.savepoint.is_some_and(|s| s <= id) {
+            tracing::info!(job = %self.shared.name, id, "stopped with a savepoint");
+            self.stop_all();
+            self.shared.set_status(JobStatus::Cancelled);
+            ctx.stop();
+        }
+    }
+
+    /// A task (or the checkpoint storage) failed: restart within the
+    /// policy, else FAILED.
+    fn on_failure(&mut self, error: String, ctx: &mut Context<Self>) {
+        self.record_error(error.clone());
+        self.stop_all();
+        if self.cancelling {
+            self.shared.set_status(JobStatus::Failed);
+            return ctx.stop();
+        }
+        match self.restarts.on_failure(Instant::now()) {
+            Some(backoff) => {
+                {
+                    let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.1 += 1;
+                }
+                tracing::warn!(job = %self.shared.name, %error, ?backoff, "restarting job");
+                self.shared.set_status(JobStatus::Restarting);
+                self.attempt += 1;
+                ctx.notify_later(Relaunch, backoff);
+            }
+            None => {
+                tracing::error!(job = %self.shared.name, %error, "restart policy exhausted; job failed");
+                self.shared.set_status(JobStatus::Failed);
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Finds the checkpoint to resume from in storage (the latest
+    /// completed one), then launches the first attempt.
+    fn restore_then_launch(&mut self, storage: CheckpointStorage, ctx: &mut Context<Self>) {
+        let job = self.shared.name.clone();
+        let find = async move {
+            match storage.latest(&job).await? {
+                Some(id) => storage.load(&job, id).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        ctx.wait(find.into_actor(self).map(|res, act, ctx| match res {
+            Ok(found) => {
+                if let Some((meta, states)) = found {
+                    let chk = CompletedCheckpoint::from_stored(meta, states);
+                    tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
+                    act.next_checkpoint = chk.id + 1;
+                    act.latest = Some(Arc::new(chk));
+                }
+                act.launch(ctx);
+            }
+            Err(e) => {
+                act.record_error(format!("cannot restore: {e}"));
+                act.shared.set_status(JobStatus::Failed);
+                ctx.stop();
+            }
+        }));
     }
 
     fn record_error(&self, message: String) {
@@ -448,7 +649,10 @@ impl Actor for JobSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.launch(ctx);
+        match self.storage.clone() {
+            Some(storage) => self.restore_then_launch(storage, ctx),
+            None => self.launch(ctx),
+        }
         if let Some(every) = self.config.checkpoint_interval {
             ctx.run_interval(every, |_, ctx| ctx.notify(CheckpointTick));
         }
@@ -458,7 +662,11 @@ impl Actor for JobSupervisor {
 impl Handler<CheckpointTick> for JobSupervisor {
     type Result = ();
     fn handle(&mut self, _: CheckpointTick, _ctx: &mut Context<Self>) {
-        if self.cancelling || self.status() != JobStatus::Running || self.sources.is_empty() {
+        if self.cancelling
+            || self.uploading
+            || self.status() != JobStatus::Running
+            || self.sources.is_empty()
+        {
             return;
         }
         // Do not pile up checkpoints behind a slow one.
@@ -506,41 +714,20 @@ impl Handler<TaskEvent> for JobSupervisor {
                 attempt,
                 id,
                 task,
+                operator,
                 state,
             } if attempt == self.attempt => {
                 self.on_checkpoint_event(id, |p| {
+                    p.operators.insert(task.clone(), operator.to_string());
                     p.states.insert(task, state);
                 });
             }
             TaskEvent::SinkCheckpointed { attempt, id } if attempt == self.attempt => {
                 self.on_checkpoint_event(id, |p| p.sinks_acked += 1);
-                self.maybe_complete(id);
+                self.maybe_complete(id, ctx);
             }
             TaskEvent::Failed { attempt, error } if attempt == self.attempt => {
-                self.record_error(error.to_string());
-                self.stop_all();
-                if self.cancelling {
-                    self.shared.set_status(JobStatus::Failed);
-                    return ctx.stop();
-                }
-                match self.restarts.on_failure(Instant::now()) {
-                    Some(backoff) => {
-                        {
-                            let mut st =
-                                self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-                            st.1 += 1;
-                        }
-                        tracing::warn!(job = %self.shared.name, %error, ?backoff, "restarting job");
-                        self.shared.set_status(JobStatus::Restarting);
-                        self.attempt += 1;
-                        ctx.notify_later(Relaunch, backoff);
-                    }
-                    None => {
-                        tracing::error!(job = %self.shared.name, %error, "restart policy exhausted; job failed");
-                        self.shared.set_status(JobStatus::Failed);
-                        ctx.stop();
-                    }
-                }
+                self.on_failure(error.to_string(), ctx)
             }
             _ => {} // an event of an older attempt
         }
@@ -571,11 +758,38 @@ impl Handler<Abort> for JobSupervisor {
 
 impl Handler<Cancel> for JobSupervisor {
     type Result = ();
-    fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
+    fn handle(&mut self, cancel: Cancel, ctx: &mut Context<Self>) {
         if self.cancelling {
             return;
         }
         self.cancelling = true;
+        let savepoint = self.storage.is_some()
+            && !cancel.drain
+            && self.status() == JobStatus::Running
+            && !self.sources.is_empty();
+        if savepoint {
+            // Stop with a savepoint: a final checkpoint; the job ends once
+            // it is durable (`checkpoint_durable`). Open windows stay open,
+            // in it, for the next run.
+            let id = self.next_checkpoint;
+            self.next_checkpoint += 1;
+            self.savepoint = Some(id);
+            self.pending.insert(id, PendingCheckpoint::default());
+            tracing::info!(job = %self.shared.name, id, "stopping with a savepoint");
+            for s in &self.sources {
+                s.do_send(SourceCommand::StopWithCheckpoint(id));
+            }
+            let (timeout, attempt) = (self.config.drain_timeout, self.attempt);
+            ctx.run_later(timeout, move |act, ctx| {
+                if act.attempt == attempt && !act.status().is_terminal() {
+                    tracing::warn!(job = %act.shared.name, id, "savepoint not complete in time; stopping (the previous checkpoint stands)");
+                    act.stop_all();
+                    act.shared.set_status(JobStatus::Cancelled);
+                    ctx.stop();
+                }
+            });
+            return;
+        }
         if self
             .shared
             .state

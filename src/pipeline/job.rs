@@ -51,6 +51,12 @@ pub struct JobConfig {
     /// How often checkpoint barriers are injected (`None`: never; positions
     /// are then committed only at the end of input).
     pub checkpoint_interval: Option<Duration>,
+    /// Aligned (exactly-once, the default) or unaligned barriers.
+    pub checkpoint_mode: crate::pipeline::CheckpointingMode,
+    /// Where completed checkpoints are stored (`None`: memory only).
+    pub checkpoint_storage: Option<String>,
+    /// Completed checkpoints kept in storage.
+    pub checkpoint_retain: usize,
 }
 
 impl Default for JobConfig {
@@ -63,6 +69,9 @@ impl Default for JobConfig {
             dead_letters: DeadLetters::log(),
             drain_timeout: Duration::from_secs(10),
             checkpoint_interval: Some(Duration::from_secs(1)),
+            checkpoint_mode: crate::pipeline::CheckpointingMode::ExactlyOnce,
+            checkpoint_storage: None,
+            checkpoint_retain: 3,
         }
     }
 }
@@ -191,6 +200,28 @@ impl Job {
         }
         self.meta.config.checkpoint_interval = every;
         self
+    }
+
+    /// All checkpoint settings at once: interval, durable storage,
+    /// retention and barrier mode.
+    pub fn checkpointing(mut self, c: crate::pipeline::CheckpointConfig) -> Job {
+        if c.retain == 0 {
+            self.meta.errors.push(BuildError::invalid(
+                "job.checkpointing.retain",
+                "must keep at least 1 checkpoint",
+            ));
+        }
+        if let Some(url) = &c.storage_url {
+            if let Err(e) = crate::checkpoint::CheckpointStorage::parse(url) {
+                self.meta
+                    .errors
+                    .push(BuildError::invalid("job.checkpointing.storage_url", e.to_string()));
+            }
+        }
+        self.meta.config.checkpoint_mode = c.mode;
+        self.meta.config.checkpoint_storage = c.storage_url;
+        self.meta.config.checkpoint_retain = c.retain;
+        self.checkpoint_interval(c.interval)
     }
 
     /// Reads from `source`: the first stage.
@@ -339,14 +370,15 @@ where
         out: Outputs<Op::Out, P>,
     ) -> Result<(), BuildError> {
         let inputs = self.input.upstream.parallelism();
+        let aligned = l.config.checkpoint_mode == crate::pipeline::CheckpointingMode::ExactlyOnce;
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
             let ctx = l.task_context(&self.stage, i, self.parallelism);
-            let restore = l.restored_state(&ctx.task_name());
+            let restore = l.restored_state(&ctx.task_name(), std::any::type_name::<Op>());
             let task = TaskHandle::new(ctx, l.supervisor.clone());
             let (op, edge) = (self.op.clone(), out.edge(i));
             let addr = l.start_bounded(i, move || {
-                OperatorActor::new(op, edge, task, inputs, restore)
+                OperatorActor::new(op, edge, task, inputs, restore, aligned)
             });
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
@@ -637,6 +669,7 @@ where
         let up = self.upstream.parallelism();
         let forward = up == self.parallelism;
         let inputs = if forward { 1 } else { up };
+        let aligned = l.config.checkpoint_mode == crate::pipeline::CheckpointingMode::ExactlyOnce;
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
             let task = TaskHandle::new(
@@ -644,7 +677,7 @@ where
                 l.supervisor.clone(),
             );
             let sink = self.sink.clone();
-            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs));
+            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs, aligned));
             l.stops.push(addr.clone().recipient());
             targets.push(addr.recipient());
         }

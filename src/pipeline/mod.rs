@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod checkpointing;
 pub mod connector;
 pub mod context;
 pub mod dead_letter;
@@ -22,6 +23,7 @@ pub mod window;
 
 pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
+pub use checkpointing::{CheckpointConfig, CheckpointingMode};
 pub use connector::{ReaderWatermark, Sink, SinkWriter, Source, SourceReader, SourceStatus};
 pub use context::TaskContext;
 pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};
