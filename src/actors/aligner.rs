@@ -47,8 +47,7 @@ impl<T> BarrierAligner<T> {
         if !self.on || (!self.blocked[input] && self.stashed[input] == 0) {
             return false;
         }
-        self.stash
-            .push_back((input, std::mem::take(batch), signal));
+        self.stash.push_back((input, std::mem::take(batch), signal));
         self.stashed[input] += 1;
         true
     }
@@ -104,7 +103,7 @@ mod tests {
         assert!(!a.hold(1, &mut batch(&[9]), Signal::None), "input 1 flows");
         assert!(!a.has_ready());
         a.release(); // input 1 delivered barrier 1
-        // A new message of input 0 queues behind its held ones.
+                     // A new message of input 0 queues behind its held ones.
         assert!(a.hold(0, &mut batch(&[4]), Signal::None));
         let got: Vec<_> = std::iter::from_fn(|| a.next_ready())
             .map(|(i, b, s)| (i, b.values, s))

@@ -71,8 +71,9 @@ impl Launch<'_> {
         let c = self.restore.as_ref()?;
         let state = c.states.get(name)?;
         self.restored.insert(name.to_string());
+        let operator = crate::checkpoint::format::operator_signature(operator);
         match c.operators.get(name) {
-            Some(had) if had != operator => {
+            Some(had) if *had != operator => {
                 self.restore_errors.push(format!(
                     "task {name}: the checkpoint holds the state of operator {had}, the job now has {operator}"
                 ));

@@ -718,7 +718,10 @@ impl Handler<TaskEvent> for JobSupervisor {
                 state,
             } if attempt == self.attempt => {
                 self.on_checkpoint_event(id, |p| {
-                    p.operators.insert(task.clone(), operator.to_string());
+                    p.operators.insert(
+                        task.clone(),
+                        crate::checkpoint::format::operator_signature(operator),
+                    );
                     p.states.insert(task, state);
                 });
             }

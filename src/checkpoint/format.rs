@@ -30,6 +30,42 @@ struct Header {
     operator: String,
 }
 
+/// The operator signature stored in a header and compared on restore: the
+/// operator's Rust type name with every closure type written `{closure}`.
+/// Key, value, accumulator and aggregator types stay; where a closure was
+/// defined does not (moving a `key_by` closure into a function must not
+/// make a checkpoint unusable).
+///
+/// ```
+/// use weir::checkpoint::format::operator_signature;
+/// assert_eq!(
+///     operator_signature("W<app::job::{{closure}}, Count, (u64, u64)>"),
+///     "W<{closure}, Count, (u64, u64)>"
+/// );
+/// ```
+pub fn operator_signature(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.ends_with("{{closure}}") {
+            out.push_str("{closure}");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in type_name.chars() {
+        if matches!(c, '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | ';' | '&') {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
 /// Encodes the states of every task.
 ///
 /// ```
@@ -103,10 +139,14 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 

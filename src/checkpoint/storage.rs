@@ -100,11 +100,9 @@ impl CheckpointStorage {
                     .build()
                     .map_err(|e| bad(e.to_string()))?,
             ),
-            other => {
-                return Err(bad(format!(
-                    "scheme {other}:// is not supported (file:// always; s3:// with the `s3` feature)"
-                )))
-            }
+            other => return Err(bad(format!(
+                "scheme {other}:// is not supported (file:// always; s3:// with the `s3` feature)"
+            ))),
         };
         Ok(CheckpointStorage {
             store,
@@ -292,9 +290,16 @@ mod tests {
         let (m, st) = s.load("j", 4).await.unwrap();
         assert_eq!((m.id, st), (4, states(4)));
         assert_eq!(m.operators["j/1-window#0"], "W");
-        assert!(s.load("j", 5).await.is_err(), "a torn checkpoint never loads");
+        assert!(
+            s.load("j", 5).await.is_err(),
+            "a torn checkpoint never loads"
+        );
         s.retain("j", 2, Some(1)).await.unwrap();
-        assert_eq!(s.completed("j").await.unwrap(), vec![1, 3, 4], "1 is protected");
+        assert_eq!(
+            s.completed("j").await.unwrap(),
+            vec![1, 3, 4],
+            "1 is protected"
+        );
         assert!(torn.join("state").exists(), "newer than every kept one");
         assert_eq!(s.latest("other").await.unwrap(), None);
     }

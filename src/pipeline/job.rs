@@ -213,9 +213,10 @@ impl Job {
         }
         if let Some(url) = &c.storage_url {
             if let Err(e) = crate::checkpoint::CheckpointStorage::parse(url) {
-                self.meta
-                    .errors
-                    .push(BuildError::invalid("job.checkpointing.storage_url", e.to_string()));
+                self.meta.errors.push(BuildError::invalid(
+                    "job.checkpointing.storage_url",
+                    e.to_string(),
+                ));
             }
         }
         self.meta.config.checkpoint_mode = c.mode;
