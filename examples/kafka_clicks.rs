@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example kafka_clicks -- --brokers 127.0.0.1:9092 \
 //!     --input clicks --output clicks-per-user [--group G] [--parallelism N] \
-//!     [--out-of-orderness-ms 2000]
+//!     [--out-of-orderness-ms 2000] [--checkpoint-dir DIR | --checkpoint-url URL] [--drain]
 //! ```
 //!
 //! Input JSON `{"user": "<string>", "ts": <epoch ms>}`; output one JSON
@@ -12,6 +12,10 @@
 //! out-of-orderness; records later than that go to `<input>.dlq` with
 //! header `error: late`, malformed input goes there unchanged. Runs until
 //! stopped: Ctrl-C or SIGTERM drains (open windows fire, sinks flush).
+//! With `--checkpoint-dir` it runs exactly-once: every window is written
+//! once with its exact count whatever kills and restarts happen (start it
+//! again with the same arguments), and a stop takes a savepoint (open
+//! windows stay open for the next run; `--drain` fires them instead).
 
 use anyhow::Context;
 use clap::Parser;
@@ -43,6 +47,20 @@ struct Args {
     /// A quiet partition stops holding the watermark back after this long.
     #[arg(long, default_value_t = 10_000)]
     idle_timeout_ms: u64,
+    /// Durable checkpoints in this directory: the job runs exactly-once
+    /// (transactional output, offsets committed in its transactions),
+    /// resumes from its last checkpoint when started again, and a stop
+    /// (Ctrl-C, SIGTERM) takes a savepoint instead of draining.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Like --checkpoint-dir, as an object-store URL (file:///dir; s3://
+    /// with the `s3` feature).
+    #[arg(long, value_name = "URL")]
+    checkpoint_url: Option<String>,
+    /// On Ctrl-C / SIGTERM, drain (fire every open window) even with
+    /// durable checkpoints.
+    #[arg(long)]
+    drain: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +71,12 @@ fn main() -> anyhow::Result<()> {
     params.parallelism = args.parallelism;
     params.out_of_orderness = Duration::from_millis(args.out_of_orderness_ms);
     params.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    params.checkpoint_url = weir::apps::checkpoint_url(
+        args.checkpoint_dir.as_deref(),
+        args.checkpoint_url.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    params.drain = args.drain;
     let report = clicks_job(&params)
         .run_local()
         .context("kafka_clicks failed")?;

@@ -32,6 +32,8 @@ pub struct Launch<'a> {
     pub(crate) restored: std::collections::BTreeSet<String>,
     /// Checkpointed states that do not fit this job (operator type differs).
     pub(crate) restore_errors: Vec<String>,
+    /// Sinks whose output commits with checkpoints.
+    pub(crate) committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
 }
 
 impl Launch<'_> {

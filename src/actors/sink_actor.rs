@@ -28,6 +28,10 @@ pub struct SinkActor<S: Sink> {
     aligner: BarrierAligner<S::In>,
     /// A `ReplayHeld` is on its way.
     replay_scheduled: bool,
+    /// The sink's committer's progress, when its output commits with
+    /// checkpoints: after barrier `n` the sink writes nothing more until
+    /// checkpoint `n` committed.
+    committed: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// Handle the next message the aligner held, now that its input flows.
@@ -49,6 +53,7 @@ impl<S: Sink> SinkActor<S> {
             done: false,
             aligner: BarrierAligner::new(inputs, aligned),
             replay_scheduled: false,
+            committed: None,
         }
     }
 
@@ -74,6 +79,7 @@ impl<S: Sink> Actor for SinkActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.committed = self.sink.committer().map(|c| c.committed());
         let (sink, tctx) = (&self.sink, &self.task.ctx);
         match guarded(|| sink.open(tctx)) {
             Ok(w) => self.writer = Some(w),
@@ -163,6 +169,15 @@ impl<S: Sink> SinkActor<S> {
                 attempt: self.task.ctx.attempt,
                 id,
             });
+            if let Some(committed) = self.committed.clone() {
+                // Two-phase commit: the next epoch's records wait for this
+                // one's commit (handling nothing meanwhile: backpressure).
+                // A failed commit restarts the job, which stops this actor.
+                let mut committed = committed;
+                ctx.wait(actix::fut::wrap_future(async move {
+                    let _ = committed.wait_for(|c| *c >= id).await;
+                }));
+            }
         }
         if self.inputs.all_ended() {
             let writer = self.writer.as_mut().expect("writer is open");

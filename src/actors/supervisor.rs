@@ -39,6 +39,15 @@ use crate::pipeline::{BuildError, JobConfig, TaskMetrics, TaskMetricsSnapshot};
 pub trait LaunchPlan: Send + 'static {
     /// Starts every stage, registering stop/drain handles in `launch`.
     fn launch(&self, launch: &mut Launch<'_>) -> Result<(), BuildError>;
+
+    /// What the job's sources say was committed (blocking; see
+    /// [`Source::committed_checkpoint`](crate::pipeline::Source::committed_checkpoint)).
+    fn committed_checkpoint(
+        &self,
+        _job: &str,
+    ) -> Result<crate::pipeline::CommittedCheckpoint, crate::pipeline::ConnectorError> {
+        Ok(crate::pipeline::CommittedCheckpoint::Untracked)
+    }
 }
 
 /// Where a job is in its life.
@@ -326,6 +335,8 @@ pub struct JobSupervisor {
     uploading: bool,
     /// Stopping with a savepoint: the job ends once this one is durable.
     savepoint: Option<u64>,
+    /// Sinks whose output commits with checkpoints (this attempt's).
+    committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
 }
 
 fn now_ms() -> u64 {
@@ -377,6 +388,7 @@ impl JobSupervisor {
             storage,
             uploading: false,
             savepoint: None,
+            committers: Vec::new(),
         };
         let addr = sup.start();
         JobHandle {
@@ -402,6 +414,7 @@ impl JobSupervisor {
             restore: self.latest.clone(),
             restored: Default::default(),
             restore_errors: Vec::new(),
+            committers: Vec::new(),
         };
         let mut res = self.plan.launch(&mut launch);
         let problems = launch.restore_problems();
@@ -421,8 +434,10 @@ impl JobSupervisor {
             stops,
             sources,
             sinks,
+            committers,
             ..
         } = launch;
+        self.committers = committers;
         self.stops = stops;
         self.sources_left = sources.len();
         self.sources = sources;
@@ -529,35 +544,51 @@ impl JobSupervisor {
             operators,
             completed_at_ms: now_ms(),
         });
-        let Some(storage) = self.storage.clone() else {
+        let storage = self.storage.clone();
+        let committers = self.committers.clone();
+        if storage.is_none() && committers.is_empty() {
             return self.checkpoint_durable(done, ctx);
-        };
-        // Durable first: sources commit only positions whose state is safe.
+        }
+        // Durable first: the state is stored, then the sinks' transactions
+        // commit with the positions (the commit point), and only then do
+        // sources commit and the next epoch's output flow.
         self.uploading = true;
         let (job, attempt, retain) = (
             self.shared.name.clone(),
             self.attempt,
             self.config.checkpoint_retain,
         );
+        let positions = done.positions.clone();
         let (meta, states) = done.to_stored(&job);
-        let upload = async move {
-            let location = storage.write(meta, &states).await?;
-            if let Err(e) = storage.retain(&job, retain, Some(id)).await {
-                tracing::warn!(job, error = %e, "old checkpoints not deleted");
+        let persist = async move {
+            if let Some(storage) = storage {
+                let location = storage
+                    .write(meta, &states)
+                    .await
+                    .map_err(|e| format!("checkpoint {id} not stored: {e}"))?;
+                tracing::debug!(job, id, location, "checkpoint stored");
+                if let Err(e) = storage.retain(&job, retain, Some(id)).await {
+                    tracing::warn!(job, error = %e, "old checkpoints not deleted");
+                }
             }
-            Ok::<_, crate::checkpoint::CheckpointError>(location)
+            let positions = Arc::new(positions);
+            for c in committers {
+                let positions = positions.clone();
+                tokio::task::spawn_blocking(move || c.commit(id, &positions))
+                    .await
+                    .map_err(|e| format!("checkpoint {id} commit: {e}"))?
+                    .map_err(|e| format!("checkpoint {id} not committed: {e}"))?;
+            }
+            Ok::<_, String>(())
         };
-        ctx.spawn(upload.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(persist.into_actor(self).map(move |res, act, ctx| {
             act.uploading = false;
             if act.attempt != attempt || act.status().is_terminal() {
                 return;
             }
             match res {
-                Ok(location) => {
-                    tracing::debug!(job = %act.shared.name, id, location, "checkpoint stored");
-                    act.checkpoint_durable(done, ctx)
-                }
-                Err(e) => act.on_failure(format!("checkpoint {id} not stored: {e}"), ctx),
+                Ok(()) => act.checkpoint_durable(done, ctx),
+                Err(e) => act.on_failure(e, ctx),
             }
         }));
     }
@@ -608,24 +639,50 @@ impl JobSupervisor {
         }
     }
 
-    /// Finds the checkpoint to resume from in storage (the latest
-    /// completed one), then launches the first attempt.
+    /// Finds the checkpoint to resume from, then launches an attempt: the
+    /// one the sources' transactions committed when they track that (a
+    /// crash after storing `n` but before committing it leaves `n - 1`
+    /// committed, and `n` is garbage), else the latest in storage.
     fn restore_then_launch(&mut self, storage: CheckpointStorage, ctx: &mut Context<Self>) {
+        use crate::pipeline::CommittedCheckpoint;
         let job = self.shared.name.clone();
-        let find = async move {
-            match storage.latest(&job).await? {
-                Some(id) => storage.load(&job, id).await.map(Some),
-                None => Ok(None),
+        // A short blocking read of the input system's committed positions,
+        // on the supervisor's thread (no operator runs there), at start.
+        let committed = match self.plan.committed_checkpoint(&job) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.on_failure(format!("cannot read committed checkpoint: {e}"), ctx)
             }
         };
-        ctx.wait(find.into_actor(self).map(|res, act, ctx| match res {
-            Ok(found) => {
-                if let Some((meta, states)) = found {
-                    let chk = CompletedCheckpoint::from_stored(meta, states);
-                    tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
-                    act.next_checkpoint = chk.id + 1;
-                    act.latest = Some(Arc::new(chk));
+        let in_memory = self.latest.clone();
+        let find = async move {
+            // Ids are never reused, even those of uncommitted checkpoints.
+            let stored = storage.latest(&job).await?;
+            let id = match committed {
+                CommittedCheckpoint::Untracked => stored,
+                CommittedCheckpoint::Nothing => None,
+                CommittedCheckpoint::At(id) => Some(id),
+            };
+            let found = match id {
+                Some(id) if in_memory.as_ref().is_some_and(|c| c.id == id) => {
+                    in_memory.map(|c| (*c).clone())
                 }
+                Some(id) => {
+                    let (meta, states) = storage.load(&job, id).await?;
+                    Some(CompletedCheckpoint::from_stored(meta, states))
+                }
+                None => None,
+            };
+            Ok::<_, crate::checkpoint::CheckpointError>((found, stored))
+        };
+        ctx.wait(find.into_actor(self).map(|res, act, ctx| match res {
+            Ok((found, stored)) => {
+                act.next_checkpoint = act.next_checkpoint.max(stored.unwrap_or(0) + 1);
+                act.latest = found.map(|chk| {
+                    tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
+                    act.next_checkpoint = act.next_checkpoint.max(chk.id + 1);
+                    Arc::new(chk)
+                });
                 act.launch(ctx);
             }
             Err(e) => {
@@ -744,7 +801,10 @@ impl Handler<Relaunch> for JobSupervisor {
             self.shared.set_status(JobStatus::Cancelled);
             return ctx.stop();
         }
-        self.launch(ctx);
+        match self.storage.clone() {
+            Some(storage) => self.restore_then_launch(storage, ctx),
+            None => self.launch(ctx),
+        }
     }
 }
 
@@ -768,6 +828,7 @@ impl Handler<Cancel> for JobSupervisor {
         self.cancelling = true;
         let savepoint = self.storage.is_some()
             && !cancel.drain
+            && !self.config.drain_on_cancel
             && self.status() == JobStatus::Running
             && !self.sources.is_empty();
         if savepoint {

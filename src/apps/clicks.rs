@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use crate::connectors::kafka::{FromKafka, KafkaLateSink, KafkaSink, KafkaSource};
 use crate::pipeline::{
-    Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks, Windowed,
+    CheckpointConfig, Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks,
+    Windowed,
 };
 use crate::service::lease::{Fenced, LeaseGuard};
 
@@ -68,6 +69,14 @@ pub struct ClicksParams {
     /// Write lease of the coordinated service: the output sink refuses to write once it is gone
     /// (zombie fencing). `None`: always write.
     pub fence: Option<LeaseGuard>,
+    /// Durable checkpoint storage (`file:///dir`, `s3://..`). With it the
+    /// job runs exactly-once (transactional output, offsets committed in
+    /// its transactions) and a stop is a savepoint; without it, at least
+    /// once with checkpoints in memory.
+    pub checkpoint_url: Option<String>,
+    /// Stop by draining (fire every open window) rather than with a
+    /// savepoint.
+    pub drain: bool,
 }
 
 impl ClicksParams {
@@ -89,12 +98,22 @@ impl ClicksParams {
             partitions: None,
             options: Vec::new(),
             fence: None,
+            checkpoint_url: None,
+            drain: false,
         }
     }
 
     /// The dead-letter topic (`<input>.dlq`).
     pub fn dead_letter_topic(&self) -> String {
         format!("{}.dlq", self.input)
+    }
+}
+
+/// Checkpoints every second; durable (and exactly-once) with a storage URL.
+pub(crate) fn checkpointing(storage_url: Option<String>) -> CheckpointConfig {
+    CheckpointConfig {
+        storage_url,
+        ..CheckpointConfig::default()
     }
 }
 
@@ -119,9 +138,15 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     }
     let late = KafkaLateSink::json_with_positions(&p.brokers, p.dead_letter_topic(), &p.input)
         .with_config(late_config);
+    if p.checkpoint_url.is_some() {
+        source = source.exactly_once();
+        sink = sink.exactly_once(format!("{}-kafka-clicks", p.group));
+    }
     let fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
     let sink = Fenced::new(sink, fence);
     Job::new("kafka-clicks")
+        .checkpointing(checkpointing(p.checkpoint_url.clone()))
+        .drain_on_cancel(p.drain)
         .parallelism(p.parallelism)
         // Brokers come and go: be patient before giving up (10 restarts
         // within 5 minutes, backoff 0.5 s doubling to 15 s).

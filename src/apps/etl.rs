@@ -77,6 +77,10 @@ pub struct EtlParams {
     /// Write lease of the coordinated service: the sink refuses to write once it is gone
     /// (zombie fencing). `None`: always write.
     pub fence: Option<LeaseGuard>,
+    /// Durable checkpoint storage (`file:///dir`, `s3://..`). With it the
+    /// job runs exactly-once (transactional output, offsets committed in
+    /// its transactions); without it, at least once.
+    pub checkpoint_url: Option<String>,
 }
 
 impl EtlParams {
@@ -95,6 +99,7 @@ impl EtlParams {
             partitions: None,
             options: Vec::new(),
             fence: None,
+            checkpoint_url: None,
         }
     }
 }
@@ -111,7 +116,12 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
     if let Some(parts) = &p.partitions {
         source = source.partitions(parts.clone());
     }
+    if p.checkpoint_url.is_some() {
+        source = source.exactly_once();
+        sink = sink.exactly_once(format!("{}-kafka-etl", p.group));
+    }
     Job::new("kafka-etl")
+        .checkpointing(super::clicks::checkpointing(p.checkpoint_url.clone()))
         .parallelism(p.parallelism)
         // Brokers come and go: be patient before giving up (10 restarts
         // within 5 minutes, backoff 0.5 s doubling to 15 s).

@@ -11,3 +11,32 @@
 pub mod clicks;
 #[cfg(feature = "kafka")]
 pub mod etl;
+
+/// The checkpoint storage URL of `--checkpoint-dir DIR` (created, made
+/// absolute: `file:///abs/DIR`) or `--checkpoint-url URL` (as given); at
+/// most one of them.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = weir::apps::checkpoint_url(Some(dir.path()), None).unwrap().unwrap();
+/// assert!(url.starts_with("file:///"));
+/// assert_eq!(weir::apps::checkpoint_url(None, None).unwrap(), None);
+/// assert!(weir::apps::checkpoint_url(Some(dir.path()), Some("file:///x")).is_err());
+/// ```
+pub fn checkpoint_url(
+    dir: Option<&std::path::Path>,
+    url: Option<&str>,
+) -> Result<Option<String>, String> {
+    match (dir, url) {
+        (Some(_), Some(_)) => Err("give --checkpoint-dir or --checkpoint-url, not both".into()),
+        (None, url) => Ok(url.map(str::to_string)),
+        (Some(dir), None) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--checkpoint-dir {}: {e}", dir.display()))?;
+            let abs = dir
+                .canonicalize()
+                .map_err(|e| format!("--checkpoint-dir {}: {e}", dir.display()))?;
+            Ok(Some(format!("file://{}", abs.display())))
+        }
+    }
+}

@@ -100,9 +100,11 @@ impl CheckpointStorage {
                     .build()
                     .map_err(|e| bad(e.to_string()))?,
             ),
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "scheme {other}:// is not supported (file:// always; s3:// with the `s3` feature)"
-            ))),
+            )))
+            }
         };
         Ok(CheckpointStorage {
             store,

@@ -46,6 +46,47 @@ pub trait Source: Send + Sync + 'static {
 
     /// Opens instance `ctx.subtask` of `ctx.parallelism`.
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError>;
+
+    /// The checkpoint whose positions this source's input system holds as
+    /// committed by a transaction ([`CheckpointCommitter`]): the one a job
+    /// restores, since a crash between storing checkpoint `n` and
+    /// committing its transaction leaves `n - 1` committed. Blocking; called
+    /// off the arbiters before a job starts. The default: not tracked.
+    fn committed_checkpoint(&self, _job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        Ok(CommittedCheckpoint::Untracked)
+    }
+}
+
+/// What a source's input system says about committed checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommittedCheckpoint {
+    /// The source does not commit positions in transactions.
+    Untracked,
+    /// Nothing committed yet: start from scratch (not from storage's
+    /// latest, whose transaction may never have committed).
+    Nothing,
+    /// Checkpoint `n` was committed.
+    At(u64),
+}
+
+/// A sink's part in a two-phase commit bound to checkpoints (Flink's
+/// `TwoPhaseCommitSinkFunction`, Kafka Streams' exactly-once): what the
+/// sink wrote before barrier `n` and the source positions of checkpoint
+/// `n` become visible together, in one commit, after the checkpoint's
+/// state is stored; sinks write nothing of the next epoch until then.
+pub trait CheckpointCommitter: Send + Sync + 'static {
+    /// Commits everything written before barrier `id` with `positions`
+    /// (source positions by task). Blocking: called off the arbiters. An
+    /// error fails the job attempt, which restores the last committed one.
+    fn commit(
+        &self,
+        id: u64,
+        positions: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), ConnectorError>;
+
+    /// The id of the last checkpoint committed; sinks wait on it after a
+    /// barrier before writing the next epoch's records.
+    fn committed(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// One instance's reader.
@@ -168,6 +209,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Opens instance `ctx.subtask` of `ctx.parallelism`.
     fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError>;
+
+    /// The sink's two-phase-commit participant, if its output is committed
+    /// with checkpoints (one per sink, shared by its instances).
+    fn committer(&self) -> Option<std::sync::Arc<dyn CheckpointCommitter>> {
+        None
+    }
 }
 
 /// One instance's writer.

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use super::aggregate::{Aggregator, Reduce};
 use super::batch::Timestamp;
-use super::connector::{Sink, Source};
+use super::connector::{CommittedCheckpoint, Sink, Source};
 use super::dead_letter::DeadLetters;
 use super::error::BuildError;
+use super::error::ConnectorError;
 use super::keyed::{Key, KeyedAggregate};
 use super::operator::{AssignTimestamps, Chain, Filter, FlatMap, Identity, Map, Operator};
 use super::watermark::Watermarks;
@@ -57,6 +58,9 @@ pub struct JobConfig {
     pub checkpoint_storage: Option<String>,
     /// Completed checkpoints kept in storage.
     pub checkpoint_retain: usize,
+    /// A cancel drains (fires every open window) even when the job could
+    /// stop with a savepoint.
+    pub drain_on_cancel: bool,
 }
 
 impl Default for JobConfig {
@@ -72,6 +76,7 @@ impl Default for JobConfig {
             checkpoint_mode: crate::pipeline::CheckpointingMode::ExactlyOnce,
             checkpoint_storage: None,
             checkpoint_retain: 3,
+            drain_on_cancel: false,
         }
     }
 }
@@ -202,6 +207,15 @@ impl Job {
         self
     }
 
+    /// Whether a cancel (Ctrl-C, SIGTERM) drains the job, firing every open
+    /// window, even when it has durable checkpoint storage (where the
+    /// default is to stop with a savepoint, keeping windows open for the
+    /// next run).
+    pub fn drain_on_cancel(mut self, drain: bool) -> Job {
+        self.meta.config.drain_on_cancel = drain;
+        self
+    }
+
     /// All checkpoint settings at once: interval, durable storage,
     /// retention and barrier mode.
     pub fn checkpointing(mut self, c: crate::pipeline::CheckpointConfig) -> Job {
@@ -279,6 +293,9 @@ pub trait Upstream<T: Send + 'static>: Send + 'static {
         l: &mut Launch<'_>,
         out: Outputs<T, P>,
     ) -> Result<(), BuildError>;
+    /// What the sources upstream say was committed (see
+    /// [`Source::committed_checkpoint`]).
+    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError>;
 }
 
 fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
@@ -298,6 +315,10 @@ where
 {
     fn parallelism(&self) -> usize {
         self.parallelism
+    }
+
+    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        self.input.source.committed_checkpoint(job)
     }
 
     fn validate(&self) -> Result<(), BuildError> {
@@ -358,6 +379,10 @@ where
 {
     fn parallelism(&self) -> usize {
         self.parallelism
+    }
+
+    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        self.input.upstream.committed_checkpoint(job)
     }
 
     fn validate(&self) -> Result<(), BuildError> {
@@ -666,7 +691,14 @@ where
     S: Sink,
     U: Upstream<S::In>,
 {
+    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        self.upstream.committed_checkpoint(job)
+    }
+
     fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
+        if let Some(c) = self.sink.committer() {
+            l.committers.push(c);
+        }
         let up = self.upstream.parallelism();
         let forward = up == self.parallelism;
         let inputs = if forward { 1 } else { up };
@@ -752,6 +784,12 @@ impl RunnableJob {
         impl LaunchPlan for Erased {
             fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
                 self.0.launch(l)
+            }
+            fn committed_checkpoint(
+                &self,
+                job: &str,
+            ) -> Result<CommittedCheckpoint, ConnectorError> {
+                self.0.committed_checkpoint(job)
             }
         }
         (self.name, self.config, Box::new(Erased(self.plan)))

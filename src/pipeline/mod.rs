@@ -24,7 +24,10 @@ pub mod window;
 pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
 pub use checkpointing::{CheckpointConfig, CheckpointingMode};
-pub use connector::{ReaderWatermark, Sink, SinkWriter, Source, SourceReader, SourceStatus};
+pub use connector::{
+    CheckpointCommitter, CommittedCheckpoint, ReaderWatermark, Sink, SinkWriter, Source,
+    SourceReader, SourceStatus,
+};
 pub use context::TaskContext;
 pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};
 pub use error::{BuildError, ConnectorError, TaskError};

@@ -215,6 +215,10 @@ impl<S: Sink> Sink for Fenced<S> {
         self.inner.max_parallelism()
     }
 
+    fn committer(&self) -> Option<std::sync::Arc<dyn crate::pipeline::CheckpointCommitter>> {
+        self.inner.committer()
+    }
+
     fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError> {
         self.guard.check()?;
         Ok(FencedWriter {

@@ -24,6 +24,7 @@ mod partitions;
 mod sink;
 mod source;
 mod status;
+mod transaction;
 
 pub use config::KafkaConfig;
 pub use dead_letter::{KafkaDeadLetters, KafkaLateSink};
@@ -34,6 +35,7 @@ pub use format::{
 pub use sink::{KafkaSink, KafkaWriter, KeyBy, KeyFn, KeyInto, RoundRobin};
 pub use source::{Assignment, KafkaReader, KafkaSource};
 pub use status::KafkaStatus;
+pub use transaction::CheckpointTransaction;
 
 /// Headers set on every dead-letter record.
 pub mod headers {

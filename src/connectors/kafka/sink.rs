@@ -16,6 +16,7 @@
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::config::{wait_for_topic, KafkaConfig};
@@ -23,7 +24,10 @@ use super::dead_letter::{create_producer, flush_producer, send_retrying, PRODUCE
 use super::error::KafkaConnectorError;
 use super::format::{Bytes, JsonValue, KafkaEncode, TextValue};
 use super::status::{KafkaStatus, ProducerCtx};
-use crate::pipeline::{Batch, BuildError, ConnectorError, Sink, SinkWriter, TaskContext};
+use super::transaction::CheckpointTransaction;
+use crate::pipeline::{
+    Batch, BuildError, CheckpointCommitter, ConnectorError, Sink, SinkWriter, TaskContext,
+};
 
 /// How a record's Kafka key (and so its partition) is chosen.
 pub trait KeyFn<T>: Clone + Send + Sync + 'static {
@@ -92,6 +96,10 @@ pub struct KafkaSink<T, E = JsonValue, K = RoundRobin> {
     encode: E,
     key: K,
     transactional: Option<String>,
+    /// Exactly-once: the `transactional.id` of the job's transaction.
+    exactly_once: Option<String>,
+    /// The transaction, made from the final settings on first use.
+    txn: OnceLock<Arc<CheckpointTransaction>>,
     status: KafkaStatus,
     _t: PhantomData<fn(T)>,
 }
@@ -124,6 +132,8 @@ impl<T> KafkaSink<T, JsonValue, RoundRobin> {
             encode,
             key: RoundRobin,
             transactional: None,
+            exactly_once: None,
+            txn: OnceLock::new(),
             _t: PhantomData,
         }
     }
@@ -149,6 +159,8 @@ impl<T, E, K> KafkaSink<T, E, K> {
             encode: self.encode,
             key: KeyBy(f),
             transactional: self.transactional,
+            exactly_once: self.exactly_once,
+            txn: self.txn,
             status: self.status,
             _t: PhantomData,
         }
@@ -174,6 +186,8 @@ impl<T, E, K> KafkaSink<T, E, K> {
             encode: self.encode,
             key: KeyInto(f),
             transactional: self.transactional,
+            exactly_once: self.exactly_once,
+            txn: self.txn,
             status: self.status,
             _t: PhantomData,
         }
@@ -206,9 +220,32 @@ impl<T, E, K> KafkaSink<T, E, K> {
         self
     }
 
+    /// Exactly-once output, bound to the job's checkpoints: every instance
+    /// writes into one transaction per checkpoint epoch, committed with the
+    /// source offsets of the checkpoint once its state is stored (see
+    /// [`CheckpointTransaction`]); readers with `read_committed` see each
+    /// record once. `transactional_id` must be stable across restarts of
+    /// the job and unique to it. Pair it with an exactly-once
+    /// [`KafkaSource`](super::KafkaSource) and durable checkpoint storage.
+    pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
+        self.exactly_once = Some(transactional_id.into());
+        self
+    }
+
     /// The connection state shared by this sink's writers.
     pub fn status(&self) -> KafkaStatus {
         self.status.clone()
+    }
+
+    fn transaction(&self) -> Option<&Arc<CheckpointTransaction>> {
+        let id = self.exactly_once.as_ref()?;
+        Some(self.txn.get_or_init(|| {
+            Arc::new(CheckpointTransaction::new(
+                self.config.clone(),
+                self.status.clone(),
+                id.clone(),
+            ))
+        }))
     }
 }
 
@@ -236,7 +273,18 @@ where
             .map_err(|e| e.into_build_error("sink.kafka"))
     }
 
+    fn committer(&self) -> Option<Arc<dyn CheckpointCommitter>> {
+        self.transaction()
+            .map(|t| t.clone() as Arc<dyn CheckpointCommitter>)
+    }
+
     fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError> {
+        if let Some(txn) = self.transaction() {
+            let producer = txn.producer_for(ctx.attempt)?;
+            let partitions =
+                wait_for_topic(producer.client(), &self.config, &self.topic, &self.status)?;
+            return Ok(self.writer(producer, partitions, ctx, false));
+        }
         let client_id = format!("weir-{}-{}-{}", ctx.job, ctx.stage, ctx.subtask);
         let txn_id = self
             .transactional
@@ -254,7 +302,19 @@ where
                 .init_transactions(self.config.startup_wait())
                 .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
         }
-        Ok(KafkaWriter {
+        Ok(self.writer(Arc::new(producer), partitions, ctx, txn_id.is_some()))
+    }
+}
+
+impl<T, E: Clone, K: Clone> KafkaSink<T, E, K> {
+    fn writer(
+        &self,
+        producer: Arc<BaseProducer<ProducerCtx>>,
+        partitions: usize,
+        ctx: &TaskContext,
+        transactional: bool,
+    ) -> KafkaWriter<T, E, K> {
+        KafkaWriter {
             producer,
             topic: self.topic.clone(),
             encode: self.encode.clone(),
@@ -263,17 +323,18 @@ where
             rr: ctx.subtask as u32,
             value: Vec::with_capacity(256),
             keybuf: Vec::with_capacity(64),
-            transactional: txn_id.is_some(),
+            transactional,
             in_txn: false,
             status: self.status.clone(),
             _t: PhantomData,
-        })
+        }
     }
 }
 
 /// One instance's writer of a [`KafkaSink`].
 pub struct KafkaWriter<T, E, K> {
-    producer: BaseProducer<ProducerCtx>,
+    /// Its own producer, or (exactly-once) the job's shared transactional one.
+    producer: Arc<BaseProducer<ProducerCtx>>,
     topic: String,
     encode: E,
     key: K,

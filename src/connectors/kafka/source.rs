@@ -38,11 +38,12 @@ use super::error::KafkaConnectorError;
 use super::format::{Bytes, Json, KafkaDecode, Text, WithPositions};
 use super::partitions::{Handoff, HandoffView, Handoffs, PartState, PartitionClock};
 use super::status::{self, KafkaStatus};
+use super::transaction;
 use crate::connectors::file::now_ms;
 use crate::pipeline::Emit;
 use crate::pipeline::{
-    Batch, BuildError, ConnectorError, DeadLetter, DeadLetters, ReaderWatermark, Source,
-    SourceReader, SourceStatus, TaskContext, TaskMetrics, Timestamp,
+    Batch, BuildError, CommittedCheckpoint, ConnectorError, DeadLetter, DeadLetters,
+    ReaderWatermark, Source, SourceReader, SourceStatus, TaskContext, TaskMetrics, Timestamp,
 };
 
 /// Consumer defaults (user `.set(..)` overrides win).
@@ -50,6 +51,8 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
+    // Never see records of aborted (or still open) transactions.
+    ("isolation.level", "read_committed"),
     ("fetch.wait.max.ms", "100"),
     // librdkafka postpones the next fetch by this much whenever its local
     // queue is over `queued.min.messages` (default 1 s). While the broker is
@@ -76,6 +79,10 @@ pub enum Assignment {
     Group,
     /// These partitions, split over the instances (`i, i + p, ..`).
     Partitions(Vec<i32>),
+    /// Every partition of the topic, split over the instances, no group
+    /// membership (exactly-once: offsets are committed in the sink's
+    /// transactions, never by the group).
+    All,
 }
 
 /// Where records that fail to decode go.
@@ -112,6 +119,9 @@ pub struct KafkaSource<D: KafkaDecode, F = fn(&<D as KafkaDecode>::Out) -> Times
     status: KafkaStatus,
     /// Partitions moving between this source's instances (group mode).
     handoffs: Arc<Mutex<Handoffs>>,
+    /// Offsets go into an exactly-once sink's transactions (never
+    /// committed by the reader itself).
+    exactly_once: bool,
 }
 
 impl KafkaSource<Bytes> {
@@ -132,6 +142,7 @@ impl KafkaSource<Bytes> {
             decode,
             ts: None,
             handoffs: Default::default(),
+            exactly_once: false,
         }
     }
 
@@ -180,11 +191,27 @@ impl<D: KafkaDecode> KafkaSource<D> {
             dead_letters: self.dead_letters,
             status: self.status,
             handoffs: self.handoffs,
+            exactly_once: self.exactly_once,
         }
     }
 }
 
 impl<D: KafkaDecode, F> KafkaSource<D, F> {
+    /// Exactly-once input: every partition is assigned explicitly (no group
+    /// rebalancing; explicit [`partitions`](Self::partitions) stay), split
+    /// over the instances, read `read_committed`; the
+    /// offsets of each checkpoint are committed in the transaction of an
+    /// exactly-once [`KafkaSink`](super::KafkaSink) of the same job (never
+    /// by the reader), with the checkpoint's id in their metadata, and a
+    /// restarted job restores the checkpoint they name. Needs durable
+    /// checkpoint storage (`Job::checkpointing`).
+    pub fn exactly_once(mut self) -> Self {
+        self.exactly_once = true;
+        if self.assignment == Assignment::Group {
+            self.assignment = Assignment::All;
+        }
+        self
+    }
     /// The consumer group (default `weir-<job name>`): commits go there.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
@@ -251,14 +278,15 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
             dead_letters: self.dead_letters,
             status: self.status,
             handoffs: self.handoffs,
+            exactly_once: self.exactly_once,
         }
     }
 
-    fn group_id(&self, ctx: &TaskContext) -> String {
+    fn group_id(&self, job: &str) -> String {
         self.group
             .clone()
             .or_else(|| self.config.get("group.id").map(str::to_string))
-            .unwrap_or_else(|| format!("weir-{}", ctx.job))
+            .unwrap_or_else(|| format!("weir-{job}"))
     }
 }
 
@@ -304,15 +332,33 @@ where
             .map_err(|e| e.into_build_error("source.kafka"))
     }
 
+    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        if !self.exactly_once {
+            return Ok(CommittedCheckpoint::Untracked);
+        }
+        let group = self.group_id(job);
+        let client = self.config.client_config(&[("group.id", &group)]);
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+        let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
+        Ok(transaction::committed_checkpoint(
+            &self.config,
+            &group,
+            &self.topic,
+            count,
+        )?)
+    }
+
     fn max_parallelism(&self) -> Option<usize> {
         match &self.assignment {
-            Assignment::Group => None,
+            Assignment::Group | Assignment::All => None,
             Assignment::Partitions(p) => Some(p.len().max(1)),
         }
     }
 
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
-        let group = self.group_id(ctx);
+        let group = self.group_id(&ctx.job);
         let client_id = format!("weir-{}-{}-{}", ctx.job, ctx.stage, ctx.subtask);
         let mut defaults = CONSUMER_DEFAULTS.to_vec();
         defaults.push(("group.id", &group));
@@ -327,9 +373,18 @@ where
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
         let mut parts = BTreeMap::new();
         let now = Instant::now();
-        let mine = match &self.assignment {
+        let every: Vec<i32>;
+        let listed = match &self.assignment {
             Assignment::Group => None,
-            Assignment::Partitions(all) => {
+            Assignment::Partitions(all) => Some(all),
+            Assignment::All => {
+                every = (0..count as i32).collect();
+                Some(&every)
+            }
+        };
+        let mine = match listed {
+            None => None,
+            Some(all) => {
                 let p = ctx.parallelism.max(1);
                 let mine: Vec<i32> = all
                     .iter()
@@ -375,6 +430,8 @@ where
                 client,
                 topic: self.topic.clone(),
                 group_mode: self.assignment == Assignment::Group,
+                group: group.clone(),
+                exactly_once: self.exactly_once,
                 mine,
                 outage,
                 paused: false,
@@ -664,6 +721,10 @@ struct ReaderState<D, F> {
     client: ClientConfig,
     topic: String,
     group_mode: bool,
+    /// The consumer group (offsets are committed for it).
+    group: String,
+    /// Offsets are committed by an exactly-once sink, not by the reader.
+    exactly_once: bool,
     /// Explicitly assigned partitions (`None`: group subscription).
     mine: Option<Vec<i32>>,
     outage: Arc<Outage>,
@@ -849,7 +910,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             .filter(|(_, s)| s.next >= 0)
             .map(|(p, s)| (p.to_string(), json!(s.next)))
             .collect();
-        json!({ "topic": self.topic, "offsets": offsets })
+        json!({ "topic": self.topic, "group": self.group, "offsets": offsets })
     }
 
     fn parse(&self, position: &Value) -> Result<BTreeMap<i32, i64>, KafkaConnectorError> {
@@ -938,6 +999,12 @@ where
     }
 
     fn commit(&mut self, position: &Value) -> Result<(), ConnectorError> {
+        if self.st.exactly_once {
+            // The sink's transaction committed these offsets already, with
+            // the checkpoint id in their metadata: a plain commit would
+            // overwrite that.
+            return Ok(());
+        }
         let offsets = self.st.parse(position)?;
         self.st.apply_rebalances();
         // Dead letters before these offsets must be durable first.

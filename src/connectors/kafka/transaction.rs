@@ -1,0 +1,249 @@
+//! Exactly-once Kafka output: one transaction per checkpoint epoch,
+//! committed together with the source offsets of the checkpoint.
+//!
+//! Owns [`CheckpointTransaction`]: one transactional producer per job
+//! attempt, shared by every instance of an exactly-once [`KafkaSink`]
+//! (`transactional.id` stable per job, so a restarted process or a zombie
+//! is fenced by the broker's producer epoch, and `init_transactions` aborts
+//! whatever a dead predecessor left open). Sinks write into the open
+//! transaction; at checkpoint `n`, after the sinks flushed and the state
+//! of `n` is stored, [`CheckpointCommitter::commit`] sends the offsets of
+//! `n` to the transaction (`send_offsets_to_transaction`, each offset's
+//! metadata `weir-chk=<n>`) and commits it: the records of the epoch and
+//! the offsets become visible together, or neither does. That commit is
+//! the commit point (see DESIGN.md, "Exactly-once with librdkafka"): a
+//! restoring job reads the committed offsets' metadata
+//! ([`committed_checkpoint`]) to know which checkpoint to restore. Never
+//! commits a transaction a previous producer began.
+//!
+//! [`KafkaSink`]: super::KafkaSink
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::KafkaConfig;
+use super::dead_letter::{create_producer, flush_producer};
+use super::error::KafkaConnectorError;
+use super::status::{KafkaStatus, ProducerCtx};
+use crate::pipeline::{CheckpointCommitter, CommittedCheckpoint, ConnectorError};
+
+/// The prefix of the offset metadata naming a checkpoint.
+const CHECKPOINT_METADATA: &str = "weir-chk=";
+
+/// How long transaction calls may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shared transactional producer of one exactly-once sink.
+pub struct CheckpointTransaction {
+    transactional_id: String,
+    config: KafkaConfig,
+    status: KafkaStatus,
+    /// The producer of the current job attempt.
+    producer: Mutex<Option<(u32, Arc<BaseProducer<ProducerCtx>>)>>,
+    /// Consumers that only lend their group's metadata (never subscribe).
+    groups: Mutex<BTreeMap<String, BaseConsumer>>,
+    committed: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for CheckpointTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointTransaction")
+            .field("transactional_id", &self.transactional_id)
+            .finish()
+    }
+}
+
+impl CheckpointTransaction {
+    pub(crate) fn new(config: KafkaConfig, status: KafkaStatus, transactional_id: String) -> Self {
+        CheckpointTransaction {
+            transactional_id,
+            config,
+            status,
+            producer: Mutex::new(None),
+            groups: Mutex::new(BTreeMap::new()),
+            committed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The `transactional.id`.
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// The producer of job attempt `attempt`, with a transaction open: the
+    /// first instance of an attempt creates it (fencing the previous
+    /// attempt's or process's producer and aborting what it left open).
+    pub(crate) fn producer_for(
+        &self,
+        attempt: u32,
+    ) -> Result<Arc<BaseProducer<ProducerCtx>>, KafkaConnectorError> {
+        let mut current = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((a, p)) = current.as_ref() {
+            if *a == attempt {
+                return Ok(p.clone());
+            }
+        }
+        *current = None;
+        let producer = create_producer(
+            &self.config,
+            &[
+                ("transactional.id", &self.transactional_id),
+                ("client.id", &self.transactional_id),
+            ],
+            &self.status,
+        )?;
+        producer
+            .init_transactions(self.config.startup_wait())
+            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| KafkaConnectorError::client("begin_transaction", e))?;
+        tracing::info!(transactional_id = %self.transactional_id, attempt, "kafka sink: transactional producer ready (predecessors fenced)");
+        let producer = Arc::new(producer);
+        *current = Some((attempt, producer.clone()));
+        Ok(producer)
+    }
+
+    fn group_metadata(&self, group: &str) -> Result<ConsumerGroupMetadata, KafkaConnectorError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if !groups.contains_key(group) {
+            let c: BaseConsumer = self
+                .config
+                .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+                .create()
+                .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+            groups.insert(group.to_string(), c);
+        }
+        groups[group]
+            .group_metadata()
+            .ok_or_else(|| KafkaConnectorError::Client {
+                op: "group metadata",
+                reason: format!("no metadata for group {group}"),
+            })
+    }
+
+    /// The offsets of checkpoint `id` by group, each with `weir-chk=<id>`
+    /// as metadata. Positions without a group (not Kafka) are skipped.
+    fn offsets(
+        id: u64,
+        positions: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<BTreeMap<String, TopicPartitionList>, KafkaConnectorError> {
+        let mut by_group: BTreeMap<String, TopicPartitionList> = BTreeMap::new();
+        for pos in positions.values() {
+            let (Some(group), Some(topic), Some(offsets)) = (
+                pos.get("group").and_then(|g| g.as_str()),
+                pos.get("topic").and_then(|t| t.as_str()),
+                pos.get("offsets").and_then(|o| o.as_object()),
+            ) else {
+                continue;
+            };
+            let tpl = by_group.entry(group.to_string()).or_default();
+            for (p, o) in offsets {
+                let (Ok(p), Some(o)) = (p.parse::<i32>(), o.as_i64()) else {
+                    return Err(KafkaConnectorError::BadPosition(pos.to_string()));
+                };
+                tpl.add_partition_offset(topic, p, Offset::Offset(o))
+                    .map_err(|e| KafkaConnectorError::client("offsets", e))?;
+                if let Some(mut e) = tpl.find_partition(topic, p) {
+                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}"));
+                }
+            }
+        }
+        Ok(by_group)
+    }
+}
+
+impl CheckpointCommitter for CheckpointTransaction {
+    fn commit(
+        &self,
+        id: u64,
+        positions: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), ConnectorError> {
+        let producer = self
+            .producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                ConnectorError::new(format!(
+                    "kafka sink {}: checkpoint {id} completed with no transaction open",
+                    self.transactional_id
+                ))
+            })?;
+        // The sinks flushed at the barrier; this also catches a failure.
+        flush_producer(&producer, None, &self.status)?;
+        let deliveries = &producer.context().deliveries;
+        if deliveries.failed.load(Relaxed) > 0 {
+            return Err(ConnectorError::new(format!(
+                "kafka sink {}: {} record(s) not delivered: {}",
+                self.transactional_id,
+                deliveries.failed.load(Relaxed),
+                deliveries.first_error()
+            )));
+        }
+        for (group, tpl) in Self::offsets(id, positions)? {
+            let cgm = self.group_metadata(&group)?;
+            producer
+                .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
+                .map_err(|e| KafkaConnectorError::client("send_offsets_to_transaction", e))?;
+        }
+        producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(|e| KafkaConnectorError::client("commit_transaction", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| KafkaConnectorError::client("begin_transaction", e))?;
+        self.committed.send_if_modified(|c| {
+            let newer = id > *c;
+            if newer {
+                *c = id;
+            }
+            newer
+        });
+        tracing::debug!(transactional_id = %self.transactional_id, id, "kafka sink: checkpoint committed");
+        Ok(())
+    }
+
+    fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+}
+
+/// The checkpoint that the committed offsets of `group` on `topic` name
+/// (their metadata `weir-chk=<n>`; the largest over partitions, all of
+/// which a checkpoint's transaction commits together).
+pub(crate) fn committed_checkpoint(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: usize,
+) -> Result<CommittedCheckpoint, KafkaConnectorError> {
+    let c: BaseConsumer = config
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c
+        .committed_offsets(tpl, config.startup_wait())
+        .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
+    let id = committed
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            e.metadata()
+                .strip_prefix(CHECKPOINT_METADATA)?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    Ok(id.map_or(CommittedCheckpoint::Nothing, CommittedCheckpoint::At))
+}
