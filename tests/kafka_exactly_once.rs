@@ -1,0 +1,239 @@
+//! Exactly-once jobs on the real broker, across real kills: `kafka_clicks`
+//! and `kafka_etl` with `--checkpoint-dir`, SIGKILLed three times while
+//! their input streams in and started again each time with the same
+//! arguments. The output, read `read_committed` by an independent client,
+//! must hold every window exactly once with its exact count (clicks), and
+//! every valid payment exactly once (etl), computed here from what was
+//! produced. Without the transactional sink (records of an epoch written
+//! before a kill are visible) or without durable state (windows restart
+//! empty after a kill), these fail.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A base time aligned to the 10 s windows.
+const T0: i64 = 1_700_000_000_000;
+const SENTINEL: &str = "~sentinel";
+
+/// A small deterministic generator (kill moments, jitter).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+/// Produces `chunks` in the background, one every `every`; returns the
+/// thread (joined when all were produced).
+fn stream(
+    brokers: &str,
+    topic: &str,
+    chunks: Vec<Vec<Rec>>,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            produce(&brokers, &topic, &chunk);
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// Runs `start()` and kills the process it returns three times, at
+/// moments between 1.5 and 4.5 s into each run (after it logged that its
+/// job runs), starting it again each time; returns the last process.
+fn kill_three_times(mut start: impl FnMut() -> Proc, rng: &mut Lcg) -> Proc {
+    let mut proc_ = start();
+    for k in 0..3 {
+        proc_.wait_for_log("job running", Duration::from_secs(60));
+        let after = Duration::from_millis(1_500 + rng.next() % 3_000);
+        let t = Instant::now();
+        while t.elapsed() < after {
+            assert!(
+                proc_.child.try_wait().expect("wait").is_none(),
+                "the job exited before kill {k}:\n{}",
+                tail(&proc_.log_text())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("kill -9 number {} after {after:?}", k + 1);
+        proc_.kill9();
+        proc_ = start();
+    }
+    proc_
+}
+
+#[test]
+fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
+    let brokers = ensure_kafka();
+    let topics = JobTopics::create(&brokers, "eos-clicks");
+    create_topic(&brokers, &topics.dlq, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+
+    // 12,000 clicks of 10 users over 300 s of event time, in 30 chunks of
+    // 400 produced 0.5 s apart; each partition in time order up to 900 ms.
+    let mut rng = Lcg(7);
+    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut chunks = Vec::new();
+    for c in 0..30i64 {
+        let mut chunk = Vec::new();
+        for j in 0..400i64 {
+            let i = c * 400 + j;
+            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
+            let user = format!("u{}", rng.next() % 10);
+            *want
+                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
+                .or_insert(0) += 1;
+            chunk.push(Rec::to(
+                (i % 4) as i32,
+                format!(r#"{{"user": "{user}", "ts": {ts}}}"#),
+            ));
+        }
+        chunks.push(chunk);
+    }
+    let producer = stream(&brokers, &topics.input, chunks, Duration::from_millis(500));
+
+    let args = [
+        "--parallelism",
+        "2",
+        "--idle-timeout-ms",
+        "3000",
+        "--checkpoint-dir",
+        &dir_arg,
+    ];
+    let proc_ = kill_three_times(|| topics.spawn("kafka_clicks", &brokers, &args), &mut rng);
+    producer.join().expect("producer");
+    // Close the last windows: one click per partition a minute later.
+    let sentinels: Vec<Rec> = (0..4)
+        .map(|p| {
+            Rec::to(
+                p,
+                format!(r#"{{"user": "{SENTINEL}", "ts": {}}}"#, T0 + 400_000),
+            )
+        })
+        .collect();
+    produce(&brokers, &topics.input, &sentinels);
+
+    let got = read_topic(
+        &brokers,
+        &topics.output,
+        want.len(),
+        Duration::from_secs(180),
+        Duration::from_secs(3),
+    );
+    let log = proc_.terminate(Duration::from_secs(60));
+    let mut seen: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut twice = Vec::new();
+    for g in &got {
+        let v = g.json();
+        let k = (
+            v["user"].as_str().expect("user").to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        );
+        if k.0 == SENTINEL {
+            continue;
+        }
+        if let Some(old) = seen.insert(k.clone(), v["count"].as_u64().expect("count")) {
+            twice.push((k, old, v["count"].clone()));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "windows written more than once: {twice:?}"
+    );
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| seen.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && seen.len() == want.len(),
+        "{} of {} windows wrong or missing: {:?}\n{}",
+        wrong.len(),
+        want.len(),
+        &wrong[..wrong.len().min(10)],
+        tail(&log)
+    );
+}
+
+#[test]
+fn kafka_etl_killed_three_times_writes_every_payment_once() {
+    let brokers = ensure_kafka();
+    let topics = JobTopics::create(&brokers, "eos-etl");
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+
+    // 20,000 payments in 40 chunks 0.3 s apart; every tenth is negative
+    // (dropped by the job).
+    let chunks: Vec<Vec<Rec>> = (0..40u64)
+        .map(|c| {
+            (c * 500..(c + 1) * 500)
+                .map(|id| {
+                    let amount = if id % 10 == 3 {
+                        -1.5
+                    } else {
+                        (id % 1000) as f64 / 8.0
+                    };
+                    Rec::to(
+                        (id % 4) as i32,
+                        format!(
+                            r#"{{"id": {id}, "user": "user-{}", "amount": {amount}}}"#,
+                            id % 7
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let valid: Vec<u64> = (0..20_000u64).filter(|id| id % 10 != 3).collect();
+    let producer = stream(&brokers, &topics.input, chunks, Duration::from_millis(300));
+    let mut rng = Lcg(11);
+    let args = ["--parallelism", "2", "--checkpoint-dir", &dir_arg];
+    let proc_ = kill_three_times(|| topics.spawn("kafka_etl", &brokers, &args), &mut rng);
+    producer.join().expect("producer");
+
+    let got = read_topic(
+        &brokers,
+        &topics.output,
+        valid.len(),
+        Duration::from_secs(180),
+        Duration::from_secs(3),
+    );
+    let log = proc_.terminate(Duration::from_secs(60));
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for g in &got {
+        *count
+            .entry(g.json()["id"].as_u64().expect("id"))
+            .or_insert(0) += 1;
+    }
+    let missing: Vec<u64> = valid
+        .iter()
+        .filter(|id| !count.contains_key(id))
+        .copied()
+        .collect();
+    let twice: Vec<(u64, usize)> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(i, n)| (*i, *n))
+        .collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "{} valid payments missing (first {:?}), {} written more than once (first {:?})\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        twice.len(),
+        &twice[..twice.len().min(10)],
+        tail(&log)
+    );
+    assert_eq!(count.len(), valid.len(), "only valid payments");
+}
