@@ -461,6 +461,9 @@ struct GroupShared {
     safe: BTreeMap<i32, i64>,
     /// Positions to start from when a partition is (re)assigned.
     pending_seek: BTreeMap<i32, i64>,
+    /// Event time a restored checkpoint had reached in partitions not
+    /// assigned yet.
+    pending_event_time: BTreeMap<i32, Timestamp>,
     /// Rebalances the reader has not applied yet.
     events: Vec<Rebalanced>,
 }
@@ -613,12 +616,14 @@ impl ConsumerContext for SourceCtx {
                 let mut assigned = Vec::with_capacity(parts.len());
                 for p in &parts {
                     let seek = g.pending_seek.remove(p);
+                    let restored_ts = g.pending_event_time.remove(p);
                     let handoff = taken.get(p);
                     let at = handoff.map(|h| h.next).filter(|o| *o >= 0).or(seek);
                     if let Some(o) = at {
                         let _ = tpl.set_partition_offset(&self.topic, *p, Offset::Offset(o));
                     }
-                    assigned.push((*p, handoff.and_then(|h| h.max_ts).unwrap_or(i64::MIN)));
+                    let max_ts = handoff.and_then(|h| h.max_ts).or(restored_ts);
+                    assigned.push((*p, max_ts.unwrap_or(i64::MIN)));
                 }
                 let r = if cooperative {
                     c.incremental_assign(tpl)
@@ -910,7 +915,15 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             .filter(|(_, s)| s.next >= 0)
             .map(|(p, s)| (p.to_string(), json!(s.next)))
             .collect();
-        json!({ "topic": self.topic, "group": self.group, "offsets": offsets })
+        // Each partition's event time too: a restored reader must not hold
+        // the watermark for partitions it already read to their end.
+        let event_time: serde_json::Map<String, Value> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.max_ts > i64::MIN)
+            .map(|(p, s)| (p.to_string(), json!(s.max_ts)))
+            .collect();
+        json!({ "topic": self.topic, "group": self.group, "offsets": offsets, "event_time": event_time })
     }
 
     fn parse(&self, position: &Value) -> Result<BTreeMap<i32, i64>, KafkaConnectorError> {
@@ -965,6 +978,15 @@ where
 
     fn seek(&mut self, position: &Value) -> Result<(), ConnectorError> {
         let offsets = self.st.parse(position)?;
+        let event_time: BTreeMap<i32, Timestamp> = position
+            .get("event_time")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(p, t)| Some((p.parse().ok()?, t.as_i64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         self.st.apply_rebalances();
         if self.st.group_mode {
             // Partitions not assigned yet start there when they are.
@@ -974,10 +996,18 @@ where
                     g.pending_seek.insert(*p, *o);
                 }
             }
+            for (p, t) in &event_time {
+                if !self.st.parts.contains_key(p) {
+                    g.pending_event_time.insert(*p, *t);
+                }
+            }
         }
         let mut tpl = TopicPartitionList::new();
         let mut any = false;
         for (p, state) in self.st.parts.iter_mut() {
+            if let Some(t) = event_time.get(p) {
+                state.max_ts = state.max_ts.max(*t);
+            }
             let off = match offsets.get(p) {
                 Some(o) => {
                     any = true;
