@@ -511,3 +511,94 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Reads `topic` from the beginning of every partition with the given
+/// `isolation.level` ("read_committed", librdkafka's default, or
+/// "read_uncommitted") until `done(records so far)` holds (or `timeout`,
+/// returning what was read), then keeps reading for `settle` to catch
+/// extra records. `done` is called after every record and every empty poll.
+pub fn read_topic_until(
+    brokers: &str,
+    topic: &str,
+    isolation: &str,
+    timeout: Duration,
+    settle: Duration,
+    mut done: impl FnMut(&[Got]) -> bool,
+) -> Vec<Got> {
+    let n =
+        partition_count(brokers, topic).unwrap_or_else(|| panic!("topic {topic} does not exist"));
+    let c: BaseConsumer = base_config(brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out: Vec<Got> = Vec::new();
+    let start = Instant::now();
+    let mut reached: Option<Instant> = None;
+    loop {
+        if reached.is_none() && done(&out) {
+            reached = Some(Instant::now());
+        }
+        match reached {
+            Some(t) if t.elapsed() >= settle => break,
+            None if start.elapsed() >= timeout => break,
+            _ => {}
+        }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(
+                        hd.key.to_string(),
+                        hd.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            out.push(Got {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or(&[]).to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Keeps `scripts/services` bringing the broker back: on drop (also on
+/// panic) runs `scripts/services up`, which thaws or starts what a test
+/// froze, stopped or killed.
+pub struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/services"))
+            .arg("up")
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+/// SIGKILLs the broker (`scripts/services kill-kafka`: no clean shutdown,
+/// its log is recovered on the next start) and starts it again
+/// (`start-kafka`, which waits until it answers a metadata request).
+/// Returns how long the broker was gone.
+pub fn kill_and_restart_kafka() -> Duration {
+    let start = Instant::now();
+    services("kill-kafka");
+    services("start-kafka");
+    start.elapsed()
+}
