@@ -342,11 +342,17 @@ where
             .create()
             .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
+        // Only this source's partitions: other copies of the job (cluster
+        // tasks) commit theirs with their own checkpoint ids.
+        let partitions: Vec<i32> = match &self.assignment {
+            Assignment::Partitions(list) => list.clone(),
+            _ => (0..count as i32).collect(),
+        };
         Ok(transaction::committed_checkpoint(
             &self.config,
             &group,
             &self.topic,
-            count,
+            &partitions,
         )?)
     }
 
@@ -464,6 +470,11 @@ struct GroupShared {
     /// Event time a restored checkpoint had reached in partitions not
     /// assigned yet.
     pending_event_time: BTreeMap<i32, Timestamp>,
+    /// Each owned partition's event time as of the end of the last poll
+    /// (group mode): what the revoke callback hands over, a lower bound of
+    /// the exact value the reader adds once it applies the revocation (a
+    /// new owner may claim the partition before that).
+    event_time: BTreeMap<i32, Timestamp>,
     /// Rebalances the reader has not applied yet.
     events: Vec<Rebalanced>,
 }
@@ -660,7 +671,7 @@ impl ConsumerContext for SourceCtx {
                             *p,
                             Handoff {
                                 next,
-                                max_ts: None,
+                                max_ts: g.event_time.remove(p),
                                 since: now,
                             },
                         );
@@ -801,7 +812,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
     fn hand_off(&self, p: i32, state: &PartState) {
         self.handoffs.with(|h| {
             if let Some(e) = h.get_mut(&p) {
-                e.max_ts.get_or_insert(state.max_ts);
+                e.max_ts = Some(e.max_ts.map_or(state.max_ts, |t| t.max(state.max_ts)));
                 if e.next < 0 {
                     e.next = state.next;
                 }
@@ -1139,6 +1150,14 @@ where
         }
         if !self.st.paused {
             self.align_partitions();
+        }
+        if self.st.group_mode && records > 0 {
+            // For the revoke callback (see `GroupShared::event_time`): once
+            // per poll, never per record.
+            let mut g = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
+            g.event_time.clear();
+            g.event_time
+                .extend(self.st.parts.iter().map(|(p, s)| (*p, s.max_ts)));
         }
         if seen > 0 {
             if self.st.status.is_waiting() {
