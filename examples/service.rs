@@ -77,6 +77,12 @@ enum Cmd {
         /// Also register the test-only job type `failing` (see the module docs).
         #[arg(long, hide = true)]
         test_job_types: bool,
+        /// Durable checkpoint storage shared by every worker (file:///dir on
+        /// one machine or a shared mount; s3:// with the `s3` feature): the
+        /// etl and clicks tasks then run exactly-once and restore from it
+        /// on whichever worker they move to.
+        #[arg(long, value_name = "URL")]
+        checkpoint_url: Option<String>,
     },
 }
 
@@ -103,6 +109,12 @@ fn probe(
         .ok()
 }
 
+/// A task's own job name (its checkpoints and transactional id): the same
+/// on whichever worker it runs, distinct from its sibling tasks.
+fn task_job_name(env: &TaskEnv) -> String {
+    format!("{}-task-{}-of-{}", env.spec.name, env.index, env.count)
+}
+
 fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
     let input = env.param("input")?.to_string();
     let output = env.param("output")?.to_string();
@@ -112,6 +124,10 @@ fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
     p.parallelism = 1;
     p.partitions = Some(parts.clone());
     p.fence = Some(env.guard.clone());
+    if let Some(url) = &env.checkpoint_url {
+        p.checkpoint_url = Some(url.clone());
+        p.job_name = task_job_name(env);
+    }
     Ok(TaskBuild {
         job: etl_job(&p),
         probe: probe(env, &input, &parts),
@@ -127,6 +143,10 @@ fn clicks(env: &TaskEnv) -> Result<TaskBuild, String> {
     p.parallelism = 1;
     p.partitions = Some(parts.clone());
     p.fence = Some(env.guard.clone());
+    if let Some(url) = &env.checkpoint_url {
+        p.checkpoint_url = Some(url.clone());
+        p.job_name = task_job_name(env);
+    }
     Ok(TaskBuild {
         job: clicks_job(&p),
         probe: probe(env, &input, &parts),
@@ -169,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         capacity,
         threads,
         test_job_types,
+        checkpoint_url,
     } = Args::parse().cmd;
     let mut registry = JobTypeRegistry::new();
     registry.register("etl", etl).register("clicks", clicks);
@@ -181,6 +202,7 @@ fn main() -> anyhow::Result<()> {
     cfg.session_timeout = Duration::from_millis(session_timeout_ms);
     cfg.capacity = capacity;
     cfg.threads = threads;
+    cfg.checkpoint_url = checkpoint_url;
     let system = actix::System::new();
     system
         .block_on(run_worker(cfg, registry, http))

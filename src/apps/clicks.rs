@@ -77,6 +77,10 @@ pub struct ClicksParams {
     /// Stop by draining (fire every open window) rather than with a
     /// savepoint.
     pub drain: bool,
+    /// The job's name (default `kafka-clicks`): names its checkpoints and
+    /// its transactional id, so it must be unique per running copy (one
+    /// per task in the cluster).
+    pub job_name: String,
 }
 
 impl ClicksParams {
@@ -100,6 +104,7 @@ impl ClicksParams {
             fence: None,
             checkpoint_url: None,
             drain: false,
+            job_name: "kafka-clicks".into(),
         }
     }
 
@@ -140,11 +145,11 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
         .with_config(late_config);
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
-        sink = sink.exactly_once(format!("{}-kafka-clicks", p.group));
+        sink = sink.exactly_once(format!("{}-{}", p.group, p.job_name));
     }
     let fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
     let sink = Fenced::new(sink, fence);
-    Job::new("kafka-clicks")
+    Job::new(p.job_name.as_str())
         .checkpointing(checkpointing(p.checkpoint_url.clone()))
         .drain_on_cancel(p.drain)
         .parallelism(p.parallelism)

@@ -81,6 +81,10 @@ pub struct EtlParams {
     /// job runs exactly-once (transactional output, offsets committed in
     /// its transactions); without it, at least once.
     pub checkpoint_url: Option<String>,
+    /// The job's name (default `kafka-etl`): names its checkpoints and its
+    /// transactional id, so it must be unique per running copy (one per
+    /// task in the cluster).
+    pub job_name: String,
 }
 
 impl EtlParams {
@@ -100,6 +104,7 @@ impl EtlParams {
             options: Vec::new(),
             fence: None,
             checkpoint_url: None,
+            job_name: "kafka-etl".into(),
         }
     }
 }
@@ -118,9 +123,9 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
     }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
-        sink = sink.exactly_once(format!("{}-kafka-etl", p.group));
+        sink = sink.exactly_once(format!("{}-{}", p.group, p.job_name));
     }
-    Job::new("kafka-etl")
+    Job::new(p.job_name.as_str())
         .checkpointing(super::clicks::checkpointing(p.checkpoint_url.clone()))
         .parallelism(p.parallelism)
         // Brokers come and go: be patient before giving up (10 restarts

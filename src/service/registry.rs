@@ -30,6 +30,9 @@ pub struct TaskEnv {
     pub brokers: String,
     /// The task's write lease: wrap every sink in [`Fenced`](super::lease::Fenced) with it.
     pub guard: LeaseGuard,
+    /// The cluster's durable checkpoint storage (shared by every worker),
+    /// if any: a task that moves or restarts anywhere restores from it.
+    pub checkpoint_url: Option<String>,
 }
 
 impl TaskEnv {

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     /// How long a task that could not even be built stays FAILED here before it is reported
     /// to the leader (which moves it): a bad job bounces between workers at most this often.
     pub build_failure_delay: Duration,
+    /// Durable checkpoint storage shared by every worker of the cluster
+    /// (`file:///shared/dir`, `s3://..`), handed to task factories.
+    pub checkpoint_url: Option<String>,
 }
 
 impl WorkerConfig {
@@ -91,6 +94,7 @@ impl WorkerConfig {
             publish_interval: Duration::from_secs(1),
             drain_grace: Duration::from_secs(6),
             build_failure_delay: Duration::from_secs(1),
+            checkpoint_url: None,
         }
     }
 
@@ -437,6 +441,7 @@ impl WorkerActor {
             count: spec.parallelism,
             brokers: self.cfg.brokers.clone(),
             guard,
+            checkpoint_url: self.cfg.checkpoint_url.clone(),
         };
         let built = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&env))).unwrap_or_else(

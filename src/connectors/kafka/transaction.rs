@@ -222,15 +222,15 @@ pub(crate) fn committed_checkpoint(
     config: &KafkaConfig,
     group: &str,
     topic: &str,
-    partitions: usize,
+    partitions: &[i32],
 ) -> Result<CommittedCheckpoint, KafkaConnectorError> {
     let c: BaseConsumer = config
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
         .create()
         .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        tpl.add_partition(topic, p);
+    for p in partitions {
+        tpl.add_partition(topic, *p);
     }
     let committed = c
         .committed_offsets(tpl, config.startup_wait())
