@@ -350,6 +350,7 @@ where
         };
         Ok(transaction::committed_checkpoint(
             &self.config,
+            job,
             &group,
             &self.topic,
             &partitions,

@@ -9,7 +9,7 @@
 //! transaction; at checkpoint `n`, after the sinks flushed and the state
 //! of `n` is stored, [`CheckpointCommitter::commit`] sends the offsets of
 //! `n` to the transaction (`send_offsets_to_transaction`, each offset's
-//! metadata `weir-chk=<n>`) and commits it: the records of the epoch and
+//! metadata `weir-chk=<n>@<job>`) and commits it: the records of the epoch and
 //! the offsets become visible together, or neither does. That commit is
 //! the commit point (see DESIGN.md, "Exactly-once with librdkafka"): a
 //! restoring job reads the committed offsets' metadata
@@ -32,7 +32,10 @@ use super::error::KafkaConnectorError;
 use super::status::{KafkaStatus, ProducerCtx};
 use crate::pipeline::{CheckpointCommitter, CommittedCheckpoint, ConnectorError};
 
-/// The prefix of the offset metadata naming a checkpoint.
+/// The prefix of the offset metadata naming a checkpoint:
+/// `weir-chk=<id>@<job>` (the job name, so a job reading offsets that
+/// another job committed, e.g. cluster tasks after a rescale, does not
+/// take that job's checkpoint for its own).
 const CHECKPOINT_METADATA: &str = "weir-chk=";
 
 /// How long transaction calls may block.
@@ -127,14 +130,16 @@ impl CheckpointTransaction {
             })
     }
 
-    /// The offsets of checkpoint `id` by group, each with `weir-chk=<id>`
+    /// The offsets of checkpoint `id` by group, each with `weir-chk=<id>@<job>`
     /// as metadata. Positions without a group (not Kafka) are skipped.
     fn offsets(
         id: u64,
         positions: &BTreeMap<String, serde_json::Value>,
     ) -> Result<BTreeMap<String, TopicPartitionList>, KafkaConnectorError> {
         let mut by_group: BTreeMap<String, TopicPartitionList> = BTreeMap::new();
-        for pos in positions.values() {
+        for (task, pos) in positions {
+            // Task names are `<job>/<stage>#<i>`.
+            let job = task.split('/').next().unwrap_or_default();
             let (Some(group), Some(topic), Some(offsets)) = (
                 pos.get("group").and_then(|g| g.as_str()),
                 pos.get("topic").and_then(|t| t.as_str()),
@@ -150,7 +155,7 @@ impl CheckpointTransaction {
                 tpl.add_partition_offset(topic, p, Offset::Offset(o))
                     .map_err(|e| KafkaConnectorError::client("offsets", e))?;
                 if let Some(mut e) = tpl.find_partition(topic, p) {
-                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}"));
+                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}@{job}"));
                 }
             }
         }
@@ -215,11 +220,13 @@ impl CheckpointCommitter for CheckpointTransaction {
     }
 }
 
-/// The checkpoint that the committed offsets of `group` on `topic` name
-/// (their metadata `weir-chk=<n>`; the largest over partitions, all of
-/// which a checkpoint's transaction commits together).
+/// The checkpoint of `job` that the committed offsets of `group` on
+/// `topic` name (their metadata `weir-chk=<n>@<job>`; the largest over
+/// partitions, all of which a checkpoint's transaction commits together).
+/// Offsets another job committed count as nothing committed.
 pub(crate) fn committed_checkpoint(
     config: &KafkaConfig,
+    job: &str,
     group: &str,
     topic: &str,
     partitions: &[i32],
@@ -239,10 +246,11 @@ pub(crate) fn committed_checkpoint(
         .elements()
         .iter()
         .filter_map(|e| {
-            e.metadata()
+            let (id, owner) = e
+                .metadata()
                 .strip_prefix(CHECKPOINT_METADATA)?
-                .parse::<u64>()
-                .ok()
+                .split_once('@')?;
+            (owner == job).then(|| id.parse::<u64>().ok()).flatten()
         })
         .max();
     Ok(id.map_or(CommittedCheckpoint::Nothing, CommittedCheckpoint::At))
