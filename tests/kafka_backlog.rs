@@ -282,3 +282,157 @@ fn backlog_stopped_midway_and_started_again_is_exact() {
         .count();
     assert_eq!(late, 0, "nothing late across the stop");
 }
+
+/// Opens the wrapped Kafka source's instance 1 only after `delay`, so
+/// instance 0 joins the group alone, takes every partition and reads the
+/// backlog until instance 1 joins and the group moves partitions to it;
+/// records which partitions each instance owned after each poll.
+struct LateSecondInstance<S> {
+    inner: S,
+    delay: Duration,
+    owned: std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<i32>)>>>,
+}
+
+struct Recording<R> {
+    inner: R,
+    subtask: usize,
+    owned: std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<i32>)>>>,
+}
+
+type Clicks =
+    weir::connectors::kafka::KafkaSource<weir::connectors::kafka::Json<Click>, fn(&Click) -> i64>;
+
+#[derive(serde::Deserialize, Clone, Debug)]
+struct Click {
+    user: String,
+    ts: i64,
+}
+
+impl weir::pipeline::Source for LateSecondInstance<Clicks> {
+    type Out = Click;
+    type Reader = Recording<<Clicks as weir::pipeline::Source>::Reader>;
+    fn open(
+        &self,
+        ctx: &weir::pipeline::TaskContext,
+    ) -> Result<Self::Reader, weir::pipeline::ConnectorError> {
+        if ctx.subtask == 1 {
+            std::thread::sleep(self.delay);
+        }
+        Ok(Recording {
+            inner: self.inner.open(ctx)?,
+            subtask: ctx.subtask,
+            owned: self.owned.clone(),
+        })
+    }
+}
+
+impl weir::pipeline::SourceReader for Recording<<Clicks as weir::pipeline::Source>::Reader> {
+    type Out = Click;
+    fn poll(
+        &mut self,
+        out: &mut weir::pipeline::Batch<Click>,
+        max: usize,
+    ) -> Result<weir::pipeline::SourceStatus, weir::pipeline::ConnectorError> {
+        let s = self.inner.poll(out, max)?;
+        let mine = self.inner.partitions();
+        let mut owned = self.owned.lock().unwrap();
+        if owned
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == self.subtask)
+            .map(|(_, p)| p)
+            != Some(&mine)
+        {
+            owned.push((self.subtask, mine));
+        }
+        Ok(s)
+    }
+    fn position(&self) -> Option<serde_json::Value> {
+        self.inner.position()
+    }
+    fn seek(&mut self, p: &serde_json::Value) -> Result<(), weir::pipeline::ConnectorError> {
+        self.inner.seek(p)
+    }
+    fn commit(&mut self, p: &serde_json::Value) -> Result<(), weir::pipeline::ConnectorError> {
+        self.inner.commit(p)
+    }
+    fn watermark(&mut self) -> weir::pipeline::ReaderWatermark {
+        self.inner.watermark()
+    }
+}
+
+/// A second source instance joins the group while the first is in the
+/// middle of the backlog: the group moves partitions from the first to the
+/// second, which must take over where the first stopped (not replay from
+/// the committed offsets into the same windows) and must not make records
+/// late. Every window exactly once, exact.
+#[test]
+fn a_second_instance_joining_mid_backlog_is_exact() {
+    use weir::connectors::CollectSink;
+    use weir::pipeline::{Count, Job, Tumbling, Watermarks};
+    let brokers = ensure_kafka();
+    let topics = JobTopics::create(&brokers, "backlog-join");
+    let b = backlog([40_000, 10_000, 10_000, 0]);
+    produce(&brokers, &topics.input, &b.recs);
+    let owned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let source: Clicks =
+        weir::connectors::kafka::KafkaSource::json::<Click>(&brokers, &topics.input)
+            .group(&topics.group)
+            .dead_letters_to_job()
+            .with_timestamps(|c: &Click| c.ts);
+    let (sink, out) = CollectSink::new();
+    let job = Job::new("backlog-join")
+        .parallelism(2)
+        .batch_size(512)
+        .source(LateSecondInstance {
+            inner: source,
+            delay: Duration::from_millis(1500),
+            owned: owned.clone(),
+        })
+        .watermarks(
+            Watermarks::bounded_out_of_orderness(Duration::from_secs(2))
+                .with_idle_timeout(Duration::from_secs(3)),
+        )
+        .key_by(|c: &Click| c.user.clone())
+        .window(Tumbling::event_time(Duration::from_secs(10)))
+        .aggregate(Count)
+        .sink(sink);
+    let (want, n_want) = (b.want.clone(), b.want.len());
+    let report = actix::System::new().block_on(async move {
+        let rt = weir::actors::LocalRuntime::new(2);
+        let handle = rt.start(job).expect("valid job");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        // Every window fires on the watermark (sentinels close the last).
+        while out.len() < n_want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // duplicates, if any
+        let got = out.take();
+        handle.drain();
+        (handle.wait().await, got)
+    });
+    let (report, got) = report;
+    let owned = owned.lock().unwrap().clone();
+    assert!(
+        owned.iter().any(|(i, p)| *i == 0 && p.len() == 4)
+            && owned.iter().any(|(i, p)| *i == 1 && !p.is_empty()),
+        "instance 0 read every partition before instance 1 took some: {owned:?}"
+    );
+    let mut seen = BTreeMap::new();
+    for w in got {
+        let k = (w.key.clone(), w.window.start);
+        assert!(
+            seen.insert(k.clone(), w.value).is_none(),
+            "window {k:?} fired twice"
+        );
+    }
+    seen.retain(|(u, _), _| u != SENTINEL);
+    let late: u64 = report.tasks.values().map(|m| m.late_records).sum();
+    let wrong = want.iter().filter(|(k, v)| seen.get(*k) != Some(v)).count();
+    assert_eq!(late, 0, "no record late; partitions owned: {owned:?}");
+    assert!(
+        wrong == 0 && seen.len() == want.len(),
+        "{wrong} of {} windows wrong or missing; partitions owned: {owned:?}",
+        want.len()
+    );
+}
