@@ -283,6 +283,9 @@ fn backlog_stopped_midway_and_started_again_is_exact() {
     assert_eq!(late, 0, "nothing late across the stop");
 }
 
+/// Partitions each source instance owned, in the order they changed.
+type Owned = std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<i32>)>>>;
+
 /// Opens the wrapped Kafka source's instance 1 only after `delay`, so
 /// instance 0 joins the group alone, takes every partition and reads the
 /// backlog until instance 1 joins and the group moves partitions to it;
@@ -290,13 +293,13 @@ fn backlog_stopped_midway_and_started_again_is_exact() {
 struct LateSecondInstance<S> {
     inner: S,
     delay: Duration,
-    owned: std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<i32>)>>>,
+    owned: Owned,
 }
 
 struct Recording<R> {
     inner: R,
     subtask: usize,
-    owned: std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<i32>)>>>,
+    owned: Owned,
 }
 
 type Clicks =
