@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use weir::actors::{JobStatus, LocalRuntime};
+use weir::actors::{JobReport, JobStatus, LocalRuntime};
 use weir::connectors::{CollectSink, Collected, GeneratorSource};
 use weir::pipeline::{
     CheckpointConfig, CheckpointingMode, Count, Job, RunnableJob, Sum, Tumbling, Watermarks,
@@ -66,6 +66,26 @@ fn completed_checkpoints(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Runs `job` until `n` checkpoints are stored under `dir`, then stops it
+/// (a savepoint).
+fn stop_after_checkpoints(job: RunnableJob, dir: &Path, n: usize) -> JobReport {
+    actix::System::new().block_on(async {
+        let rt = LocalRuntime::new(2);
+        let handle = rt.start(job).expect("valid job");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while completed_checkpoints(dir) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint stored in 30 s: {:?}",
+                handle.report()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.cancel();
+        handle.wait().await
+    })
+}
+
 /// Adds each fired window to `all`, failing on a second firing.
 fn merge(all: &mut BTreeMap<(u64, i64), u64>, out: &Collected<Windowed<u64, u64>>, run: &str) {
     for w in out.take() {
@@ -85,21 +105,7 @@ fn a_savepoint_stop_and_a_restart_count_every_window_exactly_once() {
 
     // Run 1: stopped with a savepoint after a few checkpoints.
     let (job, out) = counting_job(&url, 10_000.0);
-    let report = actix::System::new().block_on(async {
-        let rt = LocalRuntime::new(2);
-        let handle = rt.start(job).expect("valid job");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while completed_checkpoints(dir.path()) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "no checkpoint stored in 30 s: {:?}",
-                handle.report()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        handle.cancel();
-        handle.wait().await
-    });
+    let report = stop_after_checkpoints(job, dir.path(), 2);
     assert_eq!(
         report.status,
         JobStatus::Cancelled,
@@ -132,7 +138,7 @@ fn a_savepoint_stop_and_a_restart_count_every_window_exactly_once() {
     assert_eq!(all, expected(), "every window once, exact");
 }
 
-fn source_records(report: &weir::actors::JobReport) -> u64 {
+fn source_records(report: &JobReport) -> u64 {
     report
         .tasks
         .iter()
@@ -146,21 +152,7 @@ fn a_torn_checkpoint_is_ignored_and_an_incompatible_job_refuses_to_restore() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display());
     let (job, _out) = counting_job(&url, 10_000.0);
-    actix::System::new().block_on(async {
-        let rt = LocalRuntime::new(2);
-        let handle = rt.start(job).expect("valid job");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while completed_checkpoints(dir.path()) < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "no checkpoint stored in 30 s: {:?}",
-                handle.report()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        handle.cancel();
-        handle.wait().await
-    });
+    stop_after_checkpoints(job, dir.path(), 1);
     // A newer checkpoint that died before its metadata: its state object
     // is garbage and must never be read.
     let torn = dir.path().join("durable-count/chk-999999");

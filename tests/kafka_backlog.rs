@@ -100,6 +100,23 @@ fn parse_counts(got: &[Got]) -> Vec<((String, i64), u64)> {
         .collect()
 }
 
+/// The dead letters in `dlq` (waiting for at least `expected`), and how
+/// many of them are late records.
+fn dead_letters(brokers: &str, dlq: &str, expected: usize) -> (usize, usize) {
+    let dead = read_topic(
+        brokers,
+        dlq,
+        expected,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    let late = dead
+        .iter()
+        .filter(|d| d.headers.get("error").map(String::as_str) == Some("late"))
+        .count();
+    (dead.len(), late)
+}
+
 /// Fills the input, then runs `kafka_clicks` at `parallelism` over it and
 /// checks every window and the dead-letter topic. Returns the job's log.
 fn run_on_backlog(parallelism: usize, counts: [usize; 4]) -> String {
@@ -148,19 +165,9 @@ fn run_on_backlog(parallelism: usize, counts: [usize; 4]) -> String {
     assert_eq!(got.len(), as_map.len(), "each window fired once");
 
     // The dead-letter topic: the malformed records, and nothing late.
-    let dead = read_topic(
-        &brokers,
-        &topics.dlq,
-        b.malformed,
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-    );
-    let late = dead
-        .iter()
-        .filter(|d| d.headers.get("error").map(String::as_str) == Some("late"))
-        .count();
+    let (dead, late) = dead_letters(&brokers, &topics.dlq, b.malformed);
     assert_eq!(late, 0, "no click is late at parallelism {parallelism}");
-    assert_eq!(dead.len(), b.malformed, "the malformed records, once each");
+    assert_eq!(dead, b.malformed, "the malformed records, once each");
     log
 }
 
@@ -269,17 +276,7 @@ fn backlog_stopped_midway_and_started_again_is_exact() {
         b.want.len(),
         tail(&log2)
     );
-    let dead = read_topic(
-        &brokers,
-        &topics.dlq,
-        b.malformed,
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-    );
-    let late = dead
-        .iter()
-        .filter(|d| d.headers.get("error").map(String::as_str) == Some("late"))
-        .count();
+    let (_, late) = dead_letters(&brokers, &topics.dlq, b.malformed);
     assert_eq!(late, 0, "nothing late across the stop");
 }
 

@@ -178,6 +178,19 @@ impl CheckpointStorage {
         Ok(self.completed(job).await?.last().copied())
     }
 
+    /// The whole object at `path`.
+    async fn read(&self, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(store_err(path))?
+            .bytes()
+            .await
+            .map_err(store_err(path))?;
+        Ok(bytes.to_vec())
+    }
+
     /// Loads checkpoint `id` of `job` (its metadata must exist).
     pub async fn load(
         &self,
@@ -186,28 +199,14 @@ impl CheckpointStorage {
     ) -> Result<(CheckpointMetadata, Vec<TaskState>), CheckpointError> {
         let dir = Self::dir(job, id);
         let meta_path = dir.clone().join("_metadata");
-        let bytes = self
-            .store
-            .get(&meta_path)
-            .await
-            .map_err(store_err(&meta_path))?
-            .bytes()
-            .await
-            .map_err(store_err(&meta_path))?;
+        let bytes = self.read(&meta_path).await?;
         let meta: CheckpointMetadata =
             serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
                 location: meta_path.to_string(),
                 reason: e.to_string(),
             })?;
-        let state_path = dir.clone().join("state");
-        let bytes = self
-            .store
-            .get(&state_path)
-            .await
-            .map_err(store_err(&state_path))?
-            .bytes()
-            .await
-            .map_err(store_err(&state_path))?;
+        let state_path = dir.join("state");
+        let bytes = self.read(&state_path).await?;
         let states = format::decode(&bytes).map_err(|reason| CheckpointError::Corrupt {
             location: state_path.to_string(),
             reason,
