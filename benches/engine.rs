@@ -19,13 +19,18 @@
 //! `cargo bench --bench engine -- ceiling` instead measures what the machine
 //! gives two threads with no exchange against one: W2's hand-written loop
 //! split in two, and two W2 jobs at parallelism 1 over half the events each.
+//! `cargo bench --bench engine -- checkpoints` measures W2 at parallelism 2
+//! over ten times the events with aligned checkpoints every second stored
+//! to `file://` storage, against the same job without checkpoints
+//! (interleaved), and prints the overhead, checkpoints stored and the size
+//! of the last one.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use weir::connectors::{BlackholeSink, GeneratorSource};
-use weir::pipeline::{Job, Sum, Tumbling, Watermarks};
+use weir::pipeline::{CheckpointConfig, Job, Sum, Tumbling, Watermarks};
 
 #[derive(Clone, Copy, Debug)]
 struct Event {
@@ -137,7 +142,43 @@ fn w2_two_jobs(n: u64) -> Duration {
 }
 
 fn w2_pipeline(n: u64, parallelism: usize) -> Duration {
-    let job = Job::new("w2")
+    w2_with(n, parallelism, Job::new("w2"))
+}
+
+/// W2 without checkpoints (`None`) or with one every second stored under
+/// `dir`: the time, and the number and size of the checkpoints stored.
+fn w2_checkpointed(n: u64, dir: Option<&std::path::Path>) -> (Duration, usize, u64) {
+    let config = CheckpointConfig {
+        interval: dir.map(|_| Duration::from_secs(1)),
+        storage_url: dir.map(|d| format!("file://{}", d.display())),
+        ..CheckpointConfig::default()
+    };
+    let took = w2_with(n, 2, Job::new("w2-checkpoints").checkpointing(config));
+    let Some(dir) = dir else {
+        return (took, 0, 0);
+    };
+    // Every stored checkpoint (retention keeps the newest 3) and the size
+    // of the newest.
+    let mut stored: Vec<(u64, u64)> = std::fs::read_dir(dir.join("w2-checkpoints"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let id = e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok()?;
+                    let meta = std::fs::read(e.path().join("_metadata")).ok()?;
+                    let v: serde_json::Value = serde_json::from_slice(&meta).ok()?;
+                    Some((id, v["state_bytes"].as_u64()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stored.sort_unstable();
+    let _ = std::fs::remove_dir_all(dir.join("w2-checkpoints"));
+    let (last_id, last_bytes) = stored.last().copied().unwrap_or((0, 0));
+    (took, last_id as usize, last_bytes)
+}
+
+fn w2_with(n: u64, parallelism: usize, job: Job) -> Duration {
+    let job = job
         .parallelism(parallelism)
         .batch_size(batch_size())
         .source(
@@ -262,6 +303,32 @@ fn main() {
         println!(
             "{{\"workload\":\"W2 pipeline, 2 jobs at parallelism 1 without exchange\",\"one_job_s\":{one:.3},\"two_jobs_s\":{two:.3},\"speedup\":{:.2}}}",
             one / two
+        );
+        return;
+    }
+    if only.as_deref() == Some("checkpoints") {
+        let n = (200_000_000.0 * scale) as u64;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (mut none, mut with) = (Duration::MAX, Duration::MAX);
+        let (mut count, mut bytes) = (0, 0);
+        for rep in 1..=repeat {
+            let (a, _, _) = w2_checkpointed(n, None);
+            let (b, c, sz) = w2_checkpointed(n, Some(dir.path()));
+            eprintln!(
+                "checkpoints repetition {rep}/{repeat}: none {:.3} s, every 1 s to file:// {:.3} s ({c} stored, last {sz} bytes)",
+                a.as_secs_f64(),
+                b.as_secs_f64()
+            );
+            none = none.min(a);
+            if b < with {
+                (with, count, bytes) = (b, c, sz);
+            }
+        }
+        println!(
+            "{{\"workload\":\"W2 p2, checkpoints every 1 s to file:// against none\",\"events\":{n},\"none_s\":{:.3},\"checkpointed_s\":{:.3},\"overhead\":{:.3},\"checkpoints\":{count},\"last_state_bytes\":{bytes}}}",
+            none.as_secs_f64(),
+            with.as_secs_f64(),
+            with.as_secs_f64() / none.as_secs_f64() - 1.0
         );
         return;
     }
