@@ -12,7 +12,17 @@
 //! consumer per partition) end to
 //! end, from job start until every record was written and flushed. Prints
 //! one JSON line per measurement with events/s and the ratio to the lower
-//! of the two raw rates (the ceiling). Deletes its topics at the end.
+//! of the two raw rates (the ceiling), and the CPU time the broker (its
+//! pid from `scripts/services`' `kafka.pid`) and this process spent on it
+//! (`/proc/<pid>/stat`): `broker_cpu_s`, `bench_cpu_s`, `busy_cores` and
+//! `cpu_us_per_record`. Deletes its topics at the end.
+//!
+//! Before measuring, it warms the broker up (a JVM: a broker just started
+//! took twice the CPU per produced record until its hot paths were
+//! compiled, and its first raw produce of 2 M records ran at 0.6 of the
+//! next; 1 M records of warm-up were not enough, 3 M were): it produces and
+//! consumes `WEIR_BENCH_KAFKA_WARMUP` records (default 3,000,000; 0 skips
+//! it) in a scratch topic, unmeasured.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -81,6 +91,62 @@ fn line(name: &str, records: u64, secs: f64, ceiling: Option<f64>, extra: &str) 
     rate
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state is field 0, utime 11, stime 12 (proc(5)
+    // numbers them 3, 14 and 15), in clock ticks: USER_HZ, 100 on Linux.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Where the CPU of a measurement went: the broker and this process.
+struct Cpu {
+    broker_pid: Option<String>,
+}
+
+impl Cpu {
+    fn new(root: &str) -> Cpu {
+        let dir = std::env::var("WEIR_SERVICES_DIR")
+            .unwrap_or_else(|_| format!("{root}/target/services"));
+        let broker_pid = std::fs::read_to_string(format!("{dir}/kafka.pid"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|p| cpu_seconds(p).is_some());
+        if broker_pid.is_none() {
+            eprintln!("broker pid not found in {dir}/kafka.pid: no broker CPU figures");
+        }
+        Cpu { broker_pid }
+    }
+
+    /// (broker, this process) CPU seconds so far.
+    fn now(&self) -> (Option<f64>, f64) {
+        (
+            self.broker_pid.as_deref().and_then(cpu_seconds),
+            cpu_seconds("self").unwrap_or(0.0),
+        )
+    }
+
+    /// JSON fields for the CPU used since `start` by a measurement of
+    /// `records` records over `secs` seconds.
+    fn since(&self, start: (Option<f64>, f64), secs: f64, records: u64) -> String {
+        let (b1, s1) = self.now();
+        let bench = s1 - start.1;
+        match (start.0, b1) {
+            (Some(b0), Some(b1)) => {
+                let broker = b1 - b0;
+                format!(
+                    ",\"broker_cpu_s\":{broker:.2},\"bench_cpu_s\":{bench:.2},\"busy_cores\":{:.2},\"cpu_us_per_record\":{:.3}",
+                    (broker + bench) / secs,
+                    (broker + bench) / records as f64 * 1e6
+                )
+            }
+            _ => format!(",\"bench_cpu_s\":{bench:.2}"),
+        }
+    }
+}
+
 fn payload(id: u64, buf: &mut Vec<u8>) {
     buf.clear();
     let _ = write!(
@@ -124,6 +190,11 @@ fn main() {
         "127.0.0.1:{}",
         std::env::var("WEIR_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
     );
+    let cpu = Cpu::new(root);
+    let warmup: u64 = std::env::var("WEIR_BENCH_KAFKA_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000_000);
     let suffix = std::process::id();
     let input = format!("bench-in-{suffix}");
     let output = format!("bench-out-{suffix}");
@@ -139,9 +210,58 @@ fn main() {
         r.expect("create topic");
     }
 
+    // 0. Warm-up (unmeasured): the broker's produce and fetch paths
+    // compiled by its JIT before anything is timed.
+    if warmup > 0 {
+        let scratch = format!("bench-warmup-{suffix}");
+        for r in futures::executor::block_on(admin.create_topics(
+            &[NewTopic::new(&scratch, 4, TopicReplication::Fixed(1))],
+            &opts,
+        ))
+        .expect("create topic")
+        {
+            r.expect("create topic");
+        }
+        let start = Instant::now();
+        let producer = raw_producer(&brokers);
+        let mut buf = Vec::with_capacity(128);
+        for id in 0..warmup {
+            payload(id, &mut buf);
+            let rec = BaseRecord::<[u8], [u8]>::to(&scratch)
+                .payload(&buf[..])
+                .partition((id % 4) as i32);
+            send_waiting(&producer, rec);
+            if id % 1024 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer.flush(Duration::from_secs(600)).expect("flush");
+        drop(producer);
+        let consumer = raw_consumer(&brokers, &format!("bench-warmup-{suffix}"));
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset(&scratch, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut got = 0;
+        while got < warmup {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                got += 1;
+            }
+        }
+        drop(consumer);
+        let _ = futures::executor::block_on(admin.delete_topics(&[&scratch], &opts));
+        eprintln!(
+            "warm-up: {warmup} records produced and consumed in {:.1} s (unmeasured)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+
     // 1. Raw produce (the pre-load): same producer settings as weir's sink.
     let producer = raw_producer(&brokers);
     let mut buf = Vec::with_capacity(128);
+    let cpu0 = cpu.now();
     let start = Instant::now();
     for id in 0..n {
         payload(id, &mut buf);
@@ -154,7 +274,8 @@ fn main() {
         }
     }
     producer.flush(Duration::from_secs(600)).expect("flush");
-    let produce_rate = line("raw_produce", n, start.elapsed().as_secs_f64(), None, "");
+    let secs = start.elapsed().as_secs_f64();
+    let produce_rate = line("raw_produce", n, secs, None, &cpu.since(cpu0, secs, n));
     drop(producer);
 
     // 2. Raw consume: one consumer, all partitions, poll per message.
@@ -165,6 +286,7 @@ fn main() {
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    let cpu0 = cpu.now();
     let start = Instant::now();
     let (mut got, mut bytes) = (0u64, 0u64);
     while got < n {
@@ -177,12 +299,13 @@ fn main() {
             None => {}
         }
     }
+    let secs = start.elapsed().as_secs_f64();
     let consume_rate = line(
         "raw_consume",
         n,
-        start.elapsed().as_secs_f64(),
+        secs,
         None,
-        &format!(",\"bytes\":{bytes}"),
+        &format!(",\"bytes\":{bytes}{}", cpu.since(cpu0, secs, n)),
     );
     drop(consumer);
     let ceiling = produce_rate.min(consume_rate);
@@ -198,16 +321,20 @@ fn main() {
     {
         r.expect("create topic");
     }
+    let cpu0 = cpu.now();
     let copy_rate = raw_copy(&brokers, &tpl, &copy_out, n, true);
-    line("raw_copy", n, copy_rate.0, Some(ceiling), &copy_rate.1);
+    let fields = format!("{}{}", copy_rate.1, cpu.since(cpu0, copy_rate.0, n));
+    line("raw_copy", n, copy_rate.0, Some(ceiling), &fields);
     let copy_rate = n as f64 / copy_rate.0;
+    let cpu0 = cpu.now();
     let alone = raw_copy(&brokers, &tpl, &copy_out, n, false);
+    let fields = format!("{}{}", alone.1, cpu.since(cpu0, alone.0, n));
     line(
         "raw_copy_without_produce",
         n,
         alone.0,
         Some(ceiling),
-        &alone.1,
+        &fields,
     );
 
     // 3. The kafka_etl pipeline, end to end.
@@ -216,6 +343,7 @@ fn main() {
     params.parallelism = parallelism;
     params.partitions = Some(vec![0, 1, 2, 3]);
     let job = etl_job(&params);
+    let cpu0 = cpu.now();
     let system = actix::System::new();
     let secs = system.block_on(async move {
         let rt = LocalRuntime::new(
@@ -258,8 +386,9 @@ fn main() {
         secs,
         Some(ceiling),
         &format!(
-            ",\"parallelism\":{parallelism},\"ceiling_events_per_s\":{ceiling:.0},\"ratio_to_raw_copy\":{:.3}",
-            n as f64 / secs / copy_rate
+            ",\"parallelism\":{parallelism},\"ceiling_events_per_s\":{ceiling:.0},\"ratio_to_raw_copy\":{:.3}{}",
+            n as f64 / secs / copy_rate,
+            cpu.since(cpu0, secs, n)
         ),
     );
     // Let the pipeline's clients finish closing before the topics go away
