@@ -109,6 +109,24 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         |c| all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != other),
     );
     producer.join().expect("producer");
+    // `weir status` shows each task's latest checkpoint (published fenced
+    // with the task's state), in JSON and as text.
+    c.wait(
+        "every task showing a checkpoint",
+        Duration::from_secs(30),
+        |c| {
+            c.job("ck").is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
+                })
+            })
+        },
+    );
+    let text = c.weir_ok(&["status", "ck"]);
+    assert!(
+        text.contains("CHECKPOINT") && text.contains("s ago)"),
+        "status shows checkpoint ids and ages:\n{text}"
+    );
     // A minute later in every partition: every window closes.
     let sentinels: Vec<Rec> = (0..4)
         .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))

@@ -26,5 +26,6 @@ pub use messages::{Deliver, SourceCommand, Stop, TaskEvent};
 pub use restart::RestartPolicy;
 pub use runtime::{shutdown_signal, LocalRuntime, RunError};
 pub use supervisor::{
-    CompletedCheckpoint, JobHandle, JobReport, JobStatus, JobSupervisor, LastError,
+    CheckpointStats, CheckpointSummary, CompletedCheckpoint, JobHandle, JobReport, JobStatus,
+    JobSupervisor, LastError,
 };

@@ -102,6 +102,33 @@ pub struct JobReport {
     pub tasks: BTreeMap<String, TaskMetricsSnapshot>,
     /// Dead letters sent.
     pub dead_letters: u64,
+    /// Checkpoints completed (stored and committed) and failed.
+    #[serde(default)]
+    pub checkpoints: CheckpointStats,
+}
+
+/// What a job's checkpoints have done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    /// Checkpoints completed by this supervisor.
+    pub completed: u64,
+    /// Checkpoints that could not be stored or committed.
+    pub failed: u64,
+    /// The latest completed checkpoint (restored or taken).
+    pub last: Option<CheckpointSummary>,
+}
+
+/// One completed checkpoint, for status pages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Completion time, milliseconds since the Unix epoch.
+    pub completed_at_ms: u64,
+    /// From its barriers to its commit, in milliseconds (0: restored).
+    pub duration_ms: u64,
+    /// Bytes of operator state it holds.
+    pub state_bytes: u64,
 }
 
 impl JobReport {
@@ -124,6 +151,7 @@ pub(crate) struct JobShared {
     pub(crate) metrics: DashMap<String, Arc<TaskMetrics>>,
     pub(crate) done: watch::Sender<JobStatus>,
     pub(crate) dead_letters: crate::pipeline::DeadLetters,
+    pub(crate) checkpoints: Mutex<CheckpointStats>,
 }
 
 impl JobShared {
@@ -146,6 +174,11 @@ impl JobShared {
                 .map(|e| (e.key().clone(), e.value().snapshot()))
                 .collect(),
             dead_letters: self.dead_letters.count(),
+            checkpoints: self
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -243,6 +276,18 @@ pub struct CompletedCheckpoint {
     pub completed_at_ms: u64,
 }
 
+impl PendingCheckpoint {
+    fn new() -> Self {
+        PendingCheckpoint {
+            started: Instant::now(),
+            sinks_acked: 0,
+            positions: BTreeMap::new(),
+            states: BTreeMap::new(),
+            operators: BTreeMap::new(),
+        }
+    }
+}
+
 impl CompletedCheckpoint {
     /// Its metadata and states, as storage keeps them.
     fn to_stored(&self, job: &str) -> (CheckpointMetadata, Vec<TaskState>) {
@@ -282,8 +327,9 @@ impl CompletedCheckpoint {
     }
 }
 
-#[derive(Default)]
 struct PendingCheckpoint {
+    /// When its barriers were triggered.
+    started: Instant,
     sinks_acked: usize,
     positions: BTreeMap<String, serde_json::Value>,
     states: BTreeMap<String, Vec<u8>>,
@@ -362,6 +408,7 @@ impl JobSupervisor {
             metrics: DashMap::new(),
             done: tx,
             dead_letters: config.dead_letters.clone(),
+            checkpoints: Mutex::default(),
         });
         let restarts = RestartTracker::new(config.restart.clone());
         // Validated when the job was built.
@@ -517,6 +564,7 @@ impl JobSupervisor {
             return;
         }
         let p = self.pending.remove(&id).expect("present");
+        let started = p.started;
         // Older checkpoints can no longer complete usefully.
         self.pending = self.pending.split_off(&id);
         let mut positions = self
@@ -547,7 +595,7 @@ impl JobSupervisor {
         let storage = self.storage.clone();
         let committers = self.committers.clone();
         if storage.is_none() && committers.is_empty() {
-            return self.checkpoint_durable(done, ctx);
+            return self.checkpoint_durable(done, started, ctx);
         }
         // Durable first: the state is stored, then the sinks' transactions
         // commit with the positions (the commit point), and only then do
@@ -587,8 +635,15 @@ impl JobSupervisor {
                 return;
             }
             match res {
-                Ok(()) => act.checkpoint_durable(done, ctx),
-                Err(e) => act.on_failure(e, ctx),
+                Ok(()) => act.checkpoint_durable(done, started, ctx),
+                Err(e) => {
+                    act.shared
+                        .checkpoints
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .failed += 1;
+                    act.on_failure(e, ctx)
+                }
             }
         }));
     }
@@ -596,8 +651,27 @@ impl JobSupervisor {
     /// Checkpoint `done` is complete (and stored, with storage): it is the
     /// one to restore from; sources commit its positions; a savepoint
     /// waiting for it ends the job.
-    fn checkpoint_durable(&mut self, done: Arc<CompletedCheckpoint>, ctx: &mut Context<Self>) {
+    fn checkpoint_durable(
+        &mut self,
+        done: Arc<CompletedCheckpoint>,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         let id = done.id;
+        {
+            let mut stats = self
+                .shared
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            stats.completed += 1;
+            stats.last = Some(CheckpointSummary {
+                id,
+                completed_at_ms: now_ms(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                state_bytes: done.states.values().map(|s| s.len() as u64).sum(),
+            });
+        }
         tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
         self.latest = Some(done);
         for s in &self.sources {
@@ -680,6 +754,16 @@ impl JobSupervisor {
                 act.next_checkpoint = act.next_checkpoint.max(stored.unwrap_or(0) + 1);
                 act.latest = found.map(|chk| {
                     tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
+                    act.shared
+                        .checkpoints
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .last = Some(CheckpointSummary {
+                        id: chk.id,
+                        completed_at_ms: chk.completed_at_ms,
+                        duration_ms: 0,
+                        state_bytes: chk.states.values().map(|s| s.len() as u64).sum(),
+                    });
                     act.next_checkpoint = act.next_checkpoint.max(chk.id + 1);
                     Arc::new(chk)
                 });
@@ -732,7 +816,7 @@ impl Handler<CheckpointTick> for JobSupervisor {
         }
         let id = self.next_checkpoint;
         self.next_checkpoint += 1;
-        self.pending.insert(id, PendingCheckpoint::default());
+        self.pending.insert(id, PendingCheckpoint::new());
         for s in &self.sources {
             s.do_send(SourceCommand::TriggerCheckpoint(id));
         }
@@ -838,7 +922,7 @@ impl Handler<Cancel> for JobSupervisor {
             let id = self.next_checkpoint;
             self.next_checkpoint += 1;
             self.savepoint = Some(id);
-            self.pending.insert(id, PendingCheckpoint::default());
+            self.pending.insert(id, PendingCheckpoint::new());
             tracing::info!(job = %self.shared.name, id, "stopping with a savepoint");
             for s in &self.sources {
                 s.do_send(SourceCommand::StopWithCheckpoint(id));

@@ -316,6 +316,10 @@ pub struct TaskState {
     /// When this state was written (ms since the Unix epoch).
     #[serde(default)]
     pub updated_at_ms: u64,
+    /// The task's latest completed checkpoint (written, like the rest,
+    /// only while the writer holds the assignment's epoch).
+    #[serde(default)]
+    pub checkpoint: Option<crate::actors::CheckpointSummary>,
 }
 
 impl TaskState {
@@ -331,6 +335,7 @@ impl TaskState {
             lag: 0,
             restarts: 0,
             last_error: None,
+            checkpoint: None,
             updated_at_ms: now_ms(),
         }
     }

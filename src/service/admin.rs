@@ -233,6 +233,9 @@ pub struct TaskRow {
     pub last_error: Option<TaskError>,
     /// When the state was published (ms since epoch; 0: never).
     pub updated_at_ms: u64,
+    /// The task's latest completed checkpoint, if it checkpoints durably.
+    #[serde(default)]
+    pub checkpoint: Option<crate::actors::CheckpointSummary>,
 }
 
 /// One job in [`ClusterStatus`].
@@ -326,6 +329,7 @@ fn job_status(view: &JobView) -> JobStatus {
             restarts: st.map(|s| s.restarts).unwrap_or(0),
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
+            checkpoint: st.and_then(|s| s.checkpoint.clone()),
         });
     }
     let has = |s: &str| tasks.iter().any(|t| t.state == s);
@@ -463,6 +467,7 @@ pub fn render_workers(workers: &[WorkerRow]) -> String {
 
 /// Human rendering of `weir status`.
 pub fn render_status(s: &ClusterStatus, only: bool) -> String {
+    let now_ms = crate::coord::model::now_ms();
     let mut out = String::new();
     if s.jobs.is_empty() {
         out.push_str("no job\n");
@@ -490,12 +495,26 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             }
         ));
         out.push_str(&format!(
-            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8}  {}\n",
-            "TASK", "WORKER", "STATE", "EPOCH", "IN", "OUT", "LAG", "RESTARTS", "LAST ERROR"
+            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+            "TASK",
+            "WORKER",
+            "STATE",
+            "EPOCH",
+            "IN",
+            "OUT",
+            "LAG",
+            "RESTARTS",
+            "CHECKPOINT",
+            "LAST ERROR"
         ));
         for t in &j.tasks {
+            // Checkpoint id and age, e.g. "42 (1.2s ago)".
+            let checkpoint = t.checkpoint.as_ref().map_or("-".to_string(), |c| {
+                let age_ms = now_ms.saturating_sub(c.completed_at_ms);
+                format!("{} ({:.1}s ago)", c.id, age_ms as f64 / 1000.0)
+            });
             out.push_str(&format!(
-                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8}  {}\n",
+                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
                 t.task,
                 t.worker.as_deref().unwrap_or("-"),
                 t.state,
@@ -504,6 +523,7 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 t.records_out,
                 t.lag,
                 t.restarts,
+                checkpoint,
                 t.last_error
                     .as_ref()
                     .map(|e| e.message.as_str())

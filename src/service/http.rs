@@ -311,6 +311,7 @@ mod tests {
                 offsets: Default::default(),
                 restarts: 1,
                 last_error: None,
+                checkpoint: None,
             }],
         }
     }

@@ -41,6 +41,9 @@ pub struct TaskView {
     pub restarts: u32,
     /// Last error.
     pub last_error: Option<TaskError>,
+    /// The task's latest completed checkpoint, if it checkpoints durably.
+    #[serde(default)]
+    pub checkpoint: Option<crate::actors::CheckpointSummary>,
 }
 
 /// The whole worker.

@@ -171,6 +171,7 @@ impl Task {
             offsets: self.progress.offsets.clone(),
             restarts: self.carried.restarts,
             last_error: self.carried.last_error.clone(),
+            checkpoint: None,
         };
         match &self.phase {
             Phase::Starting => {}
@@ -188,6 +189,7 @@ impl Task {
                     v.backpressure_ms += m.backpressure_ms;
                 }
                 v.restarts += r.restarts;
+                v.checkpoint = r.checkpoints.last.clone();
                 if let Some(e) = r.last_error {
                     v.last_error = Some(TaskError {
                         message: e.message,
@@ -211,6 +213,7 @@ impl Task {
             restarts: v.restarts,
             last_error: v.last_error.clone(),
             updated_at_ms: crate::coord::model::now_ms(),
+            checkpoint: v.checkpoint.clone(),
         }
     }
 }
