@@ -170,7 +170,7 @@ pub fn metrics(v: &WorkerView) -> String {
     let _ = writeln!(out, "# TYPE weir_tasks gauge");
     let _ = writeln!(out, "weir_tasks{{worker=\"{w}\"}} {}", v.tasks.len());
     type Get = fn(&super::view::TaskView) -> f64;
-    let series: [(&str, &str, &str, Get); 6] = [
+    let series: [(&str, &str, &str, Get); 11] = [
         (
             "weir_task_records_in_total",
             "counter",
@@ -206,6 +206,44 @@ pub fn metrics(v: &WorkerView) -> String {
             "counter",
             "Restarts of the task by its supervisor.",
             |t| t.restarts as f64,
+        ),
+        (
+            "weir_task_checkpoint_id",
+            "gauge",
+            "Id of the task's latest completed checkpoint (0: none).",
+            |t| t.checkpoint.as_ref().map_or(0.0, |c| c.id as f64),
+        ),
+        (
+            "weir_task_checkpoint_age_seconds",
+            "gauge",
+            "Time since the task's latest checkpoint completed (0: none).",
+            |t| {
+                t.checkpoint.as_ref().map_or(0.0, |c| {
+                    crate::coord::model::now_ms().saturating_sub(c.completed_at_ms) as f64 / 1000.0
+                })
+            },
+        ),
+        (
+            "weir_task_checkpoint_duration_seconds",
+            "gauge",
+            "From barriers to commit, of the task's latest checkpoint.",
+            |t| {
+                t.checkpoint
+                    .as_ref()
+                    .map_or(0.0, |c| c.duration_ms as f64 / 1000.0)
+            },
+        ),
+        (
+            "weir_task_checkpoint_state_bytes",
+            "gauge",
+            "Operator state held by the task's latest checkpoint.",
+            |t| t.checkpoint.as_ref().map_or(0.0, |c| c.state_bytes as f64),
+        ),
+        (
+            "weir_task_checkpoint_failures_total",
+            "counter",
+            "Checkpoints of the task that could not be stored or committed.",
+            |t| t.checkpoint_failures as f64,
         ),
     ];
     for (name, kind, help, get) in series {
@@ -311,7 +349,13 @@ mod tests {
                 offsets: Default::default(),
                 restarts: 1,
                 last_error: None,
-                checkpoint: None,
+                checkpoint: Some(crate::actors::CheckpointSummary {
+                    id: 7,
+                    completed_at_ms: 1,
+                    duration_ms: 250,
+                    state_bytes: 4096,
+                }),
+                checkpoint_failures: 1,
             }],
         }
     }
@@ -330,6 +374,15 @@ mod tests {
             ),
             "{m}"
         );
+        for line in [
+            "weir_task_checkpoint_id{worker=\"w1\",job=\"j\",task=\"j-0\"} 7",
+            "weir_task_checkpoint_duration_seconds{worker=\"w1\",job=\"j\",task=\"j-0\"} 0.25",
+            "weir_task_checkpoint_state_bytes{worker=\"w1\",job=\"j\",task=\"j-0\"} 4096",
+            "weir_task_checkpoint_failures_total{worker=\"w1\",job=\"j\",task=\"j-0\"} 1",
+        ] {
+            assert!(m.contains(line), "{line} in\n{m}");
+        }
+        assert!(m.contains("weir_task_checkpoint_age_seconds{"));
         assert!(m.contains("weir_session_connected{worker=\"w1\"} 1"));
         assert!(m.contains("state=\"RUNNING\"} 1"));
         assert_eq!(route("/healthz", &v).0, "200 OK");

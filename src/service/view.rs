@@ -44,6 +44,9 @@ pub struct TaskView {
     /// The task's latest completed checkpoint, if it checkpoints durably.
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Checkpoints that could not be stored or committed.
+    #[serde(default)]
+    pub checkpoint_failures: u64,
 }
 
 /// The whole worker.

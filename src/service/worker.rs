@@ -172,6 +172,7 @@ impl Task {
             restarts: self.carried.restarts,
             last_error: self.carried.last_error.clone(),
             checkpoint: None,
+            checkpoint_failures: 0,
         };
         match &self.phase {
             Phase::Starting => {}
@@ -190,6 +191,7 @@ impl Task {
                 }
                 v.restarts += r.restarts;
                 v.checkpoint = r.checkpoints.last.clone();
+                v.checkpoint_failures = r.checkpoints.failed;
                 if let Some(e) = r.last_error {
                     v.last_error = Some(TaskError {
                         message: e.message,
