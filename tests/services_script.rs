@@ -71,6 +71,9 @@ fn a_service_still_on_its_way_to_exec_is_waited_for() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "start with a slow exec failed:\n{out}");
     assert!(out.contains("ready on"), "{out}");
-    assert!(!out.contains("jars missing"), "the copied jars were downloaded again:\n{out}");
+    assert!(
+        !out.contains("jars missing"),
+        "the copied jars were downloaded again:\n{out}"
+    );
     assert!(stopped, "{stop_out}");
 }
