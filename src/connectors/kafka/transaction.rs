@@ -155,7 +155,10 @@ impl CheckpointTransaction {
                 tpl.add_partition_offset(topic, p, Offset::Offset(o))
                     .map_err(|e| KafkaConnectorError::client("offsets", e))?;
                 if let Some(mut e) = tpl.find_partition(topic, p) {
-                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}@{job}"));
+                    // `;` ends it, and the NUL makes it a C string: librdkafka
+                    // reads it up to a NUL (rust-rdkafka's copy has none,
+                    // and a stray heap byte was stored after it).
+                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}@{job};\0"));
                 }
             }
         }
@@ -249,6 +252,8 @@ pub(crate) fn committed_checkpoint(
             let (id, owner) = e
                 .metadata()
                 .strip_prefix(CHECKPOINT_METADATA)?
+                .split(';')
+                .next()?
                 .split_once('@')?;
             (owner == job).then(|| id.parse::<u64>().ok()).flatten()
         })
