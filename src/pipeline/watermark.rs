@@ -328,7 +328,13 @@ impl InputWatermarks {
             .zip(&self.idle)
             .filter(|(_, idle)| !**idle)
             .map(|(m, _)| *m)
-            .min();
+            .min()
+            // Every input idle: none will move its watermark for now, so
+            // the largest any of them reached stands (Flink's valve does
+            // the same). Otherwise inputs that went idle one after another
+            // (the last one before it had sent any) would leave windows
+            // that every input has passed unfired until data resumes.
+            .or_else(|| self.marks.iter().copied().max());
         match min {
             Some(m) if m > self.current => {
                 self.current = m;
@@ -404,6 +410,19 @@ mod tests {
         assert!(!g.check_idle());
         g.on_batch(&[5]);
         assert!(g.check_idle());
+    }
+
+    #[test]
+    fn when_every_input_is_idle_the_largest_watermark_stands() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.on_watermark(0, 358), None, "input 1 holds");
+        assert_eq!(w.on_idle(0), None, "input 1 still holds");
+        assert_eq!(
+            w.on_idle(1),
+            Some(358),
+            "input 1 idle without ever sending one: input 0's stands"
+        );
+        assert_eq!(w.on_watermark(1, 100), None, "never back");
     }
 
     #[test]
