@@ -72,18 +72,14 @@ fn kill_three_times(mut start: impl FnMut() -> Proc, rng: &mut Lcg) -> Proc {
     proc_
 }
 
-#[test]
-fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
-    let brokers = ensure_kafka();
-    let topics = JobTopics::create(&brokers, "eos-clicks");
-    create_topic(&brokers, &topics.dlq, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let dir_arg = dir.path().display().to_string();
+/// (user, window start) -> clicks.
+type Windows = BTreeMap<(String, i64), u64>;
 
-    // 12,000 clicks of 10 users over 300 s of event time, in 30 chunks of
-    // 400 produced 0.5 s apart; each partition in time order up to 900 ms.
-    let mut rng = Lcg(7);
-    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
+/// 12,000 clicks of 10 users over 300 s of event time, in 30 chunks of
+/// 400; each partition in time order up to 900 ms. Returns the chunks and
+/// the windows they make.
+fn click_chunks(rng: &mut Lcg) -> (Vec<Vec<Rec>>, Windows) {
+    let mut want = Windows::new();
     let mut chunks = Vec::new();
     for c in 0..30i64 {
         let mut chunk = Vec::new();
@@ -101,19 +97,13 @@ fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
         }
         chunks.push(chunk);
     }
-    let producer = stream(&brokers, &topics.input, chunks, Duration::from_millis(500));
+    (chunks, want)
+}
 
-    let args = [
-        "--parallelism",
-        "2",
-        "--idle-timeout-ms",
-        "3000",
-        "--checkpoint-dir",
-        &dir_arg,
-    ];
-    let proc_ = kill_three_times(|| topics.spawn("kafka_clicks", &brokers, &args), &mut rng);
-    producer.join().expect("producer");
-    // Close the last windows: one click per partition a minute later.
+/// Closes every window (a click a minute later in each partition), reads
+/// the output `read_committed`, stops the job, and checks every window
+/// once with its exact count.
+fn check_every_window_once(brokers: &str, topics: &JobTopics, want: &Windows, proc_: Proc) {
     let sentinels: Vec<Rec> = (0..4)
         .map(|p| {
             Rec::to(
@@ -122,10 +112,9 @@ fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
             )
         })
         .collect();
-    produce(&brokers, &topics.input, &sentinels);
-
+    produce(brokers, &topics.input, &sentinels);
     let got = read_topic(
-        &brokers,
+        brokers,
         &topics.output,
         want.len(),
         Duration::from_secs(180),
@@ -149,7 +138,9 @@ fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
     }
     assert!(
         twice.is_empty(),
-        "windows written more than once: {twice:?}"
+        "{} windows written more than once (first: {:?})",
+        twice.len(),
+        &twice[..twice.len().min(10)]
     );
     let wrong: Vec<_> = want
         .iter()
@@ -164,6 +155,32 @@ fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
         &wrong[..wrong.len().min(10)],
         tail(&log)
     );
+}
+
+#[test]
+fn kafka_clicks_killed_three_times_writes_every_window_once_and_exact() {
+    let brokers = ensure_kafka();
+    let topics = JobTopics::create(&brokers, "eos-clicks");
+    create_topic(&brokers, &topics.dlq, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+
+    // The clicks produced 0.5 s apart while the job is killed and started.
+    let mut rng = Lcg(7);
+    let (chunks, want) = click_chunks(&mut rng);
+    let producer = stream(&brokers, &topics.input, chunks, Duration::from_millis(500));
+
+    let args = [
+        "--parallelism",
+        "2",
+        "--idle-timeout-ms",
+        "3000",
+        "--checkpoint-dir",
+        &dir_arg,
+    ];
+    let proc_ = kill_three_times(|| topics.spawn("kafka_clicks", &brokers, &args), &mut rng);
+    producer.join().expect("producer");
+    check_every_window_once(&brokers, &topics, &want, proc_);
 }
 
 #[test]

@@ -454,6 +454,10 @@ where
                 metrics: ctx.metrics.clone(),
                 status: self.status.clone(),
                 clock,
+                topic_c: std::ffi::CString::new(self.topic.clone())
+                    .map_err(|_| ConnectorError::new("kafka source: topic name contains NUL"))?,
+                trouble_at: now,
+                relearned_at: now,
                 handoffs,
                 task: ctx.task_name(),
             },
@@ -482,7 +486,9 @@ struct GroupShared {
 
 enum Rebalanced {
     /// Partitions, each with the event time a previous owner reached in it.
-    Assigned(Vec<(i32, Timestamp)>),
+    /// Partitions, each with the event time a previous owner reached in
+    /// it and the offset it starts at (-1: the committed one).
+    Assigned(Vec<(i32, Timestamp, i64)>),
     Revoked(Vec<i32>),
     RevokedAll,
 }
@@ -499,6 +505,11 @@ struct Outage {
     down: AtomicBool,
     /// Since then, a broker answered again.
     back: AtomicBool,
+    /// A broker error or request timeout since the reader last looked: what
+    /// it knew about partitions being caught up with their logs is stale
+    /// (new records may wait behind the outage), so none counts as idle
+    /// until librdkafka reports its end again.
+    trouble: AtomicBool,
 }
 
 /// A consumer with the state its context shares with the reader.
@@ -577,6 +588,9 @@ pub(crate) struct SourceCtx {
 
 impl SourceCtx {
     fn on_error(&self, error: &KafkaError, reason: &str) {
+        if status::code_of(error).is_some_and(hides_records) {
+            self.outage.trouble.store(true, Relaxed);
+        }
         if matches!(
             status::code_of(error),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
@@ -590,6 +604,9 @@ impl SourceCtx {
 
 impl ClientContext for SourceCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if fac == "REQTMOUT" || fac == "SESSTMOUT" {
+            self.outage.trouble.store(true, Relaxed);
+        }
         status::log(&self.status, level, fac, msg)
     }
     fn error(&self, error: KafkaError, reason: &str) {
@@ -635,7 +652,7 @@ impl ConsumerContext for SourceCtx {
                         let _ = tpl.set_partition_offset(&self.topic, *p, Offset::Offset(o));
                     }
                     let max_ts = handoff.and_then(|h| h.max_ts).or(restored_ts);
-                    assigned.push((*p, max_ts.unwrap_or(i64::MIN)));
+                    assigned.push((*p, max_ts.unwrap_or(i64::MIN), at.unwrap_or(-1)));
                 }
                 let r = if cooperative {
                     c.incremental_assign(tpl)
@@ -645,7 +662,7 @@ impl ConsumerContext for SourceCtx {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, topic = %self.topic, "kafka source: assign failed");
                 }
-                tracing::info!(topic = %self.topic, partitions = ?parts, "kafka source: assigned partitions {parts:?}");
+                tracing::info!(topic = %self.topic, partitions = ?parts, taken = ?assigned, "kafka source: assigned partitions {parts:?}");
                 g.events.push(Rebalanced::Assigned(assigned));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -762,6 +779,12 @@ struct ReaderState<D, F> {
     status: KafkaStatus,
     /// Event time over the partitions (see `partitions`).
     clock: PartitionClock,
+    /// The topic, NUL-terminated, for librdkafka's C calls.
+    topic_c: std::ffi::CString,
+    /// When broker trouble last cleared the caught-up flags.
+    trouble_at: Instant,
+    /// When `relearn_caught_up` last looked.
+    relearned_at: Instant,
     /// Partitions in transit between this stage's instances (group mode).
     handoffs: HandoffView,
     task: String,
@@ -777,8 +800,14 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 Rebalanced::Assigned(ps) => {
                     self.assign_deadline = None;
                     self.clock.assigned();
-                    for (p, max_ts) in ps {
-                        self.parts.insert(p, PartState::resumed(now, max_ts));
+                    for (p, max_ts, next) in ps {
+                        let mut state = PartState::resumed(now, max_ts);
+                        // Known where it starts: a partition handed over at
+                        // the end of its log is seen to be caught up even
+                        // when librdkafka reports no new end (it does not,
+                        // to a consumer that already reported it).
+                        state.next = next;
+                        self.parts.insert(p, state);
                     }
                 }
                 Rebalanced::Revoked(ps) => {
@@ -906,6 +935,11 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 ) {
                     self.outage.back.store(false, Relaxed);
                     self.outage.down.store(true, Relaxed);
+                }
+                if status::code_of(&other).is_some_and(hides_records) {
+                    for state in self.parts.values_mut() {
+                        state.caught_up = false;
+                    }
                 }
                 match status::code_of(&other) {
                     Some(c) if status::is_transient(c) => {
@@ -1104,6 +1138,14 @@ where
         max: usize,
     ) -> Result<(SourceStatus, usize), ConnectorError> {
         self.st.apply_rebalances();
+        if self.st.outage.trouble.swap(false, Relaxed) {
+            // See `Outage::trouble`: caught up no longer, until the next EOF
+            // (or `relearn_caught_up`).
+            for state in self.st.parts.values_mut() {
+                state.caught_up = false;
+            }
+            self.st.trouble_at = Instant::now();
+        }
         if self.st.outage.down.load(Relaxed) {
             if !self.st.paused {
                 self.pause_all();
@@ -1160,6 +1202,9 @@ where
             g.event_time
                 .extend(self.st.parts.iter().map(|(p, s)| (*p, s.max_ts)));
         }
+        if seen == 0 {
+            self.relearn_caught_up();
+        }
         if seen > 0 {
             if self.st.status.is_waiting() {
                 self.st.status.set_connected();
@@ -1173,10 +1218,84 @@ where
     }
 }
 
+/// Errors after which records may exist that the reader could not see (a
+/// broker unreachable or not answering): what it knew of partitions being
+/// caught up is stale. Group rebalancing errors are not among them.
+fn hides_records(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+    )
+}
+
 /// How long a recreated group consumer may wait for its first assignment.
 const REASSIGN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl<D, F> KafkaReader<D, F> {
+    /// librdkafka reports the end of a partition once: not again after
+    /// broker trouble cleared the caught-up flags, nor to a consumer that
+    /// gets back a partition it had read to its end, so such a partition
+    /// (an empty one included) would hold the watermark for ever. So, at
+    /// most twice a second, with every broker answering and no trouble
+    /// for a second, a partition quiet for a second whose next offset has
+    /// reached librdkafka's cached high watermark (refreshed by every fetch
+    /// response; no request) is caught up.
+    fn relearn_caught_up(&mut self) {
+        let st = &mut self.st;
+        let now = Instant::now();
+        if st.clock.idle_timeout.is_none()
+            || st.paused
+            || st.pending_start.is_some()
+            || st.outage.down.load(Relaxed)
+            || st.status.is_waiting()
+            || st.trouble_at.elapsed() < Duration::from_secs(1)
+            || now.duration_since(st.relearned_at) < Duration::from_millis(500)
+        {
+            return;
+        }
+        st.relearned_at = now;
+        for (p, state) in st.parts.iter_mut() {
+            if state.caught_up
+                || state.paused
+                || state.last_record.elapsed() < Duration::from_secs(1)
+            {
+                continue;
+            }
+            let (mut lo, mut hi) = (-1i64, -1i64);
+            // SAFETY: the client pointer lives as long as `self.consumer`;
+            // `topic_c` is NUL-terminated; both out-pointers are valid.
+            let err = unsafe {
+                rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                    self.consumer.client().native_ptr(),
+                    st.topic_c.as_ptr(),
+                    *p,
+                    &mut lo,
+                    &mut hi,
+                )
+            };
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0 {
+                continue;
+            }
+            // Nothing read yet: at the end only if there is nothing to read
+            // (librdkafka learns the low offset only with its statistics).
+            let at_end = if state.next >= 0 {
+                state.next >= hi
+            } else {
+                hi == 0 || lo == hi
+            };
+            tracing::debug!(task = %st.task, partition = p, next = state.next, lo, hi, at_end, "kafka source: caught up again?");
+            if at_end {
+                state.caught_up = true;
+            }
+        }
+    }
+
     /// Pauses the partitions that ran too far ahead of the slowest and
     /// resumes those it caught up with (see `ReaderState::alignment_changes`).
     fn align_partitions(&mut self) {
@@ -1241,6 +1360,8 @@ impl<D, F> KafkaReader<D, F> {
         self.st.shared = shared;
         self.st.outage = outage;
         self.st.paused = false;
+        // Nothing known about the new consumer's fetch positions yet.
+        self.st.trouble_at = Instant::now();
         if self.st.group_mode {
             self.st.parts.clear();
         }
