@@ -150,24 +150,42 @@ impl CheckpointStorage {
         Ok(format!("{}/{}", self.url.trim_end_matches('/'), dir))
     }
 
-    /// Ids of `job`'s checkpoints that have their metadata object, oldest
-    /// first (torn uploads are left out).
-    pub async fn completed(&self, job: &str) -> Result<Vec<u64>, CheckpointError> {
+    /// Every object stored for `job`, with the id of the checkpoint whose
+    /// `chk-<id>` directory holds it (`None`: not in one).
+    async fn objects(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(Option<u64>, object_store::ObjectMeta)>, CheckpointError> {
         let prefix = Path::from(job);
-        let objects: Vec<_> = self
+        let objects: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(store_err(&prefix))?;
-        let mut ids: Vec<u64> = objects
-            .iter()
-            .filter(|o| o.location.filename() == Some("_metadata"))
-            .filter_map(|o| {
+        Ok(objects
+            .into_iter()
+            .map(|o| {
                 let parts: Vec<_> = o.location.parts().collect();
-                let dir = parts.get(parts.len().checked_sub(2)?)?;
-                dir.as_ref().strip_prefix("chk-")?.parse().ok()
+                let id = parts
+                    .len()
+                    .checked_sub(2)
+                    .and_then(|i| parts.get(i))
+                    .and_then(|d| d.as_ref().strip_prefix("chk-")?.parse::<u64>().ok());
+                (id, o)
             })
+            .collect())
+    }
+
+    /// Ids of `job`'s checkpoints that have their metadata object, oldest
+    /// first (torn uploads are left out).
+    pub async fn completed(&self, job: &str) -> Result<Vec<u64>, CheckpointError> {
+        let mut ids: Vec<u64> = self
+            .objects(job)
+            .await?
+            .into_iter()
+            .filter(|(_, o)| o.location.filename() == Some("_metadata"))
+            .filter_map(|(id, _)| id)
             .collect();
         ids.sort_unstable();
         Ok(ids)
@@ -226,20 +244,7 @@ impl CheckpointStorage {
         let Some(&oldest_kept) = ids.get(ids.len().saturating_sub(keep.max(1))) else {
             return Ok(());
         };
-        let prefix = Path::from(job);
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(store_err(&prefix))?;
-        for o in objects {
-            let parts: Vec<_> = o.location.parts().collect();
-            let id = parts
-                .len()
-                .checked_sub(2)
-                .and_then(|i| parts.get(i))
-                .and_then(|d| d.as_ref().strip_prefix("chk-")?.parse::<u64>().ok());
+        for (id, o) in self.objects(job).await? {
             if let Some(id) = id {
                 if id < oldest_kept && Some(id) != protect {
                     self.store
