@@ -32,19 +32,6 @@ const SPAN_MS: i64 = 300_000;
 const SENTINEL: &str = "~sentinel";
 const USERS: u64 = 20;
 
-/// A small deterministic generator (no test may depend on chance).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
 struct Backlog {
     recs: Vec<Rec>,
     /// (user, window_start) -> clicks, computed here.

@@ -18,19 +18,6 @@ use std::time::{Duration, Instant};
 const T0: i64 = 1_700_000_000_000;
 const SENTINEL: &str = "~sentinel";
 
-/// A small deterministic generator (kill moments, jitter).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
 /// Produces `chunks` in the background, one every `every`; returns the
 /// thread (joined when all were produced).
 fn stream(

@@ -602,3 +602,17 @@ pub fn kill_and_restart_kafka() -> Duration {
     services("start-kafka");
     start.elapsed()
 }
+
+/// A small deterministic generator for test data and moments (no test may
+/// depend on chance).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
