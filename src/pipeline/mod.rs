@@ -15,6 +15,7 @@ pub mod context;
 pub mod dead_letter;
 pub mod error;
 pub mod job;
+mod key_hash;
 pub mod keyed;
 pub mod metrics;
 pub mod operator;
