@@ -158,6 +158,15 @@ impl<S: Sink> SinkActor<S> {
         }
         if let Some(w) = advanced {
             self.task.ctx.metrics.watermark.store(w, Relaxed);
+            let writer = self.writer.as_mut().expect("writer is open");
+            if let Err(f) = guarded(|| writer.watermark(w)) {
+                return self.fail(ctx, f);
+            }
+        } else if signal == Signal::Idle && self.inputs.all_idle() {
+            let writer = self.writer.as_mut().expect("writer is open");
+            if let Err(f) = guarded(|| writer.idle()) {
+                return self.fail(ctx, f);
+            }
         }
         if let Some(id) = barrier.filter(|_| !self.inputs.all_ended()) {
             // Everything before the barrier was written: make it durable.

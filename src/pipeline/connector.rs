@@ -236,4 +236,16 @@ pub trait SinkWriter: Send + 'static {
     fn close(&mut self) -> Result<(), ConnectorError> {
         self.flush()
     }
+
+    /// The watermark of the sink's input advanced to `watermark` (after the
+    /// records before it were written). Most sinks ignore it; a sink that
+    /// forwards event time (a repartition topic) writes it out.
+    fn watermark(&mut self, _watermark: super::batch::Timestamp) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Every input of the sink is idle (see [`Signal::Idle`](super::Signal)).
+    fn idle(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }

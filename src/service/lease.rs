@@ -251,6 +251,16 @@ impl<W: SinkWriter> SinkWriter for FencedWriter<W> {
         self.guard.check()?;
         self.inner.close()
     }
+
+    fn watermark(&mut self, watermark: crate::pipeline::Timestamp) -> Result<(), ConnectorError> {
+        self.guard.check()?;
+        self.inner.watermark(watermark)
+    }
+
+    fn idle(&mut self) -> Result<(), ConnectorError> {
+        self.guard.check()?;
+        self.inner.idle()
+    }
 }
 
 #[cfg(test)]

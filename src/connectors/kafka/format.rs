@@ -32,6 +32,24 @@ pub trait KafkaDecode: Clone + Send + Sync + 'static {
     ) -> Result<Self::Out, String> {
         self.decode(payload)
     }
+
+    /// The event time a decoded record carries in its payload (weir's own
+    /// formats, e.g. repartition topics), used when the source has no
+    /// timestamp extractor; `None` (the default): the Kafka record's
+    /// timestamp.
+    #[inline]
+    fn timestamp(&self, _value: &Self::Out) -> Option<crate::pipeline::Timestamp> {
+        None
+    }
+
+    /// For a repartition topic: the number of upstream writers whose
+    /// control records (watermark, idle, end of input) the source must
+    /// track in every partition, and never hand on as records (see
+    /// `connectors::kafka::repartition`). `None` (the default): a plain
+    /// topic, whose records are all data.
+    fn upstream_writers(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A record with where it was read: its partition and offset in the
@@ -77,6 +95,13 @@ impl<D: KafkaDecode> KafkaDecode for WithPositions<D> {
             partition,
             offset,
         })
+    }
+    #[inline]
+    fn timestamp(&self, value: &Self::Out) -> Option<crate::pipeline::Timestamp> {
+        self.0.timestamp(&value.value)
+    }
+    fn upstream_writers(&self) -> Option<usize> {
+        self.0.upstream_writers()
     }
 }
 
@@ -133,6 +158,15 @@ impl<T: DeserializeOwned + Send + 'static> KafkaDecode for Json<T> {
 pub trait KafkaEncode<T>: Clone + Send + Sync + 'static {
     /// Writes the payload of `value` into `out` (cleared by the caller).
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// Writes the payload of `value`, whose event time is `ts`: the sink
+    /// calls this one. The default ignores the time (it travels as the
+    /// Kafka record's timestamp); weir's repartition format keeps it in
+    /// the payload.
+    #[inline]
+    fn encode_at(&self, value: &T, _ts: crate::pipeline::Timestamp, out: &mut Vec<u8>) -> Result<(), String> {
+        self.encode(value, out)
+    }
 }
 
 /// The record as a JSON document.

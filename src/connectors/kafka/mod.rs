@@ -8,7 +8,8 @@
 //! round-robin, idempotent, optionally transactional), [`KafkaLateSink`] and
 //! [`KafkaDeadLetters`] (late records and job dead letters to a topic), the
 //! shared client settings ([`KafkaConfig`]), the connection state
-//! ([`KafkaStatus`]) and the typed errors ([`KafkaConnectorError`]).
+//! ([`KafkaStatus`]) and the typed errors ([`KafkaConnectorError`]);
+//! [`repartition`] connects two stages through an internal topic.
 //!
 //! Must never: auto-commit offsets, commit an offset whose records were not
 //! processed and flushed, drop a record silently (delivery failures become
@@ -21,6 +22,7 @@ mod dead_letter;
 mod error;
 mod format;
 mod partitions;
+pub mod repartition;
 mod sink;
 mod source;
 mod status;

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::repartition::UpstreamMarks;
 use crate::pipeline::{ReaderWatermark, TaskContext, Timestamp};
 
 /// Per-partition progress of one reader.
@@ -38,6 +39,9 @@ pub(crate) struct PartState {
     pub caught_up: bool,
     /// Paused by the reader's alignment (too far ahead of the slowest).
     pub paused: bool,
+    /// A repartition topic's partition: its event time is what its upstream
+    /// writers' control records say, not its records' timestamps.
+    pub upstream: Option<UpstreamMarks>,
 }
 
 impl PartState {
@@ -55,6 +59,19 @@ impl PartState {
             last_record: now,
             caught_up: false,
             paused: false,
+            upstream: None,
+        }
+    }
+
+    /// The event time this partition has reached: its largest record
+    /// timestamp, or, in a repartition topic, the minimum over its upstream
+    /// writers of the watermark each wrote into it (`i64::MIN` while one
+    /// has not written yet).
+    #[inline]
+    pub fn event_time(&self) -> Timestamp {
+        match &self.upstream {
+            None => self.max_ts,
+            Some(u) => u.watermark(),
         }
     }
 
@@ -70,8 +87,12 @@ impl PartState {
     }
 
     /// Idle: caught up with its log and quiet for the idle timeout. Never
-    /// merely because its data has not arrived yet.
+    /// merely because its data has not arrived yet. In a repartition topic: when every upstream writer said it is idle
+    /// or ended, whatever the timeout.
     pub fn is_idle(&self, idle_timeout: Option<Duration>) -> bool {
+        if let Some(u) = &self.upstream {
+            return u.quiet();
+        }
         self.caught_up && idle_timeout.is_some_and(|t| self.last_record.elapsed() >= t)
     }
 }
@@ -135,7 +156,7 @@ impl PartitionClock {
         let owned = parts
             .values()
             .filter(|s| !s.is_idle(idle_timeout))
-            .map(|s| s.max_ts)
+            .map(PartState::event_time)
             .min();
         let min = match (owned, in_transit) {
             (Some(a), Some(b)) => Some(a.min(b)),

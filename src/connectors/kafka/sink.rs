@@ -13,6 +13,7 @@
 //! position). Never fails on a transient outage: librdkafka retries until
 //! `message.timeout.ms` (default 300 s), and the status shows "waiting".
 
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,6 +35,14 @@ pub trait KeyFn<T>: Clone + Send + Sync + 'static {
     /// Writes the key of `value` into `out` (cleared by the caller);
     /// false for "no key" (round-robin).
     fn key(&self, value: &T, out: &mut Vec<u8>) -> bool;
+
+    /// The partition of `value` among `partitions`, when the sink chooses it
+    /// itself (repartition topics: the key's stable hash) rather than
+    /// librdkafka's partitioner; `None` (the default): by [`key`](Self::key).
+    #[inline]
+    fn partition(&self, _value: &T, _partitions: u32) -> Option<i32> {
+        None
+    }
 }
 
 /// No key: records are spread round-robin over the partitions.
@@ -153,11 +162,16 @@ impl<T, E, K> KafkaSink<T, E, K> {
         F: Fn(&T) -> R + Clone + Send + Sync + 'static,
         R: AsRef<[u8]>,
     {
+        self.with_key(KeyBy(f))
+    }
+
+    /// Places records with `key` (any [`KeyFn`]).
+    pub(crate) fn with_key<K2>(self, key: K2) -> KafkaSink<T, E, K2> {
         KafkaSink {
             config: self.config,
             topic: self.topic,
             encode: self.encode,
-            key: KeyBy(f),
+            key,
             transactional: self.transactional,
             exactly_once: self.exactly_once,
             txn: self.txn,
@@ -180,17 +194,7 @@ impl<T, E, K> KafkaSink<T, E, K> {
     where
         F: Fn(&T, &mut Vec<u8>) + Clone + Send + Sync + 'static,
     {
-        KafkaSink {
-            config: self.config,
-            topic: self.topic,
-            encode: self.encode,
-            key: KeyInto(f),
-            transactional: self.transactional,
-            exactly_once: self.exactly_once,
-            txn: self.txn,
-            status: self.status,
-            _t: PhantomData,
-        }
+        self.with_key(KeyInto(f))
     }
 
     /// Sets any librdkafka producer option (overrides weir's defaults).
@@ -368,6 +372,31 @@ impl<T, E, K> KafkaWriter<T, E, K> {
         self.producer.context().deliveries.acked.load(Relaxed)
     }
 
+    /// The topic's partition count, as the writer saw it when it opened.
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Sends one record with `headers` and `payload` to every partition of
+    /// the topic, in the current transaction (repartition control records).
+    pub(crate) fn send_to_every_partition(
+        &mut self,
+        headers: &OwnedHeaders,
+        payload: &[u8],
+    ) -> Result<(), KafkaConnectorError> {
+        self.check_deliveries()?;
+        self.begin()?;
+        for p in 0..self.partitions as i32 {
+            let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic)
+                .payload(payload)
+                .partition(p)
+                .headers(headers.clone());
+            send_retrying(&self.producer, rec, &self.status)?;
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
     fn begin(&mut self) -> Result<(), KafkaConnectorError> {
         if self.transactional && !self.in_txn {
             self.producer
@@ -418,12 +447,17 @@ where
         for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
             self.value.clear();
             self.encode
-                .encode(&v, &mut self.value)
+                .encode_at(&v, ts, &mut self.value)
                 .map_err(|e| ConnectorError::new(format!("kafka sink {}: {e}", self.topic)))?;
-            self.keybuf.clear();
-            let keyed = self.key.key(&v, &mut self.keybuf);
             let mut rec: BaseRecord<'_, [u8], [u8]> =
                 BaseRecord::to(&self.topic).payload(&self.value[..]);
+            if let Some(p) = self.key.partition(&v, self.partitions) {
+                rec = rec.partition(p);
+                send_retrying(&self.producer, rec, &self.status)?;
+                continue;
+            }
+            self.keybuf.clear();
+            let keyed = self.key.key(&v, &mut self.keybuf);
             if keyed {
                 rec = rec.key(&self.keybuf[..]);
             } else if self.partitions > 0 {

@@ -37,6 +37,7 @@ use super::dead_letter::DlqProducer;
 use super::error::KafkaConnectorError;
 use super::format::{Bytes, Json, KafkaDecode, Text, WithPositions};
 use super::partitions::{Handoff, HandoffView, Handoffs, PartState, PartitionClock};
+use super::repartition::{self, Mark, UpstreamMarks};
 use super::status::{self, KafkaStatus};
 use super::transaction;
 use crate::connectors::file::now_ms;
@@ -207,11 +208,17 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
     /// checkpoint storage (`Job::checkpointing`).
     pub fn exactly_once(mut self) -> Self {
         self.exactly_once = true;
+        self.assign_all()
+    }
+    /// Every partition of the topic, split over the instances, without
+    /// group membership (explicit partitions stay).
+    pub(crate) fn assign_all(mut self) -> Self {
         if self.assignment == Assignment::Group {
             self.assignment = Assignment::All;
         }
         self
     }
+
     /// The consumer group (default `weir-<job name>`): commits go there.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
@@ -319,6 +326,12 @@ where
                 ));
             }
         }
+        if self.decode.upstream_writers().is_some() && self.assignment == Assignment::Group {
+            return Err(BuildError::invalid(
+                "source.kafka.partitions",
+                "a repartition topic is read by explicit assignment, not a group",
+            ));
+        }
         if let DeadLetterRoute::Topic(t) = &self.dead_letters {
             if t.is_empty() {
                 return Err(BuildError::invalid(
@@ -380,6 +393,8 @@ where
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
         let mut parts = BTreeMap::new();
         let now = Instant::now();
+        // A repartition topic: event time from its writers' control records.
+        let upstream = self.decode.upstream_writers();
         let every: Vec<i32>;
         let listed = match &self.assignment {
             Assignment::Group => None,
@@ -408,7 +423,9 @@ where
                     .into());
                 }
                 for &x in &mine {
-                    parts.insert(x, PartState::new(now));
+                    let mut part = PartState::new(now);
+                    part.upstream = upstream.map(UpstreamMarks::new);
+                    parts.insert(x, part);
                 }
                 Some(mine)
             }
@@ -429,6 +446,10 @@ where
         let mut clock = PartitionClock::new(ctx, now);
         if mine.is_some() {
             clock.assigned();
+        }
+        if upstream.is_some() {
+            // The writers' watermarks already allow for out-of-orderness.
+            clock.bound_ms = Some(0);
         }
         Ok(KafkaReader {
             consumer,
@@ -460,6 +481,7 @@ where
                 relearned_at: now,
                 handoffs,
                 task: ctx.task_name(),
+                upstream,
             },
         })
     }
@@ -788,6 +810,9 @@ struct ReaderState<D, F> {
     /// Partitions in transit between this stage's instances (group mode).
     handoffs: HandoffView,
     task: String,
+    /// A repartition topic's upstream writer count: records with the
+    /// control header are control records (see `repartition`).
+    upstream: Option<usize>,
 }
 
 impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
@@ -864,6 +889,12 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             // previous owner reached) takes effect before its first record.
             self.apply_rebalances();
         }
+        if self.upstream.is_some() {
+            if let Some(control) = repartition::control_of(msg) {
+                self.on_control(p, off, control, now);
+                return Ok(false);
+            }
+        }
         let payload = msg.payload().unwrap_or(&[]);
         let decoded = self.decode.decode_at(payload, p, off);
         let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
@@ -871,9 +902,16 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             Ok(v) => {
                 let ts = match &self.ts {
                     Some(f) => f(&v),
-                    None => match msg.timestamp() {
-                        KTimestamp::CreateTime(t) | KTimestamp::LogAppendTime(t) if t >= 0 => t,
-                        _ => now_ms(),
+                    None => match self.decode.timestamp(&v) {
+                        Some(t) => t,
+                        None => match msg.timestamp() {
+                            KTimestamp::CreateTime(t) | KTimestamp::LogAppendTime(t)
+                                if t >= 0 =>
+                            {
+                                t
+                            }
+                            _ => now_ms(),
+                        },
                     },
                 };
                 state.on_record(off, ts, now);
@@ -884,6 +922,35 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                 state.on_record(off, i64::MIN, now);
                 self.dead_letter(payload, msg.key(), &reason, p, off)?;
                 Ok(false)
+            }
+        }
+    }
+
+    /// A repartition topic's control record at `off` of `p`: the writer's
+    /// mark updates the partition's event time; never a record downstream.
+    fn on_control(
+        &mut self,
+        p: i32,
+        off: i64,
+        control: Result<(usize, Mark), String>,
+        now: Instant,
+    ) {
+        let writers = self.upstream.unwrap_or(0);
+        let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
+        state.next = off + 1;
+        state.last_record = now;
+        state.caught_up = false;
+        let marks = state
+            .upstream
+            .get_or_insert_with(|| UpstreamMarks::new(writers));
+        match control {
+            Ok((writer, mark)) => {
+                if !marks.apply(writer, mark) {
+                    tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, writer, writers, "repartition source: control record from a writer outside the configured count (ignored)");
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, reason, "repartition source: malformed control record (ignored)");
             }
         }
     }
@@ -969,7 +1036,18 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             .filter(|(_, s)| s.max_ts > i64::MIN)
             .map(|(p, s)| (p.to_string(), json!(s.max_ts)))
             .collect();
-        json!({ "topic": self.topic, "group": self.group, "offsets": offsets, "event_time": event_time })
+        let mut pos = json!({ "topic": self.topic, "group": self.group, "offsets": offsets, "event_time": event_time });
+        if self.upstream.is_some() {
+            // What each upstream writer last said in each partition: a
+            // restored reader must not wait for writers that already ended.
+            let marks: serde_json::Map<String, Value> = self
+                .parts
+                .iter()
+                .filter_map(|(p, s)| Some((p.to_string(), s.upstream.as_ref()?.to_json())))
+                .collect();
+            pos["upstream"] = Value::Object(marks);
+        }
+        pos
     }
 
     fn parse(&self, position: &Value) -> Result<BTreeMap<i32, i64>, KafkaConnectorError> {
@@ -1050,9 +1128,16 @@ where
         }
         let mut tpl = TopicPartitionList::new();
         let mut any = false;
+        let upstream = position.get("upstream");
         for (p, state) in self.st.parts.iter_mut() {
             if let Some(t) = event_time.get(p) {
                 state.max_ts = state.max_ts.max(*t);
+            }
+            if let (Some(marks), Some(saved)) = (
+                state.upstream.as_mut(),
+                upstream.and_then(|u| u.get(p.to_string())),
+            ) {
+                marks.restore(saved);
             }
             let off = match offsets.get(p) {
                 Some(o) => {
@@ -1132,7 +1217,7 @@ where
     F: Fn(&D::Out) -> Timestamp + Send + 'static,
 {
     /// The poll loop: up to `max` records handed to `out`.
-    fn poll_emit<E: Emit<D::Out>>(
+    pub(crate) fn poll_emit<E: Emit<D::Out>>(
         &mut self,
         out: &mut E,
         max: usize,
