@@ -1,6 +1,7 @@
 //! Ready-made pipelines: the jobs behind the example binaries.
 //!
-//! Owns the pipeline builders ([`etl::etl_job`], [`clicks::clicks_job`])
+//! Owns the pipeline builders ([`etl::etl_job`], [`clicks::clicks_job`],
+//! [`clicks_stages::parse_job`] and [`clicks_stages::count_job`])
 //! and their parameter and record types, so the example binaries stay
 //! small and the coordinated worker service can register the very same
 //! pipelines as job types. Each builder only assembles a
@@ -9,6 +10,8 @@
 
 #[cfg(feature = "kafka")]
 pub mod clicks;
+#[cfg(feature = "kafka")]
+pub mod clicks_stages;
 #[cfg(feature = "kafka")]
 pub mod etl;
 

@@ -30,4 +30,6 @@ pub(crate) use record::control_of;
 pub use record::{control_payload, Repartitioned, Stamped, CONTROL_HEADER};
 pub use sink::{ByKey, RepartitionSink, RepartitionWriter};
 pub use source::{RepartitionReader, RepartitionSource};
-pub use topic::{create_repartition_topic, delete_repartition_topic, repartition_topic};
+pub use topic::{
+    create_repartition_topic, delete_repartition_topic, repartition_topic, topic_partitions,
+};

@@ -115,3 +115,15 @@ pub fn delete_repartition_topic(
     tracing::info!(topic, "repartition topic deleted");
     Ok(())
 }
+
+/// The partition count of `topic`, waiting (bounded by the startup wait)
+/// for a broker and for the topic to exist.
+pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<usize, KafkaConnectorError> {
+    let admin = admin(config)?;
+    wait_for_topic(
+        admin.inner(),
+        config,
+        topic,
+        &KafkaStatus::new(config.brokers()),
+    )
+}
