@@ -6,7 +6,8 @@
 //!     --brokers 127.0.0.1:9092 --input clicks --output clicks-per-user \
 //!     [--job clicks] [--parse-instances N] [--count-instances M] \
 //!     [--out-of-orderness-ms 2000] [--idle-timeout-ms 10000] \
-//!     [--checkpoint-dir DIR | --checkpoint-url URL] [--drain]
+//!     [--checkpoint-dir DIR | --checkpoint-url URL] [--drain] \
+//!     [--producer-option KEY=VALUE ..]
 //! cargo run --release --example clicks_stages -- --stage count --instance J ...
 //! ```
 //!
@@ -85,6 +86,10 @@ struct Args {
     /// On Ctrl-C / SIGTERM, drain even with durable checkpoints.
     #[arg(long)]
     drain: bool,
+    /// A librdkafka option for this stage's producer, KEY=VALUE
+    /// (repeatable), e.g. transaction.timeout.ms=5000.
+    #[arg(long, value_name = "KEY=VALUE")]
+    producer_option: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,6 +108,12 @@ fn main() -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     p.drain = args.drain;
+    for o in &args.producer_option {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--producer-option {o}: want KEY=VALUE"))?;
+        p.producer_options.push((k.to_string(), v.to_string()));
+    }
     let config = KafkaConfig::new(&args.brokers);
     create_repartition_topic(&config, &p.topic(), p.count_instances)
         .with_context(|| format!("repartition topic {}", p.topic()))?;

@@ -50,6 +50,9 @@ pub struct StageParams {
     pub checkpoint_url: Option<String>,
     /// Stop by draining rather than with a savepoint.
     pub drain: bool,
+    /// Extra librdkafka options for the stage's producer (its sink), e.g.
+    /// `transaction.timeout.ms`.
+    pub producer_options: Vec<(String, String)>,
 }
 
 impl StageParams {
@@ -73,6 +76,7 @@ impl StageParams {
             idle_timeout: Duration::from_secs(10),
             checkpoint_url: None,
             drain: false,
+            producer_options: Vec::new(),
         }
     }
 
@@ -105,6 +109,9 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
         .with_timestamps(|c: &Click| c.ts);
     let mut sink = RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user)
         .first_writer(p.instance);
+    for (k, v) in &p.producer_options {
+        sink = sink.set(k, v);
+    }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
@@ -129,6 +136,9 @@ pub fn count_job(p: &StageParams) -> RunnableJob {
         .partitions([p.instance as i32]);
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
+    for (k, v) in &p.producer_options {
+        sink = sink.set(k, v);
+    }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));

@@ -1,0 +1,408 @@
+//! Two stages connected by a Kafka repartition topic, on the real broker:
+//! `clicks_stages --stage parse` (2 processes: input → key by user →
+//! `weir-<job>-count-repartition`) and `--stage count` (2 processes: 10 s
+//! tumbling count per user → output), each process with its own
+//! checkpoint directory (exactly-once). Clicks are spread over the input's
+//! 4 partitions at random, whoever the user, so only the repartition puts
+//! a user's clicks together. The output, read `read_committed`, must hold
+//! every window exactly once with its exact count, computed here from
+//! what was produced: from a backlog, across SIGKILLs of a process of each
+//! stage, and with the downstream watermark held (no window fired early or
+//! partial) while an upstream process is down.
+
+mod common;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use weir::connectors::kafka::repartition::{
+    create_repartition_topic, delete_repartition_topic, repartition_topic, Mark, CONTROL_HEADER,
+};
+use weir::connectors::kafka::KafkaConfig;
+
+/// A base time aligned to the 10 s windows.
+const T0: i64 = 1_700_000_000_000;
+const SENTINEL: &str = "~sentinel";
+const USERS: u64 = 12;
+
+/// (user, window start) -> clicks.
+type Windows = BTreeMap<(String, i64), u64>;
+
+/// `n` clicks from `first` on, 25 ms of event time apart (each partition
+/// in time order up to 900 ms), users and partitions at random; in chunks
+/// of 200, and the windows they add to `want`.
+fn clicks(rng: &mut Lcg, first: i64, n: i64, want: &mut Windows) -> Vec<Vec<Rec>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    for i in first..first + n {
+        let ts = T0 + i * 25 + (rng.next() % 900) as i64;
+        let user = format!("u{}", rng.next() % USERS);
+        *want
+            .entry((user.clone(), ts - ts.rem_euclid(10_000)))
+            .or_insert(0) += 1;
+        let partition = (rng.next() % 4) as i32;
+        chunk.push(Rec::to(
+            partition,
+            format!(r#"{{"user": "{user}", "ts": {ts}}}"#),
+        ));
+        if chunk.len() == 200 {
+            chunks.push(std::mem::take(&mut chunk));
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// A click far ahead in every input partition: every window closes.
+fn sentinels() -> Vec<Rec> {
+    (0..4)
+        .map(|p| {
+            Rec::to(
+                p,
+                format!(r#"{{"user": "{SENTINEL}", "ts": {}}}"#, T0 + 400_000),
+            )
+        })
+        .collect()
+}
+
+/// Produces `chunks` in the background, one every `every`.
+fn stream(
+    brokers: &str,
+    topic: &str,
+    chunks: Vec<Vec<Rec>>,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            produce(&brokers, &topic, &chunk);
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// The topics, checkpoint directories and processes of one two-stage job;
+/// the repartition topic is deleted (with the others) when dropped.
+struct Stages {
+    brokers: String,
+    topics: JobTopics,
+    job: String,
+    repartition: String,
+    dirs: Vec<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl Stages {
+    fn new(brokers: &str, prefix: &str) -> Self {
+        let topics = JobTopics::create(brokers, prefix);
+        let job = unique(prefix);
+        let repartition = repartition_topic(&job, "count");
+        create_repartition_topic(&KafkaConfig::new(brokers), &repartition, 2)
+            .expect("create the repartition topic");
+        assert_eq!(partition_count(brokers, &repartition), Some(2));
+        Stages {
+            brokers: brokers.to_string(),
+            topics,
+            job,
+            repartition,
+            dirs: (0..4).map(|_| tempfile::tempdir().unwrap()).collect(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Starts process `instance` of `stage` (`parse` or `count`).
+    fn spawn(&self, stage: &str, instance: usize) -> Proc {
+        let dir = &self.dirs[instance + if stage == "count" { 2 } else { 0 }];
+        let dir = dir.path().display().to_string();
+        let instance = instance.to_string();
+        let mut args = vec![
+            "--stage",
+            stage,
+            "--instance",
+            &instance,
+            "--parse-instances",
+            "2",
+            "--count-instances",
+            "2",
+            "--job",
+            &self.job,
+            "--checkpoint-dir",
+            &dir,
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        self.topics.spawn("clicks_stages", &self.brokers, &args)
+    }
+
+    /// The count processes' committed position in their partitions of the
+    /// repartition topic (`-1`: none).
+    fn count_committed(&self) -> [i64; 2] {
+        let mut out = [-1; 2];
+        for (j, o) in out.iter_mut().enumerate() {
+            let group = format!("weir-{}-count-{j}", self.job);
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &self.brokers)
+                .set("group.id", &group)
+                .set("log_level", "3")
+                .create()
+                .expect("consumer");
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.repartition, j as i32);
+            if let Ok(c) = c.committed_offsets(tpl, Duration::from_secs(5)) {
+                if let Some(e) = c.find_partition(&self.repartition, j as i32) {
+                    if let Offset::Offset(x) = e.offset() {
+                        *o = x;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        let _ = delete_repartition_topic(&KafkaConfig::new(&self.brokers), &self.repartition);
+    }
+}
+
+/// The output's windows read `read_committed` (sentinels left out),
+/// asserting none was written twice.
+fn windows_of(got: &[Got]) -> Windows {
+    let mut seen = Windows::new();
+    let mut twice = Vec::new();
+    for g in got {
+        let v = g.json();
+        let k = (
+            v["user"].as_str().expect("user").to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        );
+        if k.0 == SENTINEL {
+            continue;
+        }
+        if let Some(old) = seen.insert(k.clone(), v["count"].as_u64().expect("count")) {
+            twice.push((k, old, v["count"].clone()));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "{} windows written more than once (first: {:?})",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    seen
+}
+
+/// Sends the sentinels, reads the output until every window is there,
+/// stops every process and checks every window once with its exact count.
+fn check_every_window_once(stages: &Stages, want: &Windows, procs: Vec<Proc>) {
+    produce(&stages.brokers, &stages.topics.input, &sentinels());
+    let got = read_topic(
+        &stages.brokers,
+        &stages.topics.output,
+        want.len(),
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    );
+    let logs: Vec<String> = procs
+        .into_iter()
+        .map(|p| {
+            let name = p.log.display().to_string();
+            format!("--- {name}\n{}", tail(&p.terminate(Duration::from_secs(60))))
+        })
+        .collect();
+    let seen = windows_of(&got);
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| seen.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && seen.len() == want.len(),
+        "{} of {} windows wrong or missing ({} seen): {:?}\n{}",
+        wrong.len(),
+        want.len(),
+        seen.len(),
+        &wrong[..wrong.len().min(10)],
+        logs.join("\n")
+    );
+}
+
+/// Every process of both stages, parse first.
+fn start_all(stages: &Stages) -> Vec<Proc> {
+    vec![
+        stages.spawn("parse", 0),
+        stages.spawn("parse", 1),
+        stages.spawn("count", 0),
+        stages.spawn("count", 1),
+    ]
+}
+
+#[test]
+fn a_backlog_through_two_stages_makes_every_window_once_and_exact() {
+    let brokers = ensure_kafka();
+    let stages = Stages::new(&brokers, "rp-backlog");
+    let mut want = Windows::new();
+    for chunk in clicks(&mut Lcg(3), 0, 4_000, &mut want) {
+        produce(&brokers, &stages.topics.input, &chunk);
+    }
+    let procs = start_all(&stages);
+    check_every_window_once(&stages, &want, procs);
+}
+
+#[test]
+fn a_process_of_each_stage_killed_mid_stream_and_restarted_changes_no_window() {
+    let brokers = ensure_kafka();
+    let stages = Stages::new(&brokers, "rp-kill");
+    let mut rng = Lcg(5);
+    let mut want = Windows::new();
+    let chunks = clicks(&mut rng, 0, 6_000, &mut want);
+    let mut procs = start_all(&stages);
+    let producer = stream(
+        &brokers,
+        &stages.topics.input,
+        chunks,
+        Duration::from_millis(300),
+    );
+    // SIGKILL parse 1, then count 0, each a random moment into its run,
+    // while the input streams in; restart each with the same arguments.
+    for (idx, stage, instance) in [(1, "parse", 1), (2, "count", 0)] {
+        procs[idx].wait_for_log("job running", Duration::from_secs(60));
+        let after = Duration::from_millis(1_500 + rng.next() % 2_000);
+        let t = Instant::now();
+        while t.elapsed() < after {
+            assert!(
+                procs[idx].child.try_wait().expect("wait").is_none(),
+                "{stage} {instance} exited before its kill:\n{}",
+                tail(&procs[idx].log_text())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("kill -9 {stage} {instance} after {after:?}");
+        let old = std::mem::replace(&mut procs[idx], stages.spawn(stage, instance));
+        old.kill9();
+    }
+    producer.join().expect("producer");
+    check_every_window_once(&stages, &want, procs);
+}
+
+/// The largest watermark each writer committed into `partition`, with
+/// the offset of the record that carried it.
+fn committed_marks(got: &[Got], partition: i32) -> BTreeMap<usize, (i64, i64)> {
+    let mut out: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
+    for g in got.iter().filter(|g| g.partition == partition) {
+        let Some(w) = g.headers.get(CONTROL_HEADER) else {
+            continue;
+        };
+        let writer: usize = w.parse().expect("writer index");
+        if let Ok(Mark::Watermark(t)) = postcard::from_bytes::<Mark>(&g.payload) {
+            let e = out.entry(writer).or_insert((i64::MIN, -1));
+            if t > e.0 {
+                *e = (t, g.offset);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
+    let brokers = ensure_kafka();
+    let mut stages = Stages::new(&brokers, "rp-hold");
+    // A killed parse process's open transaction blocks read_committed
+    // readers until the broker aborts it: make that quick, so the count
+    // stage does read parse 0's progress while parse 1 is down.
+    stages.extra = vec![
+        "--producer-option".into(),
+        "transaction.timeout.ms=5000".into(),
+    ];
+    let mut rng = Lcg(9);
+    let mut want = Windows::new();
+    // 50 s of event time streamed before the kill, 100 s after it.
+    let before = clicks(&mut rng, 0, 2_000, &mut want);
+    let after = clicks(&mut rng, 2_000, 4_000, &mut want);
+    let mut procs = start_all(&stages);
+    let producer = stream(
+        &brokers,
+        &stages.topics.input,
+        before,
+        Duration::from_millis(300),
+    );
+    // The pipeline runs: a first window came out.
+    read_topic(
+        &brokers,
+        &stages.topics.output,
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    eprintln!("kill -9 parse 1");
+    let parse1 = procs.remove(1);
+    parse1.kill9();
+    producer.join().expect("producer");
+    let producer = stream(
+        &brokers,
+        &stages.topics.input,
+        after,
+        Duration::from_millis(200),
+    );
+    // What parse 1 committed is final now. Wait until parse 0 committed a
+    // watermark two windows past it into both partitions and each count
+    // process committed a position past that record: it read it.
+    let started = Instant::now();
+    let held = loop {
+        let got = read_topic_until(
+            &brokers,
+            &stages.repartition,
+            "read_committed",
+            Duration::from_secs(3),
+            Duration::ZERO,
+            |_| false,
+        );
+        let marks: Vec<_> = (0..2).map(|p| committed_marks(&got, p)).collect();
+        let committed = stages.count_committed();
+        let h1 = marks
+            .iter()
+            .filter_map(|m| m.get(&1).map(|x| x.0))
+            .max()
+            .unwrap_or(i64::MIN);
+        let passed = (0..2).all(|p| {
+            marks[p]
+                .get(&0)
+                .is_some_and(|(t, off)| *t >= h1.saturating_add(20_000) && committed[p] > *off)
+        });
+        if passed {
+            break h1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "parse 0 did not get two windows ahead of parse 1 ({h1}) in the count stage's committed input: marks {marks:?}, count committed {committed:?}"
+        );
+    };
+    // Nothing past parse 1's watermark fired; what fired is exact.
+    let got = read_topic(
+        &brokers,
+        &stages.topics.output,
+        usize::MAX,
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let seen = windows_of(&got);
+    assert!(!seen.is_empty());
+    let early: Vec<_> = seen.keys().filter(|(_, s)| s + 10_000 > held + 1).collect();
+    assert!(
+        early.is_empty(),
+        "windows fired past the watermark parse 1 (down) held at {held}: {early:?}"
+    );
+    for (k, v) in &seen {
+        assert_eq!(want.get(k), Some(v), "window {k:?} fired partial");
+    }
+    // Parse 1 back: the watermark moves on and every window comes out once.
+    procs.insert(1, stages.spawn("parse", 1));
+    producer.join().expect("producer");
+    check_every_window_once(&stages, &want, procs);
+}
