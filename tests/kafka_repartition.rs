@@ -316,10 +316,14 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
     // A killed parse process's open transaction blocks read_committed
     // readers until the broker aborts it: make that quick, so the count
     // stage does read parse 0's progress while parse 1 is down.
-    stages.extra = vec![
-        "--producer-option".into(),
-        "transaction.timeout.ms=5000".into(),
-    ];
+    stages.extra = [
+        "--producer-option",
+        "transaction.timeout.ms=6000",
+        "--producer-option",
+        "socket.timeout.ms=5000",
+    ]
+    .map(String::from)
+    .to_vec();
     let mut rng = Lcg(9);
     let mut want = Windows::new();
     // 50 s of event time streamed before the kill, 100 s after it.
@@ -333,13 +337,14 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
         Duration::from_millis(300),
     );
     // The pipeline runs: a first window came out.
-    read_topic(
+    let first = read_topic(
         &brokers,
         &stages.topics.output,
         1,
         Duration::from_secs(60),
         Duration::ZERO,
     );
+    assert!(!first.is_empty(), "no window within 60 s");
     eprintln!("kill -9 parse 1");
     let parse1 = procs.remove(1);
     parse1.kill9();
@@ -392,6 +397,13 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
         Duration::ZERO,
     );
     let seen = windows_of(&got);
+    let last = seen.keys().map(|(_, s)| *s).max().unwrap_or(i64::MIN);
+    eprintln!(
+        "parse 1 down, its watermark {}: {} windows out, the last from {}",
+        held - T0,
+        seen.len(),
+        last - T0
+    );
     assert!(!seen.is_empty());
     let early: Vec<_> = seen.keys().filter(|(_, s)| s + 10_000 > held + 1).collect();
     assert!(
