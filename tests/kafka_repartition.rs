@@ -408,7 +408,9 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
     let early: Vec<_> = seen.keys().filter(|(_, s)| s + 10_000 > held + 1).collect();
     assert!(
         early.is_empty(),
-        "windows fired past the watermark parse 1 (down) held at {held}: {early:?}"
+        "{} windows fired past the watermark parse 1 (down) held at {held} (first: {:?})",
+        early.len(),
+        &early[..early.len().min(10)]
     );
     for (k, v) in &seen {
         assert_eq!(want.get(k), Some(v), "window {k:?} fired partial");

@@ -383,6 +383,36 @@ mod tests {
     }
 
     #[test]
+    fn a_repartition_partition_follows_its_writers_not_its_records() {
+        use crate::connectors::kafka::repartition::{Mark, UpstreamMarks};
+        let mut c = clock(Some(Duration::ZERO));
+        c.bound_ms = Some(0);
+        let mut ps = parts(&[0, 1]);
+        for s in ps.values_mut() {
+            s.upstream = Some(UpstreamMarks::new(2));
+            // Records (even caught up and quiet) say nothing about time.
+            s.on_record(0, 50_000, Instant::now());
+            s.caught_up = true;
+        }
+        assert_eq!(c.watermark(&ps, None), ReaderWatermark::Held);
+        for (p, s) in ps.iter_mut() {
+            let u = s.upstream.as_mut().unwrap();
+            u.apply(0, Mark::Watermark(8_000 + *p as i64));
+            u.apply(1, Mark::Watermark(6_000));
+        }
+        assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(6_000));
+        // Writer 1 idle in partition 0 only: partition 1 still holds at 6 s.
+        ps.get_mut(&0).unwrap().upstream.as_mut().unwrap().apply(1, Mark::Idle);
+        assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(6_000));
+        ps.get_mut(&1).unwrap().upstream.as_mut().unwrap().apply(1, Mark::End);
+        assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(8_000));
+        for s in ps.values_mut() {
+            s.upstream.as_mut().unwrap().apply(0, Mark::End);
+        }
+        assert_eq!(c.watermark(&ps, None), ReaderWatermark::Idle);
+    }
+
+    #[test]
     fn alignment_pauses_partitions_ahead_of_the_slowest_until_it_catches_up() {
         let mut c = clock(None);
         c.max_drift_ms = Some(1_000);
