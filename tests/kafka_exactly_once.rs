@@ -18,23 +18,6 @@ use std::time::{Duration, Instant};
 const T0: i64 = 1_700_000_000_000;
 const SENTINEL: &str = "~sentinel";
 
-/// Produces `chunks` in the background, one every `every`; returns the
-/// thread (joined when all were produced).
-fn stream(
-    brokers: &str,
-    topic: &str,
-    chunks: Vec<Vec<Rec>>,
-    every: Duration,
-) -> std::thread::JoinHandle<()> {
-    let (brokers, topic) = (brokers.to_string(), topic.to_string());
-    std::thread::spawn(move || {
-        for chunk in chunks {
-            produce(&brokers, &topic, &chunk);
-            std::thread::sleep(every);
-        }
-    })
-}
-
 /// Runs `start()` and kills the process it returns three times, at
 /// moments between 1.5 and 4.5 s into each run (after it logged that its
 /// job runs), starting it again each time; returns the last process.
@@ -60,7 +43,7 @@ fn kill_three_times(mut start: impl FnMut() -> Proc, rng: &mut Lcg) -> Proc {
 }
 
 /// (user, window start) -> clicks.
-type Windows = BTreeMap<(String, i64), u64>;
+type Windows = ClickWindows;
 
 /// 12,000 clicks of 10 users over 300 s of event time, in 30 chunks of
 /// 400; each partition in time order up to 900 ms. Returns the chunks and
@@ -108,40 +91,8 @@ fn check_every_window_once(brokers: &str, topics: &JobTopics, want: &Windows, pr
         Duration::from_secs(3),
     );
     let log = proc_.terminate(Duration::from_secs(60));
-    let mut seen: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    let mut twice = Vec::new();
-    for g in &got {
-        let v = g.json();
-        let k = (
-            v["user"].as_str().expect("user").to_string(),
-            v["window_start"].as_i64().expect("window_start"),
-        );
-        if k.0 == SENTINEL {
-            continue;
-        }
-        if let Some(old) = seen.insert(k.clone(), v["count"].as_u64().expect("count")) {
-            twice.push((k, old, v["count"].clone()));
-        }
-    }
-    assert!(
-        twice.is_empty(),
-        "{} windows written more than once (first: {:?})",
-        twice.len(),
-        &twice[..twice.len().min(10)]
-    );
-    let wrong: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| seen.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
-        .collect();
-    assert!(
-        wrong.is_empty() && seen.len() == want.len(),
-        "{} of {} windows wrong or missing: {:?}\n{}",
-        wrong.len(),
-        want.len(),
-        &wrong[..wrong.len().min(10)],
-        tail(&log)
-    );
+    let seen = click_windows(&got, SENTINEL);
+    assert_windows_exact(want, &seen, &tail(&log));
 }
 
 #[test]

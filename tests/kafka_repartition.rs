@@ -29,7 +29,7 @@ const SENTINEL: &str = "~sentinel";
 const USERS: u64 = 12;
 
 /// (user, window start) -> clicks.
-type Windows = BTreeMap<(String, i64), u64>;
+type Windows = ClickWindows;
 
 /// `n` clicks from `first` on, 25 ms of event time apart (each partition
 /// in time order up to 900 ms), users and partitions at random; in chunks
@@ -68,22 +68,6 @@ fn sentinels() -> Vec<Rec> {
             )
         })
         .collect()
-}
-
-/// Produces `chunks` in the background, one every `every`.
-fn stream(
-    brokers: &str,
-    topic: &str,
-    chunks: Vec<Vec<Rec>>,
-    every: Duration,
-) -> std::thread::JoinHandle<()> {
-    let (brokers, topic) = (brokers.to_string(), topic.to_string());
-    std::thread::spawn(move || {
-        for chunk in chunks {
-            produce(&brokers, &topic, &chunk);
-            std::thread::sleep(every);
-        }
-    })
 }
 
 /// The topics, checkpoint directories and processes of one two-stage job;
@@ -170,33 +154,6 @@ impl Drop for Stages {
     }
 }
 
-/// The output's windows read `read_committed` (sentinels left out),
-/// asserting none was written twice.
-fn windows_of(got: &[Got]) -> Windows {
-    let mut seen = Windows::new();
-    let mut twice = Vec::new();
-    for g in got {
-        let v = g.json();
-        let k = (
-            v["user"].as_str().expect("user").to_string(),
-            v["window_start"].as_i64().expect("window_start"),
-        );
-        if k.0 == SENTINEL {
-            continue;
-        }
-        if let Some(old) = seen.insert(k.clone(), v["count"].as_u64().expect("count")) {
-            twice.push((k, old, v["count"].clone()));
-        }
-    }
-    assert!(
-        twice.is_empty(),
-        "{} windows written more than once (first: {:?})",
-        twice.len(),
-        &twice[..twice.len().min(10)]
-    );
-    seen
-}
-
 /// Sends the sentinels, reads the output until every window is there,
 /// stops every process and checks every window once with its exact count.
 fn check_every_window_once(stages: &Stages, want: &Windows, procs: Vec<Proc>) {
@@ -212,24 +169,14 @@ fn check_every_window_once(stages: &Stages, want: &Windows, procs: Vec<Proc>) {
         .into_iter()
         .map(|p| {
             let name = p.log.display().to_string();
-            format!("--- {name}\n{}", tail(&p.terminate(Duration::from_secs(60))))
+            format!(
+                "--- {name}\n{}",
+                tail(&p.terminate(Duration::from_secs(60)))
+            )
         })
         .collect();
-    let seen = windows_of(&got);
-    let wrong: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| seen.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
-        .collect();
-    assert!(
-        wrong.is_empty() && seen.len() == want.len(),
-        "{} of {} windows wrong or missing ({} seen): {:?}\n{}",
-        wrong.len(),
-        want.len(),
-        seen.len(),
-        &wrong[..wrong.len().min(10)],
-        logs.join("\n")
-    );
+    let seen = click_windows(&got, SENTINEL);
+    assert_windows_exact(want, &seen, &logs.join("\n"));
 }
 
 /// Every process of both stages, parse first.
@@ -396,7 +343,7 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
         Duration::from_secs(2),
         Duration::ZERO,
     );
-    let seen = windows_of(&got);
+    let seen = click_windows(&got, SENTINEL);
     let last = seen.keys().map(|(_, s)| *s).max().unwrap_or(i64::MIN);
     eprintln!(
         "parse 1 down, its watermark {}: {} windows out, the last from {}",

@@ -93,9 +93,17 @@ impl StageParams {
     }
 }
 
-fn restart_policy() -> RestartPolicy {
-    RestartPolicy::new(10, Duration::from_secs(300))
-        .with_backoff(Duration::from_millis(500), Duration::from_secs(15))
+/// A stage's job named `name`: checkpoints, drain, and the clicks job's
+/// patience with brokers (10 restarts within 5 minutes, backoff 0.5 s
+/// doubling to 15 s).
+fn stage_job(p: &StageParams, name: &str) -> Job {
+    Job::new(name)
+        .checkpointing(checkpointing(p.checkpoint_url.clone()))
+        .drain_on_cancel(p.drain)
+        .restart_policy(
+            RestartPolicy::new(10, Duration::from_secs(300))
+                .with_backoff(Duration::from_millis(500), Duration::from_secs(15)),
+        )
 }
 
 /// Stage `parse`: input topic → key by user → repartition topic.
@@ -107,8 +115,8 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
         .partitions(mine)
         .with_timestamps(|c: &Click| c.ts);
-    let mut sink = RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user)
-        .first_writer(p.instance);
+    let mut sink =
+        RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user).first_writer(p.instance);
     for (k, v) in &p.producer_options {
         sink = sink.set(k, v);
     }
@@ -116,10 +124,7 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
     }
-    Job::new(name.as_str())
-        .checkpointing(checkpointing(p.checkpoint_url.clone()))
-        .drain_on_cancel(p.drain)
-        .restart_policy(restart_policy())
+    stage_job(p, &name)
         .source(source)
         .watermarks(
             Watermarks::bounded_out_of_orderness(p.out_of_orderness)
@@ -143,10 +148,7 @@ pub fn count_job(p: &StageParams) -> RunnableJob {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
     }
-    Job::new(name.as_str())
-        .checkpointing(checkpointing(p.checkpoint_url.clone()))
-        .drain_on_cancel(p.drain)
-        .restart_policy(restart_policy())
+    stage_job(p, &name)
         .source(source)
         // The parse writers' watermarks already allow for disorder.
         .watermarks(Watermarks::bounded_out_of_orderness(Duration::ZERO))

@@ -620,3 +620,67 @@ impl Lcg {
         self.0 >> 33
     }
 }
+
+/// Produces `chunks` to `topic` in the background, one every `every`;
+/// the thread ends when all were produced.
+pub fn stream(
+    brokers: &str,
+    topic: &str,
+    chunks: Vec<Vec<Rec>>,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            produce(&brokers, &topic, &chunk);
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// The clicks jobs' output: (user, window start) -> count.
+pub type ClickWindows = BTreeMap<(String, i64), u64>;
+
+/// The windows of JSON `{"user", "window_start", "count"}` records, those
+/// of user `skip` left out; asserts none was written twice.
+pub fn click_windows(got: &[Got], skip: &str) -> ClickWindows {
+    let mut seen = ClickWindows::new();
+    let mut twice = Vec::new();
+    for g in got {
+        let v = g.json();
+        let k = (
+            v["user"].as_str().expect("user").to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        );
+        if k.0 == skip {
+            continue;
+        }
+        if let Some(old) = seen.insert(k.clone(), v["count"].as_u64().expect("count")) {
+            twice.push((k, old, v["count"].clone()));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "{} windows written more than once (first: {:?})",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    seen
+}
+
+/// Asserts `seen` is exactly `want`; `context` (logs) goes with a failure.
+pub fn assert_windows_exact(want: &ClickWindows, seen: &ClickWindows, context: &str) {
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| seen.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && seen.len() == want.len(),
+        "{} of {} windows wrong or missing ({} seen): {:?}\n{context}",
+        wrong.len(),
+        want.len(),
+        seen.len(),
+        &wrong[..wrong.len().min(10)],
+    );
+}

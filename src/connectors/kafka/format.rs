@@ -164,7 +164,12 @@ pub trait KafkaEncode<T>: Clone + Send + Sync + 'static {
     /// Kafka record's timestamp); weir's repartition format keeps it in
     /// the payload.
     #[inline]
-    fn encode_at(&self, value: &T, _ts: crate::pipeline::Timestamp, out: &mut Vec<u8>) -> Result<(), String> {
+    fn encode_at(
+        &self,
+        value: &T,
+        _ts: crate::pipeline::Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
         self.encode(value, out)
     }
 }

@@ -402,9 +402,19 @@ mod tests {
         }
         assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(6_000));
         // Writer 1 idle in partition 0 only: partition 1 still holds at 6 s.
-        ps.get_mut(&0).unwrap().upstream.as_mut().unwrap().apply(1, Mark::Idle);
+        ps.get_mut(&0)
+            .unwrap()
+            .upstream
+            .as_mut()
+            .unwrap()
+            .apply(1, Mark::Idle);
         assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(6_000));
-        ps.get_mut(&1).unwrap().upstream.as_mut().unwrap().apply(1, Mark::End);
+        ps.get_mut(&1)
+            .unwrap()
+            .upstream
+            .as_mut()
+            .unwrap()
+            .apply(1, Mark::End);
         assert_eq!(c.watermark(&ps, None), ReaderWatermark::At(8_000));
         for s in ps.values_mut() {
             s.upstream.as_mut().unwrap().apply(0, Mark::End);

@@ -905,11 +905,7 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                     None => match self.decode.timestamp(&v) {
                         Some(t) => t,
                         None => match msg.timestamp() {
-                            KTimestamp::CreateTime(t) | KTimestamp::LogAppendTime(t)
-                                if t >= 0 =>
-                            {
-                                t
-                            }
+                            KTimestamp::CreateTime(t) | KTimestamp::LogAppendTime(t) if t >= 0 => t,
                             _ => now_ms(),
                         },
                     },

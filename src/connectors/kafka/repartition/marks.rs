@@ -138,7 +138,10 @@ impl UpstreamMarks {
         };
         for ((wm, state), s) in self.writers.iter_mut().zip(saved) {
             let t = s.get(0).and_then(Value::as_i64);
-            let st = s.get(1).and_then(Value::as_str).and_then(WriterState::parse);
+            let st = s
+                .get(1)
+                .and_then(Value::as_str)
+                .and_then(WriterState::parse);
             if let Some(t) = t {
                 *wm = (*wm).max(t);
             }
@@ -190,7 +193,12 @@ mod tests {
 
     #[test]
     fn marks_round_trip_through_postcard() {
-        for m in [Mark::Watermark(-3), Mark::Watermark(1 << 40), Mark::Idle, Mark::End] {
+        for m in [
+            Mark::Watermark(-3),
+            Mark::Watermark(1 << 40),
+            Mark::Idle,
+            Mark::End,
+        ] {
             let bytes = postcard::to_allocvec(&m).unwrap();
             assert!(bytes.len() <= 9);
             assert_eq!(postcard::from_bytes::<Mark>(&bytes).unwrap(), m);

@@ -198,7 +198,11 @@ where
         }
         let (headers, payload) = control_payload(self.writer, mark);
         self.inner.send_to_every_partition(&headers, &payload)?;
-        tracing::debug!(writer = self.writer, ?mark, "repartition sink: control record");
+        tracing::debug!(
+            writer = self.writer,
+            ?mark,
+            "repartition sink: control record"
+        );
         self.sent = Some(mark);
         self.sent_at = Instant::now();
         Ok(())
@@ -214,7 +218,9 @@ where
 
     fn write(&mut self, batch: &mut Batch<T>) -> Result<(), ConnectorError> {
         if self.ended && !batch.is_empty() {
-            return Err(ConnectorError::new("repartition sink: records after end of input"));
+            return Err(ConnectorError::new(
+                "repartition sink: records after end of input",
+            ));
         }
         self.inner.write(batch)?;
         self.send_pending(false)

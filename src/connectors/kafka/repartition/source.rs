@@ -26,6 +26,9 @@ use crate::pipeline::{
 };
 
 type Inner<T> = KafkaSource<Repartitioned<T>>;
+/// The Kafka reader underneath (no timestamp extractor: the codec
+/// carries each record's time).
+type InnerReader<T> = KafkaReader<Repartitioned<T>, fn(&Stamped<T>) -> Timestamp>;
 
 /// Reads a repartition topic written by `writers` upstream writers.
 ///
@@ -123,7 +126,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
 
 /// One instance's reader of a [`RepartitionSource`].
 pub struct RepartitionReader<T: DeserializeOwned + Send + 'static> {
-    inner: KafkaReader<Repartitioned<T>, fn(&Stamped<T>) -> Timestamp>,
+    inner: InnerReader<T>,
 }
 
 /// Hands a stamped record's value on, with its time.
