@@ -3,7 +3,9 @@
 //! Owns one sink instance's writer. It writes every batch it receives
 //! (under `catch_unwind`), and when every input has ended it closes the
 //! writer (flush) and reports `Finished` to the supervisor: a job is
-//! finished only when all its sinks have flushed. Its input credits
+//! finished only when all its sinks have flushed. It tells the writer
+//! when its inputs' watermark advances and when they all go idle (a
+//! repartition sink forwards event time downstream). Its input credits
 //! (`channel_capacity` batches in flight) are where backpressure starts
 //! when the output is slow.
 
