@@ -19,12 +19,14 @@ use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weir::apps::clicks::Click;
-use weir::connectors::kafka::repartition::Repartitioned;
 use weir::connectors::kafka::repartition::{
     create_repartition_topic, delete_repartition_topic, repartition_topic, Mark, CONTROL_HEADER,
 };
+use weir::connectors::kafka::repartition::{RepartitionSink, RepartitionSource, Repartitioned};
 use weir::connectors::kafka::{KafkaConfig, KafkaDecode};
+use weir::connectors::{CollectSink, VecSource};
 use weir::pipeline::keyed::{key_hash, key_partition};
+use weir::pipeline::{Count, Job, Tumbling, Watermarks, Windowed};
 
 /// A base time aligned to the 10 s windows.
 const T0: i64 = 1_700_000_000_000;
@@ -404,4 +406,66 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
     procs.insert(1, stages.spawn("parse", 1));
     producer.join().expect("producer");
     check_every_window_once(&stages, &want, procs);
+}
+
+/// Both stages as library jobs in this process, each with two instances:
+/// a bounded upstream (writers 0 and 1) writes its end of input into every
+/// partition of a 3-partition topic, and the downstream job, having read
+/// both writers' ends everywhere, fires its last windows and finishes.
+#[test]
+fn a_bounded_upstream_ends_the_downstream_job_through_the_topic() {
+    let brokers = ensure_kafka();
+    let job = unique("rp-bounded");
+    let topic = repartition_topic(&job, "count");
+    create_repartition_topic(&KafkaConfig::new(&brokers), &topic, 3).expect("create");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![topic.clone()],
+    };
+    let mut rng = Lcg(13);
+    let mut want = Windows::new();
+    let input: Vec<Click> = (0..3_000i64)
+        .map(|i| {
+            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
+            let user = format!("u{}", rng.next() % USERS);
+            *want
+                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
+                .or_insert(0) += 1;
+            Click { user, ts }
+        })
+        .collect();
+    let upstream = Job::new(format!("{job}-parse"))
+        .parallelism(2)
+        .source(VecSource::new(input).with_timestamps(|c: &Click| c.ts))
+        .watermarks(Watermarks::bounded_out_of_orderness(Duration::from_secs(2)))
+        .sink(RepartitionSink::new(&brokers, &topic, |c: &Click| &c.user));
+    let (sink, out) = CollectSink::new();
+    let downstream = Job::new(format!("{job}-count"))
+        .parallelism(2)
+        .source(RepartitionSource::<Click>::new(&brokers, &topic, 2))
+        .watermarks(Watermarks::bounded_out_of_orderness(Duration::ZERO))
+        .key_by(|c: &Click| c.user.clone())
+        .window(Tumbling::event_time(Duration::from_secs(10)))
+        .aggregate(Count)
+        .sink(sink);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let up = upstream.run_local().map(|r| r.status);
+        let down = downstream.run_local().map(|r| r.status);
+        let _ = tx.send((format!("{up:?}"), format!("{down:?}")));
+    });
+    let (up, down) = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the downstream job did not finish within 90 s of its upstream's end");
+    assert!(
+        up.contains("Finished") && down.contains("Finished"),
+        "{up} / {down}"
+    );
+    let got: Vec<Windowed<String, u64>> = out.take();
+    assert_eq!(got.len(), want.len(), "each window once");
+    let seen: Windows = got
+        .into_iter()
+        .map(|w| ((w.key, w.window.start), w.value))
+        .collect();
+    assert_windows_exact(&want, &seen, "");
 }

@@ -922,6 +922,18 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         }
     }
 
+    /// A repartition topic whose every upstream writer wrote its end of
+    /// input into each of this reader's partitions, all read to their end:
+    /// the input is over.
+    fn upstream_ended(&self) -> bool {
+        self.upstream.is_some()
+            && !self.parts.is_empty()
+            && self
+                .parts
+                .values()
+                .all(|s| s.caught_up && s.upstream.as_ref().is_some_and(UpstreamMarks::ended))
+    }
+
     /// A repartition topic's control record at `off` of `p`: the writer's
     /// mark updates the partition's event time; never a record downstream.
     fn on_control(
@@ -1294,6 +1306,9 @@ where
             Ok((SourceStatus::Ready, records))
         } else {
             self.st.apply_rebalances();
+            if self.st.upstream_ended() {
+                return Ok((SourceStatus::Finished, records));
+            }
             Ok((SourceStatus::Idle(Duration::from_millis(5)), records))
         }
     }

@@ -119,6 +119,12 @@ impl UpstreamMarks {
             .all(|(_, s)| matches!(s, WriterState::Idle | WriterState::Ended))
     }
 
+    /// Every writer wrote its end of input (and there is at least one):
+    /// nothing more comes into this partition.
+    pub fn ended(&self) -> bool {
+        !self.writers.is_empty() && self.writers.iter().all(|(_, s)| *s == WriterState::Ended)
+    }
+
     /// For a checkpoint: `[[watermark or null, state], ..]` by writer.
     pub fn to_json(&self) -> Value {
         Value::Array(
@@ -171,6 +177,7 @@ mod tests {
         assert!(!m.quiet());
         m.apply(0, Mark::End);
         assert!(m.quiet());
+        assert!(!m.ended(), "writer 1 is only idle");
         m.apply(1, Mark::Watermark(9_000));
         assert_eq!(m.watermark(), 9_000, "an idle writer is active again");
         assert!(!m.apply(2, Mark::Idle), "outside the configured count");

@@ -7,7 +7,9 @@
 //! outages, exactly-once offsets in the sink's transaction, restore): it
 //! sees the topic's upstream writer count, takes control records out of
 //! the stream into each partition's [`UpstreamMarks`](super::UpstreamMarks)
-//! and reports the watermark rule through `ReaderWatermark`. This module
+//! and reports the watermark rule through `ReaderWatermark`; once every
+//! writer wrote its end of input into each of its partitions and they are
+//! read to their end, the reader is finished. This module
 //! only strips the event time off each record on its way to user code.
 //!
 //! Never hands a control record to user code, never lets the watermark
