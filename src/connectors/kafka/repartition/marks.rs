@@ -2,7 +2,7 @@
 //! records of its upstream writers.
 //!
 //! Owns [`Mark`] (what one control record says: a watermark, idle, end of
-//! input) and [`UpstreamMarks`] (per partition: what each upstream writer
+//! input) and `UpstreamMarks` (per partition: what each upstream writer
 //! said last, and the watermark rule). Pure bookkeeping: never talks to
 //! librdkafka, never reads data records, never lets the watermark move
 //! back or pass a writer that has not written yet.
@@ -69,7 +69,7 @@ impl WriterState {
 /// 0 writes End                                    -> quiet
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamMarks {
+pub(crate) struct UpstreamMarks {
     /// Per writer: its largest watermark (`i64::MIN`: none) and state.
     writers: Vec<(Timestamp, WriterState)>,
 }

@@ -2,7 +2,7 @@
 //! machines, connected by an internal topic (Kafka Streams' model).
 //!
 //! Owns the pieces: the wire format ([`Repartitioned`], control records),
-//! the per-partition watermark rule ([`UpstreamMarks`]), the upstream
+//! the per-partition watermark rule (`marks.rs`), the upstream
 //! writer ([`RepartitionSink`]: each record to the partition of its key's
 //! stable hash, control records into every partition), the downstream
 //! reader ([`RepartitionSource`]: `read_committed`, control records out of
@@ -25,7 +25,8 @@ mod sink;
 mod source;
 mod topic;
 
-pub use marks::{Mark, UpstreamMarks};
+pub use marks::Mark;
+pub(crate) use marks::UpstreamMarks;
 pub(crate) use record::control_of;
 pub use record::{control_payload, Repartitioned, Stamped, CONTROL_HEADER};
 pub use sink::{ByKey, RepartitionSink, RepartitionWriter};

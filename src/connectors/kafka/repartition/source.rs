@@ -6,7 +6,7 @@
 //! `read_committed`. The Kafka reader does the work (positions, seeks,
 //! outages, exactly-once offsets in the sink's transaction, restore): it
 //! sees the topic's upstream writer count, takes control records out of
-//! the stream into each partition's [`UpstreamMarks`](super::UpstreamMarks)
+//! the stream into each partition's `UpstreamMarks`
 //! and reports the watermark rule through `ReaderWatermark`; once every
 //! writer wrote its end of input into each of its partitions and they are
 //! read to their end, the reader is finished. This module
