@@ -14,6 +14,7 @@ mod common;
 
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
@@ -277,23 +278,74 @@ fn a_process_of_each_stage_killed_mid_stream_and_restarted_changes_no_window() {
     check_every_window_once(&stages, &want, procs);
 }
 
-/// The largest watermark each writer committed into `partition`, with
-/// the offset of the record that carried it.
-fn committed_marks(got: &[Got], partition: i32) -> BTreeMap<usize, (i64, i64)> {
-    let mut out: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
-    for g in got.iter().filter(|g| g.partition == partition) {
-        let Some(w) = g.headers.get(CONTROL_HEADER) else {
-            continue;
-        };
-        let writer: usize = w.parse().expect("writer index");
-        if let Ok(Mark::Watermark(t)) = postcard::from_bytes::<Mark>(&g.payload) {
-            let e = out.entry(writer).or_insert((i64::MIN, -1));
-            if t > e.0 {
-                *e = (t, g.offset);
+/// Follows the control records of a repartition topic's two partitions,
+/// `read_committed`: per partition, the largest watermark each writer
+/// committed (with the offset of the record that carried it) and the
+/// newest record's creation time.
+struct MarkReader {
+    consumer: BaseConsumer,
+    marks: [BTreeMap<usize, (i64, i64)>; 2],
+    newest: [i64; 2],
+}
+
+impl MarkReader {
+    fn new(brokers: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique("marks"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "100")
+            .set("log_level", "3")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        MarkReader {
+            consumer,
+            marks: Default::default(),
+            newest: [i64::MIN; 2],
+        }
+    }
+
+    /// Reads what comes within `d`.
+    fn poll_for(&mut self, d: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let p = m.partition() as usize;
+            if let Some(t) = m.timestamp().to_millis() {
+                self.newest[p] = self.newest[p].max(t);
+            }
+            let Some(writer) = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == CONTROL_HEADER)
+                    .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<usize>().ok())
+            }) else {
+                continue;
+            };
+            if let Ok(Mark::Watermark(t)) = postcard::from_bytes::<Mark>(m.payload().unwrap_or(&[]))
+            {
+                let e = self.marks[p].entry(writer).or_insert((i64::MIN, -1));
+                if t > e.0 {
+                    *e = (t, m.offset());
+                }
             }
         }
     }
-    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[test]
@@ -335,6 +387,7 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
     eprintln!("kill -9 parse 1");
     let parse1 = procs.remove(1);
     parse1.kill9();
+    let killed_at = now_ms();
     producer.join().expect("producer");
     let producer = stream(
         &brokers,
@@ -342,37 +395,42 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
         after,
         Duration::from_millis(200),
     );
-    // What parse 1 committed is final now. Wait until parse 0 committed a
-    // watermark two windows past it into both partitions and each count
-    // process committed a position past that record: it read it.
+    // What parse 1 committed is final now, and read in full once a record
+    // created after the kill was read in each partition. Wait until parse
+    // 0 committed a watermark two windows past parse 1's into both
+    // partitions and each count process committed a position past that
+    // record: it read it.
+    let mut marks = MarkReader::new(&brokers, &stages.repartition);
     let started = Instant::now();
     let held = loop {
-        let got = read_topic_until(
-            &brokers,
-            &stages.repartition,
-            "read_committed",
-            Duration::from_secs(3),
-            Duration::ZERO,
-            |_| false,
-        );
-        let marks: Vec<_> = (0..2).map(|p| committed_marks(&got, p)).collect();
+        marks.poll_for(Duration::from_secs(1));
         let committed = stages.count_committed();
+        let complete = marks.newest.iter().all(|t| *t > killed_at);
         let h1 = marks
+            .marks
             .iter()
             .filter_map(|m| m.get(&1).map(|x| x.0))
             .max()
             .unwrap_or(i64::MIN);
-        let passed = (0..2).all(|p| {
-            marks[p]
-                .get(&0)
-                .is_some_and(|(t, off)| *t >= h1.saturating_add(20_000) && committed[p] > *off)
-        });
-        if passed {
-            break h1;
+        if complete {
+            assert!(
+                h1 > i64::MIN,
+                "the first window came out without a watermark of parse 1"
+            );
+            let passed = (0..2).all(|p| {
+                marks.marks[p]
+                    .get(&0)
+                    .is_some_and(|(t, off)| *t >= h1.saturating_add(20_000) && committed[p] > *off)
+            });
+            if passed {
+                break h1;
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "parse 0 did not get two windows ahead of parse 1 ({h1}) in the count stage's committed input: marks {marks:?}, count committed {committed:?}"
+            "parse 0 did not get two windows ahead of parse 1 ({h1}) in the count stage's committed input: marks {:?}, newest {:?} (killed at {killed_at}), count committed {committed:?}",
+            marks.marks,
+            marks.newest
         );
     };
     // Nothing past parse 1's watermark fired; what fired is exact.
