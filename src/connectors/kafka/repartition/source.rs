@@ -122,6 +122,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
         Ok(RepartitionReader {
             inner: self.inner.open(ctx)?,
+            last: ReaderWatermark::Held,
         })
     }
 }
@@ -129,6 +130,8 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
 /// One instance's reader of a [`RepartitionSource`].
 pub struct RepartitionReader<T: DeserializeOwned + Send + 'static> {
     inner: InnerReader<T>,
+    /// The last watermark reported (logged when it changes).
+    last: ReaderWatermark,
 }
 
 /// Hands a stamped record's value on, with its time.
@@ -175,6 +178,11 @@ impl<T: DeserializeOwned + Send + 'static> SourceReader for RepartitionReader<T>
     }
 
     fn watermark(&mut self) -> ReaderWatermark {
-        self.inner.watermark()
+        let w = self.inner.watermark();
+        if w != self.last {
+            tracing::debug!(watermark = ?w, "repartition source: watermark");
+            self.last = w;
+        }
+        w
     }
 }
