@@ -1345,7 +1345,9 @@ impl<D, F> KafkaReader<D, F> {
     fn relearn_caught_up(&mut self) {
         let st = &mut self.st;
         let now = Instant::now();
-        if st.clock.idle_timeout.is_none()
+        // Caught-up flags matter for idleness and, in a repartition topic,
+        // for seeing that every writer's end was read.
+        if (st.clock.idle_timeout.is_none() && st.upstream.is_none())
             || st.paused
             || st.pending_start.is_some()
             || st.outage.down.load(Relaxed)
