@@ -295,3 +295,20 @@ impl ProducerContext for ProducerCtx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_group_join_state_from_statistics() {
+        // Trimmed from a librdkafka 2.12 consumer's statistics.
+        let joining = br#"{"name":"c#consumer-1","type":"consumer","brokers":{},
+            "cgrp":{"state":"up","stateage":4010,"join_state":"wait-join","rebalance_age":3950,
+            "rebalance_cnt":3,"rebalance_reason":"","assignment_size":0}}"#;
+        assert_eq!(group_join_state(joining).as_deref(), Some("wait-join"));
+        let producer = br#"{"name":"p#producer-1","type":"producer","brokers":{}}"#;
+        assert_eq!(group_join_state(producer), None);
+        assert_eq!(group_join_state(b"not json"), None);
+    }
+}
