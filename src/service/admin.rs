@@ -236,6 +236,10 @@ pub struct TaskRow {
     /// The task's latest completed checkpoint, if it checkpoints durably.
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// The checkpoint recorded for the task in ZooKeeper (fenced; what a
+    /// move or restart restores from), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_checkpoint: Option<crate::coord::CheckpointMeta>,
 }
 
 /// One job in [`ClusterStatus`].
@@ -330,6 +334,7 @@ fn job_status(view: &JobView) -> JobStatus {
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
             checkpoint: st.and_then(|s| s.checkpoint.clone()),
+            recorded_checkpoint: view.checkpoints.get(&id).cloned(),
         });
     }
     let has = |s: &str| tasks.iter().any(|t| t.state == s);
