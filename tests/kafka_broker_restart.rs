@@ -494,6 +494,126 @@ fn clicks_broker_killed_mid_stream_every_window_is_complete() {
     );
 }
 
+/// `kafka_clicks` exactly-once (`--checkpoint-dir`: transactional output,
+/// offsets in its transactions, durable state) while the broker is
+/// SIGKILLed and restarted mid-stream, input arriving all along: read
+/// `read_committed`, every (user, 10 s window) is in the output exactly
+/// once with its exact count. Whatever the job does through the outage
+/// (its transactions time out or abort, it restarts from its last
+/// committed checkpoint), nothing is counted twice or lost.
+#[test]
+fn clicks_exactly_once_through_a_broker_kill_every_window_once_and_exact() {
+    let (_k, brokers) = begin();
+    let topics = JobTopics::create(&brokers, "kill-eos-clicks");
+    create_topic(&brokers, &topics.dlq, 1);
+    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = now - now % WINDOW_MS;
+    let mut p = topics.spawn(
+        "kafka_clicks",
+        &brokers,
+        &[
+            "--parallelism",
+            "2",
+            "--idle-timeout-ms",
+            "600000",
+            "--checkpoint-dir",
+            &dir_arg,
+        ],
+    );
+    p.wait_for_log("job running", Duration::from_secs(60));
+    let feed = Feed::start(&brokers, &input, Duration::from_millis(100), move |k| {
+        clicks(t0, k)
+            .into_iter()
+            .map(|(pt, u, ts)| Rec::to(pt, click_json(&u, ts)))
+            .collect()
+    });
+    let early = read_topic_until(
+        &brokers,
+        &output,
+        "read_committed",
+        Duration::from_secs(90),
+        Duration::ZERO,
+        |got| got.len() >= 20,
+    );
+    assert!(
+        early.len() >= 20,
+        "windows fire before the kill: {} outputs\n{}",
+        early.len(),
+        tail(&p.log_text())
+    );
+    let gone = kill_and_restart_kafka();
+    let after_restart = feed.slices();
+    wait_for_slices(&feed, after_restart + 30, &mut p);
+    let slices = feed.stop();
+    // Ten minutes ahead (see the at-least-once test) on every partition.
+    let far = t0 + (slices as i64 + 600) * 1000;
+    let sentinels: Vec<Rec> = (0..4)
+        .map(|pt| Rec::to(pt, click_json(SENTINEL, far)))
+        .collect();
+    produce(&brokers, &input, &sentinels);
+    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for k in 0..slices {
+        for (_, u, ts) in clicks(t0, k) {
+            *want.entry((u, ts - ts.rem_euclid(WINDOW_MS))).or_default() += 1;
+        }
+    }
+    let windows = |got: &[Got]| {
+        let mut m: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+        for g in got {
+            let v = g.json();
+            let (Some(u), Some(w), Some(c)) = (
+                v["user"].as_str(),
+                v["window_start"].as_i64(),
+                v["count"].as_u64(),
+            ) else {
+                continue;
+            };
+            if u != SENTINEL {
+                m.entry((u.to_string(), w)).or_default().push(c);
+            }
+        }
+        m
+    };
+    let got = read_topic_until(
+        &brokers,
+        &output,
+        "read_committed",
+        Duration::from_secs(180),
+        Duration::from_secs(3),
+        |got| windows(got).len() >= want.len(),
+    );
+    assert_running(&mut p);
+    let log = p.terminate(Duration::from_secs(60));
+    let seen = windows(&got);
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, c)| seen.get(*k).map(Vec::as_slice) != Some(&[**c][..]))
+        .map(|(k, c)| format!("{k:?}: want [{c}], got {:?}", seen.get(k)))
+        .collect();
+    let made_up: Vec<_> = seen.keys().filter(|k| !want.contains_key(*k)).collect();
+    let restarts = log.matches("restarting job").count();
+    println!(
+        "exactly-once clicks through a broker kill: broker gone {gone:?}; {slices} slices, {} windows; \
+         {} wrong; job restarts: {restarts}",
+        want.len(),
+        wrong.len()
+    );
+    assert!(
+        wrong.is_empty() && made_up.is_empty(),
+        "{} of {} windows not exactly once with their count (first: {:?}); made up: {made_up:?}\n{}",
+        wrong.len(),
+        want.len(),
+        &wrong[..wrong.len().min(10)],
+        tail(&log)
+    );
+}
+
 // -------------------------------------------------------- transactions
 
 /// A transaction written and acknowledged before the kill, still open: the
