@@ -28,19 +28,8 @@ fn all_running(c: &Cluster, job: &str, n: usize) -> bool {
 
 type Windows = BTreeMap<(String, i64), u64>;
 
-/// Three workers sharing checkpoint storage in `dir`, the `clicks` job `ck`
-/// (4 tasks) submitted and RUNNING; returns the cluster and its topics.
-fn clicks_cluster(name: &str, dir: &std::path::Path) -> (Cluster, String, String) {
-    let url = format!("file://{}", dir.display());
-    let mut c = Cluster::new(name, TIMEOUT_MS);
-    for w in ["e1", "e2", "e3"] {
-        c.start_worker_with(w, &["--checkpoint-url", &url]);
-    }
-    let input = c.topic("eos-clicks-in", 4);
-    let output = c.topic("eos-clicks-out", 4);
-    let dlq = format!("{input}.dlq");
-    create_topic(&c.brokers, &dlq, 1);
-    c.topics.push(dlq);
+/// `weir submit clicks --name ck --parallelism 4` on `input` and `output`.
+fn submit_clicks(c: &Cluster, input: &str, output: &str) {
     let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
     c.weir_ok(&[
         "submit",
@@ -54,6 +43,22 @@ fn clicks_cluster(name: &str, dir: &std::path::Path) -> (Cluster, String, String
         "--set",
         &set_out,
     ]);
+}
+
+/// Three workers sharing checkpoint storage in `dir`, the `clicks` job `ck`
+/// (4 tasks) submitted and RUNNING; returns the cluster and its topics.
+fn clicks_cluster(name: &str, dir: &std::path::Path) -> (Cluster, String, String) {
+    let url = format!("file://{}", dir.display());
+    let mut c = Cluster::new(name, TIMEOUT_MS);
+    for w in ["e1", "e2", "e3"] {
+        c.start_worker_with(w, &["--checkpoint-url", &url]);
+    }
+    let input = c.topic("eos-clicks-in", 4);
+    let output = c.topic("eos-clicks-out", 4);
+    let dlq = format!("{input}.dlq");
+    create_topic(&c.brokers, &dlq, 1);
+    c.topics.push(dlq);
+    submit_clicks(&c, &input, &output);
     c.wait("4 tasks RUNNING", Duration::from_secs(60), |c| {
         all_running(c, "ck", 4)
     });
@@ -328,5 +333,109 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
     assert!(
         !zombie_part.contains("kafka sink: checkpoint committed"),
         "the zombie committed a transaction after the thaw:\n{thawed}"
+    );
+}
+
+/// Every window of `got` (the output read so far) with all its counts.
+fn windows_of(got: &[Got]) -> BTreeMap<(String, i64), Vec<u64>> {
+    let mut m: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+    for g in got {
+        let v = g.json();
+        let k = (
+            v["user"].as_str().expect("user").to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        );
+        m.entry(k)
+            .or_default()
+            .push(v["count"].as_u64().expect("count"));
+    }
+    m
+}
+
+/// `weir cancel --savepoint` mid-stream: the tasks stop with a final
+/// checkpoint and fire no open window (every window in the output so far
+/// is complete and there once); the job submitted again under the same
+/// name resumes from it, and in the end every window is there exactly
+/// once, exact. Then `weir cancel --drain` on the resumed job, with all
+/// input read and no sentinel: every remaining window fires, exact.
+#[test]
+fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, input, output) = clicks_cluster("eos-cancel", dir.path());
+    let (chunks, want) = click_chunks();
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+    for chunk in first {
+        produce(&c.brokers, &input, chunk);
+    }
+    // Windows fire, and a checkpoint covers some input on every task.
+    let early = read_topic(
+        &c.brokers,
+        &output,
+        12,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    assert!(early.len() >= 12, "windows fire before the cancel");
+    let text = c.weir_ok(&["cancel", "ck", "--savepoint"]);
+    assert!(text.contains("cancelled"), "{text}");
+    let before = windows_of(&read_topic(
+        &c.brokers,
+        &output,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::from_secs(3),
+    ));
+    let partial: Vec<String> = before
+        .iter()
+        .filter(|(k, counts)| counts.as_slice() != [want[*k]])
+        .map(|(k, counts)| format!("{k:?}: {counts:?}, want {}", want[k]))
+        .collect();
+    assert!(
+        partial.is_empty() && !before.is_empty(),
+        "a savepoint stop writes no partial or repeated window: {partial:?}\n{}",
+        c.logs()
+    );
+    // Open windows stayed in the savepoint: the same job resumes them.
+    submit_clicks(&c, &input, &output);
+    c.wait("4 tasks RUNNING again", Duration::from_secs(60), |c| {
+        all_running(c, "ck", 4)
+    });
+    for chunk in second {
+        produce(&c.brokers, &input, chunk);
+    }
+    // Every record read (lag 0 on every task), then drain: the windows
+    // still open fire although no record closes them.
+    c.wait("all input read", Duration::from_secs(60), |c| {
+        c.job("ck").is_some_and(|j| {
+            j["tasks"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .map(|t| t["records_in"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    > 0
+                    && ts.iter().all(|t| t["lag"].as_u64() == Some(0))
+            })
+        })
+    });
+    let text = c.weir_ok(&["cancel", "ck", "--drain"]);
+    assert!(text.contains("cancelled"), "{text}");
+    let got = windows_of(&read_topic(
+        &c.brokers,
+        &output,
+        want.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+    ));
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k).map(Vec::as_slice) != Some(&[**v][..]))
+        .take(10)
+        .map(|(k, v)| format!("{k:?}: want [{v}], got {:?}", got.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "wrong or missing (first 10): {wrong:?}; {} of {}\n{}",
+        got.len(),
+        want.len(),
+        c.logs()
     );
 }

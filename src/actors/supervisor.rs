@@ -408,6 +408,8 @@ pub struct JobSupervisor {
     savepoint: Option<u64>,
     /// Sinks whose output commits with checkpoints (this attempt's).
     committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
+    /// Where each source of this attempt ended its input.
+    final_positions: BTreeMap<String, serde_json::Value>,
 }
 
 fn now_ms() -> u64 {
@@ -462,6 +464,7 @@ impl JobSupervisor {
             uploading: false,
             savepoint: None,
             committers: Vec::new(),
+            final_positions: BTreeMap::new(),
         };
         let addr = sup.start();
         JobHandle {
@@ -517,6 +520,7 @@ impl JobSupervisor {
         self.sinks = sinks;
         self.sinks_left = sinks;
         self.pending.clear();
+        self.final_positions.clear();
         match res {
             Ok(()) => {
                 tracing::info!(job = %self.shared.name, attempt = self.attempt, "job running");
@@ -546,9 +550,63 @@ impl JobSupervisor {
             .0
     }
 
-    /// Every sink flushed after end-of-input: let sources commit their final
-    /// positions, then end the job (after a bounded wait).
+    /// Every sink flushed after end-of-input. Exactly-once sinks' last
+    /// transaction (the output since the last checkpoint, windows fired by
+    /// the end included) commits first, as a final checkpoint with the
+    /// sources' end positions (stored first, with durable storage, so a
+    /// later run restores what the transaction names); then sources commit
+    /// their final positions and the job ends (after a bounded wait).
     fn finalize(&mut self, ctx: &mut Context<Self>) {
+        if self.committers.is_empty() {
+            return self.finalize_sources(ctx);
+        }
+        let id = self.next_checkpoint;
+        self.next_checkpoint += 1;
+        let done = CompletedCheckpoint {
+            id,
+            positions: std::mem::take(&mut self.final_positions),
+            states: BTreeMap::new(),
+            operators: BTreeMap::new(),
+            completed_at_ms: now_ms(),
+        };
+        let (meta, states) = done.to_stored(&self.shared.name);
+        let storage = self.storage.clone();
+        let committers = self.committers.clone();
+        let positions = Arc::new(done.positions.clone());
+        let attempt = self.attempt;
+        let commit = async move {
+            if let Some(storage) = storage {
+                storage
+                    .write(meta, &states)
+                    .await
+                    .map_err(|e| format!("final checkpoint {id} not stored: {e}"))?;
+            }
+            for c in committers {
+                let positions = positions.clone();
+                tokio::task::spawn_blocking(move || c.commit(id, &positions))
+                    .await
+                    .map_err(|e| format!("final checkpoint {id} commit: {e}"))?
+                    .map_err(|e| format!("final checkpoint {id} not committed: {e}"))?;
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(commit.into_actor(self).map(move |res, act, ctx| {
+            if act.attempt != attempt || act.status().is_terminal() {
+                return;
+            }
+            match res {
+                Ok(()) => {
+                    tracing::info!(job = %act.shared.name, id, "output since the last checkpoint committed at the end of input");
+                    act.finalize_sources(ctx)
+                }
+                Err(e) => act.on_failure(e, ctx),
+            }
+        }));
+    }
+
+    /// Lets sources commit their final positions, then ends the job (after
+    /// a bounded wait).
+    fn finalize_sources(&mut self, ctx: &mut Context<Self>) {
         for s in &self.sources {
             s.do_send(SourceCommand::CommitFinal);
         }
@@ -876,6 +934,13 @@ impl Handler<TaskEvent> for JobSupervisor {
                 if self.sinks_left == 0 {
                     self.finalize(ctx);
                 }
+            }
+            TaskEvent::SourceEnded {
+                attempt,
+                task,
+                position: Some(p),
+            } if attempt == self.attempt => {
+                self.final_positions.insert(task, p);
             }
             TaskEvent::SourceCommitted { attempt } if attempt == self.attempt => {
                 self.sources_left = self.sources_left.saturating_sub(1);

@@ -846,6 +846,14 @@ pub struct ReadCheckpoint {
     pub task: TaskId,
 }
 
+/// Reads how a cancelled job's tasks are to stop.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<Option<crate::coord::StopMode>>")]
+pub struct ReadStopMode {
+    /// Job name.
+    pub job: String,
+}
+
 /// Deletes a znode (relative to the root, e.g. `jobs/x/tasks/x-9`), optionally with its subtree.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<()>")]
@@ -1075,6 +1083,13 @@ impl Handler<ReadCheckpoint> for CoordActor {
             &msg.task.to_string()
         )
         .await)
+    }
+}
+
+impl Handler<ReadStopMode> for CoordActor {
+    type Result = ResponseFuture<CoordResult<Option<crate::coord::StopMode>>>;
+    fn handle(&mut self, msg: ReadStopMode, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| store::read_stop_mode(&c, &p, &msg.job).await)
     }
 }
 

@@ -249,6 +249,23 @@ impl JobAssignment {
     }
 }
 
+/// How a cancelled job's tasks stop (`weir cancel`, `--savepoint`, `--drain`,
+/// `--abort`), stored in `/stops/<job>` before the job's spec is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMode {
+    /// A final checkpoint (with durable storage), then stop without firing
+    /// open windows: a later job of the same name resumes from it. Without
+    /// storage, as `Drain`. The default.
+    #[default]
+    Savepoint,
+    /// Fire every open window, commit, stop (as at the end of input).
+    Drain,
+    /// Stop at once: nothing more is committed; the last completed
+    /// checkpoint stands.
+    Abort,
+}
+
 /// Lifecycle of a task, serialized in upper case (`"RUNNING"`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -13,6 +13,9 @@
 //! <root>/jobs/<job>/tasks/<task>/state     TaskState JSON
 //! <root>/jobs/<job>/checkpoints/<task>     CheckpointMeta JSON (the task's latest
 //!                                          completed checkpoint, written fenced)
+//! <root>/stops/<job>                       StopMode JSON: how `weir cancel` asked the job's
+//!                                          tasks to stop (outside the job's directory, which
+//!                                          the leader removes; the CLI deletes it after)
 //! <root>/jobs/<job>/failed/<task>          FailureRecord JSON (a task FAILED past its
 //!                                          restart policy; the leader moves it, then deletes it)
 //! ```
@@ -132,6 +135,14 @@ impl ZkPaths {
     /// Failure record of one task: it is FAILED on the worker and epoch the record names.
     pub fn failed_task(&self, job: &str, task: &str) -> String {
         format!("{}/jobs/{job}/failed/{task}", self.root)
+    }
+    /// Parent of the jobs' stop requests.
+    pub fn stops(&self) -> String {
+        format!("{}/stops", self.root)
+    }
+    /// How `weir cancel` asked `job`'s tasks to stop.
+    pub fn stop(&self, job: &str) -> String {
+        format!("{}/stops/{job}", self.root)
     }
     /// The persistent directories every process may rely on (created by `ensure_layout`).
     pub fn base_dirs(&self) -> [String; 3] {

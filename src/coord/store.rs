@@ -13,7 +13,7 @@ use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Stat};
 
 use super::error::{CoordError, CoordResult};
 use super::model::{
-    decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskId, TaskState, WorkerInfo,
+    decode, encode, CheckpointMeta, JobAssignment, JobSpec, StopMode, TaskId, TaskState, WorkerInfo,
 };
 use super::paths::{validate_name, ZkPaths};
 
@@ -97,6 +97,54 @@ pub async fn update_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
         .await
         .map_err(|e| CoordError::zk(&path, e))?;
     Ok(())
+}
+
+/// Records how `job`'s tasks are to stop when it is cancelled (written before
+/// [`cancel_job`]; read by the workers when the job's assignment goes).
+pub async fn write_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    mode: StopMode,
+) -> CoordResult<()> {
+    validate_name("job", job)?;
+    let dir = paths.stops();
+    match client.create(&dir, b"", &persistent()).await {
+        Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+        Err(e) => return Err(CoordError::zk(&dir, e)),
+    }
+    let path = paths.stop(job);
+    let data = encode(&path, &mode)?;
+    match client.create(&path, &data, &persistent()).await {
+        Ok(_) => Ok(()),
+        Err(zookeeper_client::Error::NodeExists) => client
+            .set_data(&path, &data, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| CoordError::zk(&path, e)),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
+}
+
+/// How `job`'s tasks are to stop (`None`: no request recorded).
+pub async fn read_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+) -> CoordResult<Option<StopMode>> {
+    validate_name("job", job)?;
+    Ok(read_json::<StopMode>(client, &paths.stop(job))
+        .await?
+        .map(|(m, _)| m))
+}
+
+/// Deletes `job`'s stop request; a missing one is not an error.
+pub async fn delete_stop_mode(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
+    let path = paths.stop(job);
+    match client.delete(&path, None).await {
+        Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
 }
 
 /// Requests cancellation: deletes the job's spec. The leader then removes the assignment

@@ -16,7 +16,7 @@ use zookeeper_client::Client;
 
 use crate::coord::session::{connect_once, SessionConfig};
 use crate::coord::store::{self, JobView};
-use crate::coord::{CoordError, JobSpec, TaskError, TaskStatus, WorkerInfo, ZkPaths};
+use crate::coord::{CoordError, JobSpec, StopMode, TaskError, TaskStatus, WorkerInfo, ZkPaths};
 
 use super::error::{ServiceError, ServiceResult};
 
@@ -135,7 +135,9 @@ pub async fn submit(
         }
     }
     match store::create_job(client, paths, spec).await {
-        Ok(()) => Ok(()),
+        // A stop request left by an earlier job of this name (cancelled
+        // with --no-wait) is not this job's.
+        Ok(()) => Ok(store::delete_stop_mode(client, paths, &spec.name).await?),
         Err(CoordError::AlreadyExists { .. }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
         Err(CoordError::Zk {
             source: zookeeper_client::Error::NodeExists,
@@ -145,14 +147,37 @@ pub async fn submit(
     }
 }
 
-/// Requests cancellation of `job`; with `wait`, waits (bounded) until the leader removed
-/// its znodes. Returns whether they are gone.
+/// Requests cancellation of `job`, its tasks stopping as `mode` says; with `wait`, waits
+/// (bounded) until the leader removed its znodes. Returns whether they are gone.
 pub async fn cancel(
     client: &Client,
     paths: &ZkPaths,
     job: &str,
+    mode: StopMode,
     wait: Option<Duration>,
 ) -> ServiceResult<bool> {
+    if crate::coord::paths::validate_name("job", job).is_err()
+        || client
+            .check_stat(&paths.spec(job))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        // Unknown, or being cancelled already (its first request stands).
+        if client
+            .check_stat(&paths.job(job))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            return Err(ServiceError::NoSuchJob(job.to_string()));
+        }
+    } else {
+        // How the tasks stop, first: workers read it when the job goes.
+        store::write_stop_mode(client, paths, job, mode).await?;
+    }
     match store::cancel_job(client, paths, job).await {
         Ok(()) => {}
         Err(CoordError::NoNode { .. }) => {
@@ -175,7 +200,10 @@ pub async fn cancel(
     let dir = paths.job(job);
     loop {
         match client.check_stat(&dir).await {
-            Ok(None) => return Ok(true),
+            Ok(None) => {
+                store::delete_stop_mode(client, paths, job).await?;
+                return Ok(true);
+            }
             Ok(Some(_)) => {}
             Err(e) => return Err(CoordError::zk(&dir, e).into()),
         }

@@ -34,13 +34,13 @@ use actix::prelude::*;
 
 use crate::actors::{JobHandle, JobStatus, LocalRuntime};
 use crate::coord::actor::{
-    Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadTaskState, ReportFailure, Shutdown,
-    WriteCheckpoint, WriteTaskState,
+    Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadStopMode, ReadTaskState,
+    ReportFailure, Shutdown, WriteCheckpoint, WriteTaskState,
 };
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
-    JobSpec, SessionEvent, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
+    JobSpec, SessionEvent, StopMode, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
 };
 
 use super::error::{ServiceError, ServiceResult};
@@ -252,6 +252,9 @@ pub struct WorkerActor {
     /// Tasks told to stop and not terminal yet (drained or aborted).
     stopping: Vec<(TaskId, JobHandle)>,
     desired: BTreeMap<String, Desire>,
+    /// Removed jobs whose stop request (`/stops/<job>`) is being read: their
+    /// tasks stop as it says once it arrives.
+    stop_reads: std::collections::BTreeSet<String>,
     view: SharedView,
     shutting_down: bool,
     lease_lost_logged: bool,
@@ -299,6 +302,7 @@ impl WorkerActor {
             tasks: BTreeMap::new(),
             stopping: Vec::new(),
             desired: BTreeMap::new(),
+            stop_reads: Default::default(),
             view,
             shutting_down: false,
             lease_lost_logged: false,
@@ -393,8 +397,24 @@ impl WorkerActor {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        let mut removed_jobs = std::collections::BTreeSet::new();
         for id in unwanted {
-            self.stop_task(&id, true, "no longer assigned here (or its job changed)");
+            if !self.desired.contains_key(&id.job) && !self.shutting_down {
+                // The job was cancelled: how its tasks stop is in its
+                // stop request.
+                removed_jobs.insert(id.job.clone());
+                continue;
+            }
+            self.stop_task(
+                &id,
+                StopMode::Savepoint,
+                "no longer assigned here (or its job changed)",
+            );
+        }
+        for job in removed_jobs {
+            if self.stop_reads.insert(job.clone()) {
+                self.stop_cancelled_job(job, ctx);
+            }
         }
         if self.shutting_down || !self.lease.is_valid() {
             return;
@@ -555,18 +575,54 @@ impl WorkerActor {
         .spawn(ctx);
     }
 
-    /// Stops one task: `drain` = cancel (drain + commit), otherwise abort at once.
-    fn stop_task(&mut self, id: &TaskId, drain: bool, why: &str) {
+    /// Reads how cancelled `job`'s tasks are to stop, then stops those
+    /// still here that way (a request that cannot be read: a savepoint).
+    fn stop_cancelled_job(&mut self, job: String, ctx: &mut Context<Self>) {
+        self.coord
+            .send(ReadStopMode { job: job.clone() })
+            .into_actor(self)
+            .map(move |res, act, _| {
+                act.stop_reads.remove(&job);
+                let mode = match res {
+                    Ok(Ok(m)) => m.unwrap_or_default(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = %job, error = %e, "stop request unreadable: stopping with a savepoint");
+                        StopMode::Savepoint
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job, error = %e, "coordination actor unavailable: stopping with a savepoint");
+                        StopMode::Savepoint
+                    }
+                };
+                if act.desired.contains_key(&job) {
+                    return; // submitted again meanwhile: reconcile decides
+                }
+                let ids: Vec<TaskId> = act
+                    .tasks
+                    .keys()
+                    .filter(|id| id.job == job)
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    act.stop_task(&id, mode, "its job was cancelled");
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Stops one task: with a savepoint (a final checkpoint with durable
+    /// storage, else a drain), drained (open windows fire), or aborted at once.
+    fn stop_task(&mut self, id: &TaskId, how: StopMode, why: &str) {
         let Some(task) = self.tasks.remove(id) else {
             return;
         };
-        tracing::info!(task = %id, drain, "stopping task: {why}");
+        tracing::info!(task = %id, how = ?how, "stopping task: {why}");
         self.coord.do_send(ForgetTask(task.token.clone()));
         if let Phase::Running(h) = task.phase {
-            if drain {
-                h.cancel();
-            } else {
-                h.abort();
+            match how {
+                StopMode::Savepoint => h.cancel(),
+                StopMode::Drain => h.drain(),
+                StopMode::Abort => h.abort(),
             }
             self.stopping.push((id.clone(), h));
         }
@@ -578,7 +634,7 @@ impl WorkerActor {
             tracing::warn!(tasks = ids.len(), "aborting every task: {why}");
         }
         for id in ids {
-            self.stop_task(&id, false, why);
+            self.stop_task(&id, StopMode::Abort, why);
         }
         for (_, h) in &self.stopping {
             h.abort();
@@ -773,7 +829,7 @@ impl WorkerActor {
                     .is_some_and(|t| &t.token == token)
                 {
                     tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away; aborting it here");
-                    self.stop_task(&token.task, false, "fenced");
+                    self.stop_task(&token.task, StopMode::Abort, "fenced");
                 }
             }
             _ => {
@@ -935,7 +991,7 @@ impl Handler<GracefulStop> for WorkerActor {
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         tracing::info!(tasks = ids.len(), "shutting down: draining tasks");
         for id in ids {
-            self.stop_task(&id, true, "worker shutting down");
+            self.stop_task(&id, StopMode::Savepoint, "worker shutting down");
         }
         let handles: Vec<JobHandle> = self.stopping.iter().map(|(_, h)| h.clone()).collect();
         let grace = self.cfg.drain_grace;

@@ -16,7 +16,7 @@ use serde_json::Value;
 pub mod kafka;
 
 #[allow(unused_imports)]
-pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, Rec};
+pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Got, Proc, Rec};
 
 /// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
 pub fn zk_addr() -> String {
