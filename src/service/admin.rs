@@ -236,6 +236,9 @@ pub struct TaskRow {
     /// The task's latest completed checkpoint, if it checkpoints durably.
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Records read per second (as last published by its worker, rounded).
+    #[serde(default)]
+    pub records_in_per_s: u64,
 }
 
 /// One job in [`ClusterStatus`].
@@ -317,6 +320,11 @@ fn job_status(view: &JobView) -> JobStatus {
             }
             (Some(_), _) => "SCHEDULED".to_string(),
         };
+        // Only a running task's rate is current; a stopped one reads nothing.
+        let records_in_per_s = match st {
+            Some(s) if state == "RUNNING" => s.records_in_per_s,
+            _ => 0,
+        };
         tasks.push(TaskRow {
             task: id.to_string(),
             worker: assigned.map(|a| a.worker.clone()),
@@ -330,6 +338,8 @@ fn job_status(view: &JobView) -> JobStatus {
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
             checkpoint: st.and_then(|s| s.checkpoint.clone()),
+            // Only a running task's rate is current; a stopped one reads nothing.
+            records_in_per_s,
         });
     }
     let has = |s: &str| tasks.iter().any(|t| t.state == s);
@@ -495,13 +505,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             }
         ));
         out.push_str(&format!(
-            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
             "TASK",
             "WORKER",
             "STATE",
             "EPOCH",
             "IN",
             "OUT",
+            "IN/S",
             "LAG",
             "RESTARTS",
             "CHECKPOINT",
@@ -514,13 +525,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 format!("{} ({:.1}s ago)", c.id, age_ms as f64 / 1000.0)
             });
             out.push_str(&format!(
-                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
                 t.task,
                 t.worker.as_deref().unwrap_or("-"),
                 t.state,
                 t.epoch,
                 t.records_in,
                 t.records_out,
+                t.records_in_per_s,
                 t.lag,
                 t.restarts,
                 checkpoint,
