@@ -685,7 +685,14 @@ fn stages(tasks: &[&TaskView]) -> Vec<StageSummary> {
 /// around it (tasks are sampled at their own times), summed over the tasks.
 pub fn history(tasks: &[&TaskView], now_ms: u64) -> Vec<Point> {
     let step = SAMPLE_EVERY_MS;
-    let end = now_ms / step * step;
+    // Up to the oldest of the tasks' newest samples: a later point would miss tasks.
+    let newest = tasks
+        .iter()
+        .filter_map(|t| t.history.last().map(|s| s.at_ms))
+        .min()
+        .unwrap_or(now_ms)
+        .min(now_ms);
+    let end = newest.saturating_sub(1) / step * step;
     let points = crate::service::view::HISTORY_MS / step;
     let mut out = Vec::new();
     for i in (0..points).rev() {
