@@ -391,7 +391,7 @@ impl ClusterReader {
             .filter(|g| !workers.iter().any(|w| w.id == g.id))
             .cloned()
             .collect();
-        gone.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        gone.sort_by_key(|g| std::cmp::Reverse(g.last_seen_ms));
         gone
     }
 
@@ -462,7 +462,7 @@ impl ClusterReader {
                 })
             })
             .collect();
-        errors.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        errors.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         Ok(JobDetail {
             served_by: local.get().worker,
             admin,
@@ -576,6 +576,13 @@ fn live_task<'a>(lives: &'a Lives, row: &TaskRow) -> Option<&'a TaskView> {
         .find(|t| t.task == row.task && t.epoch == row.epoch)
 }
 
+/// Whether the task's worker was asked and did not answer.
+fn unreachable(lives: &Lives, row: &TaskRow) -> bool {
+    row.worker
+        .as_ref()
+        .is_some_and(|w| matches!(lives.get(w), Some(Err(_))))
+}
+
 fn job_summary(j: &JobStatus, lives: &Lives) -> JobSummary {
     let mut s = JobSummary {
         name: j.name.clone(),
@@ -599,7 +606,9 @@ fn job_summary(j: &JobStatus, lives: &Lives) -> JobSummary {
                 s.records_in_per_s += t.records_in_per_s;
                 s.records_out_per_s += t.records_out_per_s;
             }
-            None => s.records_in_per_s += row.records_in_per_s as f64,
+            // ZooKeeper's copy, unless its worker did not answer (then it is stale).
+            None if !unreachable(lives, row) => s.records_in_per_s += row.records_in_per_s as f64,
+            None => {}
         }
     }
     s
@@ -616,7 +625,12 @@ fn task_detail(row: &TaskRow, live: Option<&TaskView>, reachable: bool) -> TaskD
         last_error: row.last_error.clone(),
         records_in: row.records_in,
         records_out: row.records_out,
-        records_in_per_s: row.records_in_per_s as f64,
+        // ZooKeeper's rate is stale once the worker that published it stopped answering.
+        records_in_per_s: if reachable {
+            row.records_in_per_s as f64
+        } else {
+            0.0
+        },
         records_out_per_s: 0.0,
         lag: row.lag,
         backpressure_ms: 0,

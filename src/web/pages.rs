@@ -229,7 +229,10 @@ pub fn overview_live(c: &ClusterView) -> String {
 }
 
 /// An SVG line chart of `series` (each: css class, label, values) over `points`' times.
-fn chart(title: &str, points: &[Point], series: &[(&str, &str, fn(&Point) -> f64)]) -> String {
+/// One line of a chart: css class, label, value of a point.
+type Series<'a> = (&'a str, &'a str, fn(&Point) -> f64);
+
+fn chart(title: &str, points: &[Point], series: &[Series<'_>]) -> String {
     const W: f64 = 640.0;
     const H: f64 = 150.0;
     const L: f64 = 56.0;
