@@ -100,11 +100,17 @@ fn cluster_job_and_worker_api_read_only_by_default() {
 
     // The job: every task with its worker, state, epoch and live counters (the one on a2
     // read from a2's API), its stages, and a history for the chart.
-    c.wait("history points", Duration::from_secs(20), |_| {
-        get_json(&a1, "/api/jobs/gen")["history"]
-            .as_array()
-            .is_some_and(|h| h.len() >= 2)
-    });
+    c.wait(
+        "history points and each task at its generator's rate",
+        Duration::from_secs(30),
+        |_| {
+            let j = get_json(&a1, "/api/jobs/gen");
+            j["history"].as_array().is_some_and(|h| h.len() >= 2)
+                && j["tasks"].as_array().unwrap().iter().all(|t| {
+                    (100.0..=400.0).contains(&t["records_in_per_s"].as_f64().unwrap_or(0.0))
+                })
+        },
+    );
     let j = get_json(&a1, "/api/jobs/gen");
     for (id, (worker, _)) in &placement {
         let t = task(&j, id);
@@ -120,7 +126,7 @@ fn cluster_job_and_worker_api_read_only_by_default() {
     }
     assert!(j["stages"].as_array().is_some_and(|s| !s.is_empty()), "{j}");
     let last = j["history"].as_array().unwrap().last().unwrap().clone();
-    assert!(last["records_in_per_s"].as_f64() > Some(200.0), "{j}");
+    assert!(last["records_in_per_s"].as_f64() > Some(100.0), "{j}");
     assert!(j["errors"].as_array().unwrap().is_empty(), "{j}");
 
     // A worker: its summary, what the leader assigned to it and its own task view.
