@@ -534,6 +534,8 @@ impl WorkerActor {
                 Err(reason) => failed(reason),
             };
             act.publish(ctx, false);
+            // The view shows what ZooKeeper was just told (not a tick later).
+            act.refresh_view();
         })
         .spawn(ctx);
     }

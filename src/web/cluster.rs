@@ -558,8 +558,9 @@ fn worker_summary(w: &WorkerRow, live: Option<&Result<WorkerView, String>>) -> W
                 .iter()
                 .filter(|t| t.state == crate::coord::TaskStatus::Running)
                 .count();
-            s.records_in_per_s = v.tasks.iter().map(|t| t.records_in_per_s).sum();
-            s.records_out_per_s = v.tasks.iter().map(|t| t.records_out_per_s).sum();
+            // fold from +0.0: an empty f64 sum is -0.0.
+            s.records_in_per_s = v.tasks.iter().fold(0.0, |a, t| a + t.records_in_per_s);
+            s.records_out_per_s = v.tasks.iter().fold(0.0, |a, t| a + t.records_out_per_s);
         }
         Some(Err(e)) => s.unreachable_reason = Some(e.clone()),
         None => s.unreachable_reason = Some("not asked".into()),

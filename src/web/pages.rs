@@ -47,6 +47,7 @@ fn seg(s: &str) -> String {
 }
 
 fn rate(x: f64) -> String {
+    let x = x + 0.0; // -0.0 shows as 0.0
     if x >= 100.0 {
         format!("{x:.0}")
     } else {
@@ -591,6 +592,8 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
         assert_eq!(clock(3_723_000), "01:02:03");
+        assert_eq!(rate(-0.0), "0.0");
+        assert_eq!(rate(123.4), "123");
         let summary = JobSummary {
             name: "pay".into(),
             job_type: "etl".into(),
