@@ -373,7 +373,7 @@ epoch {e} &middot; {r}/{tt} tasks running &middot; <span id=\"job-rate-in\">{ri}
             h,
             "<tr data-task=\"{id}\" class=\"{live}\"><td>{id}</td><td class=\"worker\" data-worker=\"{wid}\">{worker}</td>\
 <td class=\"state\" data-state=\"{sraw}\">{st}</td><td>{e}</td><td class=\"rate-in\">{ri}</td><td class=\"rate-out\">{ro}</td>\
-<td>{i}</td><td>{o}</td><td class=\"lag\">{l}</td><td>{bp:.1} s</td><td>{wm}</td><td>{late}</td><td>{dl}</td><td>{rs}</td><td class=\"err\">{err}</td></tr>",
+<td>{i}</td><td>{o}</td><td class=\"lag\">{l}</td><td>{bp:.1} s</td><td>{wm}</td><td>{late}</td><td>{dl}</td><td>{rs}</td><td class=\"err\" title=\"{errt}\">{err}</td></tr>",
             id = esc(&t.task),
             live = if t.live { "live" } else { "zk" },
             wid = esc(t.worker.as_deref().unwrap_or("")),
@@ -394,6 +394,7 @@ epoch {e} &middot; {r}/{tt} tasks running &middot; <span id=\"job-rate-in\">{ri}
             late = t.late_records,
             dl = t.dead_letters,
             rs = t.restarts,
+            errt = t.last_error.as_ref().map_or(String::new(), |e| esc(&e.message)),
             err = t.last_error.as_ref().map_or(String::new(), |e| format!(
                 "{} <span class=\"when\">({} UTC)</span>",
                 esc(&e.message),
@@ -536,7 +537,7 @@ job types {jt} &middot; version {v}</p>",
             h,
             "<tr data-task=\"{id}\"><td>{id}</td><td><a href=\"/jobs/{js}\">{j}</a></td><td>{ty}</td><td class=\"state\" data-state=\"{st}\">{badge}</td>\
 <td>{e}</td><td class=\"rate-in\">{ri}</td><td class=\"rate-out\">{ro}</td><td>{i}</td><td>{o}</td><td class=\"lag\">{l}</td>\
-<td>{bp:.1} s</td><td>{rs}</td><td class=\"err\">{err}</td></tr>",
+<td>{bp:.1} s</td><td>{rs}</td><td class=\"err\" title=\"{errt}\">{err}</td></tr>",
             id = esc(&t.task),
             js = seg(&t.job),
             j = esc(&t.job),
@@ -550,6 +551,7 @@ job types {jt} &middot; version {v}</p>",
             l = t.lag,
             bp = t.backpressure_ms as f64 / 1000.0,
             rs = t.restarts,
+            errt = t.last_error.as_ref().map_or(String::new(), |e| esc(&e.message)),
             err = t.last_error.as_ref().map_or(String::new(), |e| format!(
                 "{} <span class=\"when\">({} UTC)</span>",
                 esc(&e.message),
