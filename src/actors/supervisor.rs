@@ -116,6 +116,31 @@ pub struct CheckpointStats {
     pub failed: u64,
     /// The latest completed checkpoint (restored or taken).
     pub last: Option<CheckpointSummary>,
+    /// Its input offsets, `"<topic>/<partition>"` -> next offset, from
+    /// every source whose position names a `topic` and its `offsets` (the
+    /// Kafka source's shape).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_offsets: BTreeMap<String, i64>,
+}
+
+/// `"<topic>/<partition>"` -> next offset over sources' positions of the
+/// shape `{"topic": .., "offsets": {"<partition>": next}}`.
+fn topic_offsets(positions: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for pos in positions.values() {
+        let (Some(topic), Some(offsets)) = (
+            pos.get("topic").and_then(|t| t.as_str()),
+            pos.get("offsets").and_then(|o| o.as_object()),
+        ) else {
+            continue;
+        };
+        for (p, o) in offsets {
+            if let Some(o) = o.as_i64() {
+                out.insert(format!("{topic}/{p}"), o);
+            }
+        }
+    }
+    out
 }
 
 /// One completed checkpoint, for status pages and metrics.
@@ -416,6 +441,7 @@ impl JobSupervisor {
             .checkpoint_storage
             .as_deref()
             .and_then(|url| CheckpointStorage::parse(url).ok());
+        let first_checkpoint = config.checkpoint_ids_above + 1;
         let sup = JobSupervisor {
             plan,
             config,
@@ -429,7 +455,7 @@ impl JobSupervisor {
             sources_left: 0,
             restarts,
             cancelling: false,
-            next_checkpoint: 1,
+            next_checkpoint: first_checkpoint,
             pending: BTreeMap::new(),
             latest: None,
             storage,
@@ -608,6 +634,11 @@ impl JobSupervisor {
         );
         let positions = done.positions.clone();
         let (meta, states) = done.to_stored(&job);
+        // Never deleted: this one, the one a restart would load now, and
+        // the one a coordinator recorded.
+        let mut protect = vec![id];
+        protect.extend(self.latest.as_ref().map(|l| l.id));
+        protect.extend(self.config.checkpoint_record.as_ref().and_then(|r| r.get()));
         let persist = async move {
             if let Some(storage) = storage {
                 let location = storage
@@ -615,7 +646,7 @@ impl JobSupervisor {
                     .await
                     .map_err(|e| format!("checkpoint {id} not stored: {e}"))?;
                 tracing::debug!(job, id, location, "checkpoint stored");
-                if let Err(e) = storage.retain(&job, retain, Some(id)).await {
+                if let Err(e) = storage.retain(&job, retain, &protect).await {
                     tracing::warn!(job, error = %e, "old checkpoints not deleted");
                 }
             }
@@ -671,6 +702,7 @@ impl JobSupervisor {
                 duration_ms: started.elapsed().as_millis() as u64,
                 state_bytes: done.states.values().map(|s| s.len() as u64).sum(),
             });
+            stats.last_offsets = topic_offsets(&done.positions);
         }
         tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
         self.latest = Some(done);
@@ -729,11 +761,18 @@ impl JobSupervisor {
             }
         };
         let in_memory = self.latest.clone();
+        let recorded = self.config.checkpoint_record.as_ref().and_then(|r| r.get());
         let find = async move {
             // Ids are never reused, even those of uncommitted checkpoints.
             let stored = storage.latest(&job).await?;
             let id = match committed {
-                CommittedCheckpoint::Untracked => stored,
+                // A coordinator's record (fenced: never a zombie's), or
+                // this process's own newer one, before whatever is newest
+                // in storage.
+                CommittedCheckpoint::Untracked => match recorded {
+                    Some(r) => Some(r.max(in_memory.as_ref().map_or(0, |c| c.id))),
+                    None => stored,
+                },
                 CommittedCheckpoint::Nothing => None,
                 CommittedCheckpoint::At(id) => Some(id),
             };
@@ -754,16 +793,19 @@ impl JobSupervisor {
                 act.next_checkpoint = act.next_checkpoint.max(stored.unwrap_or(0) + 1);
                 act.latest = found.map(|chk| {
                     tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
-                    act.shared
+                    let mut stats = act
+                        .shared
                         .checkpoints
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .last = Some(CheckpointSummary {
+                        .unwrap_or_else(|p| p.into_inner());
+                    stats.last = Some(CheckpointSummary {
                         id: chk.id,
                         completed_at_ms: chk.completed_at_ms,
                         duration_ms: 0,
                         state_bytes: chk.states.values().map(|s| s.len() as u64).sum(),
                     });
+                    stats.last_offsets = topic_offsets(&chk.positions);
+                    drop(stats);
                     act.next_checkpoint = act.next_checkpoint.max(chk.id + 1);
                     Arc::new(chk)
                 });

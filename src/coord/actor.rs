@@ -826,7 +826,7 @@ pub struct WriteTaskState {
 #[rtype(result = "()")]
 pub struct ForgetTask(pub FenceToken);
 
-/// Writes a job's latest checkpoint metadata, fenced by `token`.
+/// Writes a task's latest checkpoint metadata, fenced by `token`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<()>")]
 pub struct WriteCheckpoint {
@@ -836,12 +836,14 @@ pub struct WriteCheckpoint {
     pub meta: CheckpointMeta,
 }
 
-/// Reads a job's latest checkpoint metadata.
+/// Reads a task's latest checkpoint metadata.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<Option<CheckpointMeta>>")]
 pub struct ReadCheckpoint {
     /// Job name.
     pub job: String,
+    /// The task.
+    pub task: TaskId,
 }
 
 /// Deletes a znode (relative to the root, e.g. `jobs/x/tasks/x-9`), optionally with its subtree.
@@ -1066,7 +1068,13 @@ impl Handler<WriteCheckpoint> for CoordActor {
 impl Handler<ReadCheckpoint> for CoordActor {
     type Result = ResponseFuture<CoordResult<Option<CheckpointMeta>>>;
     fn handle(&mut self, msg: ReadCheckpoint, _: &mut Context<Self>) -> Self::Result {
-        with_client!(self, |c, p| store::read_checkpoint(&c, &p, &msg.job).await)
+        with_client!(self, |c, p| store::read_checkpoint(
+            &c,
+            &p,
+            &msg.job,
+            &msg.task.to_string()
+        )
+        .await)
     }
 }
 

@@ -364,7 +364,12 @@ pub struct FailureRecord {
     pub restarts: u32,
 }
 
-/// Metadata of a completed checkpoint, stored in `/jobs/<job>/checkpoints/latest`.
+/// A task's latest completed checkpoint, stored in
+/// `/jobs/<job>/checkpoints/<task>`, written fenced by the task's
+/// assignment epoch (a zombie's checkpoints are never recorded). A task
+/// that moves or restarts restores from the checkpoint it names (unless
+/// its exactly-once sink's transactions committed a newer one: the
+/// transaction is the commit point), and retention never deletes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Checkpoint id, increasing.
@@ -375,6 +380,16 @@ pub struct CheckpointMeta {
     pub state_paths: BTreeMap<TaskId, String>,
     /// When the checkpoint completed (ms since the Unix epoch).
     pub completed_at_ms: u64,
+    /// The assignment epoch of the task that took it.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The worker that took it.
+    #[serde(default)]
+    pub worker: String,
+    /// The transactional id its output was committed under (exactly-once
+    /// sinks; no transaction stays open past a completed checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -36,8 +36,8 @@ pub struct JobView {
     pub assignment: Option<(JobAssignment, i32)>,
     /// Published task states.
     pub tasks: BTreeMap<TaskId, TaskState>,
-    /// Last completed checkpoint.
-    pub checkpoint: Option<CheckpointMeta>,
+    /// Each task's latest completed checkpoint.
+    pub checkpoints: BTreeMap<TaskId, CheckpointMeta>,
 }
 
 /// Creates the root and its `workers`, `leader` and `jobs` directories if missing.
@@ -162,14 +162,15 @@ pub async fn read_assignment(
         .map(|(a, s)| (a, s.version)))
 }
 
-/// Reads the latest completed checkpoint of `job`.
+/// Reads the latest completed checkpoint of `task` of `job`.
 pub async fn read_checkpoint(
     client: &Client,
     paths: &ZkPaths,
     job: &str,
+    task: &str,
 ) -> CoordResult<Option<CheckpointMeta>> {
     Ok(
-        read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job))
+        read_json::<CheckpointMeta>(client, &paths.checkpoint(job, task))
             .await?
             .map(|(c, _)| c),
     )
@@ -228,12 +229,28 @@ pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResul
         Err(zookeeper_client::Error::NoNode) => {}
         Err(e) => return Err(CoordError::zk(&tasks_dir, e)),
     }
-    let checkpoint = read_checkpoint(client, paths, job).await?;
+    let checkpoints_dir = paths.checkpoints(job);
+    let mut checkpoints = BTreeMap::new();
+    match client.list_children(&checkpoints_dir).await {
+        Ok(children) => {
+            for name in children {
+                // A task id, or a record from an older layout (skipped).
+                let Ok(id) = name.parse::<TaskId>() else {
+                    continue;
+                };
+                if let Some(meta) = read_checkpoint(client, paths, job, &name).await? {
+                    checkpoints.insert(id, meta);
+                }
+            }
+        }
+        Err(zookeeper_client::Error::NoNode) => {}
+        Err(e) => return Err(CoordError::zk(&checkpoints_dir, e)),
+    }
     Ok(JobView {
         spec,
         assignment,
         tasks,
-        checkpoint,
+        checkpoints,
     })
 }
 

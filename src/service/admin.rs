@@ -239,6 +239,10 @@ pub struct TaskRow {
     /// Records read per second (as last published by its worker, rounded).
     #[serde(default)]
     pub records_in_per_s: u64,
+    /// The checkpoint recorded for the task in ZooKeeper (fenced; what a
+    /// move or restart restores from), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_checkpoint: Option<crate::coord::CheckpointMeta>,
 }
 
 /// One job in [`ClusterStatus`].
@@ -338,8 +342,8 @@ fn job_status(view: &JobView) -> JobStatus {
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
             checkpoint: st.and_then(|s| s.checkpoint.clone()),
-            // Only a running task's rate is current; a stopped one reads nothing.
             records_in_per_s,
+            recorded_checkpoint: view.checkpoints.get(&id).cloned(),
         });
     }
     let has = |s: &str| tasks.iter().any(|t| t.state == s);

@@ -34,15 +34,23 @@ use actix::prelude::*;
 
 use crate::actors::{JobHandle, JobStatus, LocalRuntime};
 use crate::coord::actor::{
-    Deregister, ForgetTask, Ping, ReadSpec, ReadTaskState, ReportFailure, Shutdown, WriteTaskState,
+    Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadTaskState, ReportFailure, Shutdown,
+    WriteCheckpoint, WriteTaskState,
 };
 use crate::coord::session::StatusHandle;
 use crate::coord::{
-    CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment, JobSpec,
-    SessionEvent, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
+    CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
+    JobSpec, SessionEvent, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
 };
 
 use super::error::{ServiceError, ServiceResult};
+use crate::pipeline::CheckpointRecord;
+
+/// Checkpoint ids a task takes in one assignment epoch: epoch `e` takes ids
+/// above `e * 10^9`, so its checkpoints sort after every older epoch's and
+/// a zombie of an older epoch never writes the same `chk-<id>` as the new
+/// owner (a billion: 31 years of one checkpoint a second).
+const CHECKPOINT_IDS_PER_EPOCH: u64 = 1_000_000_000;
 use super::lease::Lease;
 use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
 use super::view::{SharedView, StageView, TaskView, WorkerView};
@@ -143,6 +151,11 @@ struct Task {
     published: Option<(TaskStatus, Instant)>,
     carried: Carried,
     report: FailureReport,
+    /// The checkpoint recorded for this task in ZooKeeper (read at start,
+    /// advanced by each fenced write; the job restores from it).
+    record: CheckpointRecord,
+    /// A checkpoint record write is in flight.
+    recording: bool,
 }
 
 impl Task {
@@ -437,6 +450,8 @@ impl WorkerActor {
             published: None,
             carried: Carried::default(),
             report: FailureReport::NotSent,
+            record: CheckpointRecord::default(),
+            recording: false,
         };
         let Some(factory) = self.registry.get(&spec.job_type) else {
             let msg = format!(
@@ -481,9 +496,14 @@ impl WorkerActor {
             job: token.job.clone(),
             task: id.clone(),
         });
+        // The checkpoint its previous owner (or its own last run) recorded.
+        let recorded = self.coord.send(ReadCheckpoint {
+            job: token.job.clone(),
+            task: id.clone(),
+        });
         let task_name = id.clone();
         async move {
-            let (built, prior) = futures::future::join(built, prior).await;
+            let (built, prior, recorded) = futures::future::join3(built, prior, recorded).await;
             let built =
                 built.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")));
             let prior = match prior {
@@ -497,10 +517,15 @@ impl WorkerActor {
                     None
                 }
             };
-            (built, prior)
+            let recorded = match recorded {
+                Ok(Ok(r)) => Ok(r.map(|m| m.id)),
+                Ok(Err(e)) => Err(format!("cannot read the task's checkpoint record: {e}")),
+                Err(e) => Err(format!("coordination actor unavailable: {e}")),
+            };
+            (built, prior, recorded)
         }
         .into_actor(self)
-        .map(move |(res, prior), act, ctx| {
+        .map(move |(res, prior, recorded), act, ctx| {
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
             };
@@ -523,10 +548,19 @@ impl WorkerActor {
                     Instant::now(),
                 )
             };
+            // Without its record a task could restore a zombie's checkpoint:
+            // it does not start (the failure is reported and retried).
+            let res = res.and_then(|b| recorded.map(|r| (b, r)));
             task.phase = match res {
-                Ok(build) => {
+                Ok((build, recorded)) => {
                     task.probe = build.probe;
-                    match act.runtime.start(build.job) {
+                    task.record = CheckpointRecord::new(recorded);
+                    // Checkpoint ids of this epoch above every older epoch's.
+                    let job = build
+                        .job
+                        .with_checkpoint_record(task.record.clone())
+                        .with_checkpoint_ids_above(token.epoch.saturating_mul(CHECKPOINT_IDS_PER_EPOCH));
+                    match act.runtime.start(job) {
                         Ok(h) => Phase::Running(h),
                         Err(e) => failed(e.to_string()),
                     }
@@ -599,6 +633,9 @@ impl WorkerActor {
                 task.published = Some((status, now));
             }
         }
+        if progress_too {
+            self.record_checkpoints(ctx);
+        }
         for (token, state) in writes {
             self.coord
                 .send(WriteTaskState {
@@ -614,6 +651,77 @@ impl WorkerActor {
                 .spawn(ctx);
         }
         self.report_failures(ctx);
+    }
+
+    /// Records each running task's newest completed checkpoint under
+    /// `/jobs/<job>/checkpoints/<task>`, fenced by its token (one write in
+    /// flight per task, at most one per publish interval); once written,
+    /// the task's retention keeps it.
+    fn record_checkpoints(&mut self, ctx: &mut Context<Self>) {
+        // Without durable storage there is nothing to restore from.
+        let Some(url) = self.cfg.checkpoint_url.clone() else {
+            return;
+        };
+        let mut writes = Vec::new();
+        for (id, task) in self.tasks.iter_mut() {
+            let Phase::Running(h) = &task.phase else {
+                continue;
+            };
+            if task.recording {
+                continue;
+            }
+            let r = h.report();
+            let Some(last) = r.checkpoints.last else {
+                continue;
+            };
+            if task.record.get().is_some_and(|had| had >= last.id) {
+                continue;
+            }
+            let location = format!("{}/{}/chk-{}", url.trim_end_matches('/'), h.name(), last.id);
+            task.recording = true;
+            writes.push((
+                id.clone(),
+                task.token.clone(),
+                CheckpointMeta {
+                    id: last.id,
+                    offsets: r.checkpoints.last_offsets.clone(),
+                    state_paths: [(id.clone(), location)].into(),
+                    completed_at_ms: last.completed_at_ms,
+                    epoch: task.token.epoch,
+                    worker: task.token.worker.clone(),
+                    transactional_id: None,
+                },
+            ));
+        }
+        for (id, token, meta) in writes {
+            let chk = meta.id;
+            self.coord
+                .send(WriteCheckpoint {
+                    token: token.clone(),
+                    meta,
+                })
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let Some(task) = act.tasks.get_mut(&id) else {
+                        return;
+                    };
+                    if task.token != token {
+                        return;
+                    }
+                    task.recording = false;
+                    match res {
+                        Ok(Ok(())) => task.record.set(chk),
+                        Ok(Err(CoordError::Invalid { .. })) => {
+                            // Already recorded (a write that timed out and
+                            // landed): nothing older may replace it.
+                            task.record.set(chk)
+                        }
+                        Ok(Err(e)) => act.on_write_failed(&token, &e),
+                        Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
+                    }
+                })
+                .spawn(ctx);
+        }
     }
 
     /// Reports each task FAILED past its restart policy (once its FAILED state was sent) to
