@@ -170,6 +170,8 @@ pub struct TaskDetail {
     pub checkpoint: Option<CheckpointSummary>,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
+    /// The checkpoint ZooKeeper records for the task (what a move or restart restores from).
+    pub recorded_checkpoint: Option<crate::coord::CheckpointMeta>,
     /// Whether the counters come from the worker itself (else from ZooKeeper,
     /// published at most every second, without rates out, stages or watermark).
     pub live: bool,
@@ -640,6 +642,7 @@ fn task_detail(row: &TaskRow, live: Option<&TaskView>, reachable: bool) -> TaskD
         dead_letters: 0,
         checkpoint: row.checkpoint.clone(),
         checkpoint_failures: 0,
+        recorded_checkpoint: row.recorded_checkpoint.clone(),
         live: false,
         updated_at_ms: row.updated_at_ms,
     };

@@ -428,12 +428,21 @@ epoch {e} &middot; {r}/{tt} tasks running &middot; <span id=\"job-rate-in\">{ri}
     }
     h.push_str("</tbody></table>");
     h.push_str("<h2>Checkpoints</h2><table id=\"checkpoints\"><thead><tr><th>task</th><th>latest</th><th>completed</th>\
-<th>duration</th><th>state</th><th>failed</th></tr></thead><tbody>");
+<th>duration</th><th>state</th><th>failed</th><th>recorded in ZooKeeper (restores from)</th></tr></thead><tbody>");
     let mut any = false;
     for t in &j.tasks {
-        if t.checkpoint.is_none() && t.checkpoint_failures == 0 {
+        if t.checkpoint.is_none() && t.checkpoint_failures == 0 && t.recorded_checkpoint.is_none() {
             continue;
         }
+        let recorded = t.recorded_checkpoint.as_ref().map_or("-".to_string(), |r| {
+            format!(
+                "{} by {} (epoch {}) at {} UTC",
+                r.id,
+                esc(&r.worker),
+                r.epoch,
+                clock(r.completed_at_ms)
+            )
+        });
         any = true;
         let (id, at, dur, bytes) =
             t.checkpoint
@@ -452,14 +461,14 @@ epoch {e} &middot; {r}/{tt} tasks running &middot; <span id=\"job-rate-in\">{ri}
                 });
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{id}</td><td>{at}</td><td>{dur}</td><td>{bytes}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{id}</td><td>{at}</td><td>{dur}</td><td>{bytes}</td><td>{}</td><td>{recorded}</td></tr>",
             esc(&t.task),
             t.checkpoint_failures
         );
     }
     if !any {
         h.push_str(
-            "<tr><td colspan=\"6\">no checkpoint (the job does not checkpoint durably)</td></tr>",
+            "<tr><td colspan=\"7\">no checkpoint (the job does not checkpoint durably)</td></tr>",
         );
     }
     h.push_str("</tbody></table>");
