@@ -337,6 +337,9 @@ pub struct TaskState {
     /// only while the writer holds the assignment's epoch).
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Records read per second over the last seconds, rounded (`weir status`'s IN/S).
+    #[serde(default)]
+    pub records_in_per_s: u64,
 }
 
 impl TaskState {
@@ -354,6 +357,7 @@ impl TaskState {
             last_error: None,
             checkpoint: None,
             updated_at_ms: now_ms(),
+            records_in_per_s: 0,
         }
     }
 }

@@ -264,6 +264,9 @@ pub struct TaskRow {
     /// The task's latest completed checkpoint, if it checkpoints durably.
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Records read per second (as last published by its worker, rounded).
+    #[serde(default)]
+    pub records_in_per_s: u64,
     /// The checkpoint recorded for the task in ZooKeeper (fenced; what a
     /// move or restart restores from), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,6 +352,11 @@ fn job_status(view: &JobView) -> JobStatus {
             }
             (Some(_), _) => "SCHEDULED".to_string(),
         };
+        // Only a running task's rate is current; a stopped one reads nothing.
+        let records_in_per_s = match st {
+            Some(s) if state == "RUNNING" => s.records_in_per_s,
+            _ => 0,
+        };
         tasks.push(TaskRow {
             task: id.to_string(),
             worker: assigned.map(|a| a.worker.clone()),
@@ -362,6 +370,7 @@ fn job_status(view: &JobView) -> JobStatus {
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
             checkpoint: st.and_then(|s| s.checkpoint.clone()),
+            records_in_per_s,
             recorded_checkpoint: view.checkpoints.get(&id).cloned(),
         });
     }
@@ -528,13 +537,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             }
         ));
         out.push_str(&format!(
-            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
             "TASK",
             "WORKER",
             "STATE",
             "EPOCH",
             "IN",
             "OUT",
+            "IN/S",
             "LAG",
             "RESTARTS",
             "CHECKPOINT",
@@ -547,13 +557,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 format!("{} ({:.1}s ago)", c.id, age_ms as f64 / 1000.0)
             });
             out.push_str(&format!(
-                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
                 t.task,
                 t.worker.as_deref().unwrap_or("-"),
                 t.state,
                 t.epoch,
                 t.records_in,
                 t.records_out,
+                t.records_in_per_s,
                 t.lag,
                 t.restarts,
                 checkpoint,

@@ -53,7 +53,7 @@ use crate::pipeline::CheckpointRecord;
 const CHECKPOINT_IDS_PER_EPOCH: u64 = 1_000_000_000;
 use super::lease::Lease;
 use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
-use super::view::{SharedView, TaskView, WorkerView};
+use super::view::{SharedView, StageView, TaskView, WorkerView};
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -84,6 +84,9 @@ pub struct WorkerConfig {
     /// Durable checkpoint storage shared by every worker of the cluster
     /// (`file:///shared/dir`, `s3://..`), handed to task factories.
     pub checkpoint_url: Option<String>,
+    /// Whether the HTTP endpoint accepts cancel and rescale (`--http-admin`);
+    /// without it the dashboard and its API are read-only.
+    pub http_admin: bool,
 }
 
 impl WorkerConfig {
@@ -103,6 +106,7 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(6),
             build_failure_delay: Duration::from_secs(1),
             checkpoint_url: None,
+            http_admin: false,
         }
     }
 
@@ -170,28 +174,23 @@ impl Task {
     }
 
     fn view(&self) -> TaskView {
-        let mut v = TaskView {
-            task: self.token.task.to_string(),
-            job: self.token.job.clone(),
-            job_type: self.spec.job_type.clone(),
-            state: self.status().unwrap_or(TaskStatus::Scheduled),
-            epoch: self.token.epoch,
-            records_in: 0,
-            records_out: 0,
-            batches: 0,
-            backpressure_ms: 0,
-            lag: self.progress.lag,
-            offsets: self.progress.offsets.clone(),
-            restarts: self.carried.restarts,
-            last_error: self.carried.last_error.clone(),
-            checkpoint: None,
-            checkpoint_failures: 0,
-        };
+        let mut v = TaskView::new(
+            &self.token.task.to_string(),
+            &self.token.job,
+            &self.spec.job_type,
+            self.status().unwrap_or(TaskStatus::Scheduled),
+            self.token.epoch,
+        );
+        v.lag = self.progress.lag;
+        v.offsets = self.progress.offsets.clone();
+        v.restarts = self.carried.restarts;
+        v.last_error = self.carried.last_error.clone();
         match &self.phase {
             Phase::Starting => {}
             Phase::BuildFailed(e, _) => v.last_error = Some(e.clone()),
             Phase::Running(h) => {
                 let r = h.report();
+                let prefix = format!("{}/", r.name);
                 for (name, m) in &r.tasks {
                     if name.contains("-source#") {
                         v.records_in += m.records_out.max(m.records_in);
@@ -201,7 +200,24 @@ impl Task {
                         v.records_out += m.records_out;
                     }
                     v.backpressure_ms += m.backpressure_ms;
+                    v.late_records += m.late_records;
+                    let watermark = (m.watermark != i64::MIN).then_some(m.watermark);
+                    if let Some(w) = watermark {
+                        v.watermark = Some(v.watermark.map_or(w, |x| x.min(w)));
+                    }
+                    v.stages.push(StageView {
+                        stage: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
+                        records_in: m.records_in,
+                        records_out: m.records_out,
+                        batches_in: m.batches_in,
+                        batches_out: m.batches_out,
+                        late_records: m.late_records,
+                        dead_letters: m.dead_letters,
+                        backpressure_ms: m.backpressure_ms,
+                        watermark,
+                    });
                 }
+                v.dead_letters = r.dead_letters;
                 v.restarts += r.restarts;
                 v.checkpoint = r.checkpoints.last.clone();
                 v.checkpoint_failures = r.checkpoints.failed;
@@ -229,6 +245,7 @@ impl Task {
             last_error: v.last_error.clone(),
             updated_at_ms: crate::coord::model::now_ms(),
             checkpoint: v.checkpoint.clone(),
+            records_in_per_s: v.records_in_per_s.round() as u64,
         }
     }
 }
@@ -571,6 +588,8 @@ impl WorkerActor {
                 Err(reason) => failed(reason),
             };
             act.publish(ctx, false);
+            // The view shows what ZooKeeper was just told (not a tick later).
+            act.refresh_view();
         })
         .spawn(ctx);
     }
@@ -661,7 +680,11 @@ impl WorkerActor {
                 }
             };
             if due {
-                let v = task.view();
+                let mut v = task.view();
+                if let Some((rin, rout)) = self.view.rates_of(&v.task) {
+                    v.records_in_per_s = rin;
+                    v.records_out_per_s = rout;
+                }
                 writes.push((task.token.clone(), task.state(&v)));
                 task.published = Some((status, now));
             }
@@ -908,6 +931,8 @@ impl WorkerActor {
             lease_ms: self.lease.remaining().as_millis() as u64,
             job_types: self.registry.names(),
             tasks: self.tasks.values().map(Task::view).collect(),
+            address: self.cfg.address.clone(),
+            admin: self.cfg.http_admin,
         });
     }
 }
@@ -1042,11 +1067,17 @@ pub async fn run_worker(
     let view = SharedView::default();
     let mut server = None;
     if let Some(addr) = http {
-        let (bound, handle) = super::http::serve(addr, view.clone()).await?;
+        let web = crate::web::WebConfig {
+            addr,
+            admin: cfg.http_admin,
+            zk: cfg.zk.clone(),
+            root: cfg.root.clone(),
+        };
+        let (bound, handle) = crate::web::serve(web, view.clone()).await?;
         if cfg.address.is_empty() {
             cfg.address = bound.to_string();
         }
-        tracing::info!(address = %bound, "HTTP endpoint listening");
+        tracing::info!(address = %bound, admin = cfg.http_admin, "HTTP endpoint listening");
         server = Some(handle);
     }
     let id = cfg.id.clone();
