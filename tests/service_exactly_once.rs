@@ -29,13 +29,13 @@ fn all_running(c: &Cluster, job: &str, n: usize) -> bool {
 type Windows = BTreeMap<(String, i64), u64>;
 
 /// `weir submit clicks --name ck --parallelism 4` on `input` and `output`.
-fn submit_clicks(c: &Cluster, input: &str, output: &str) {
+fn submit_clicks(c: &Cluster, job: &str, input: &str, output: &str) {
     let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
     c.weir_ok(&[
         "submit",
         "clicks",
         "--name",
-        "ck",
+        job,
         "--parallelism",
         "4",
         "--set",
@@ -47,9 +47,20 @@ fn submit_clicks(c: &Cluster, input: &str, output: &str) {
 
 /// Three workers sharing checkpoint storage in `dir`, the `clicks` job `ck`
 /// (4 tasks) submitted and RUNNING; returns the cluster and its topics.
-fn clicks_cluster(name: &str, dir: &std::path::Path) -> (Cluster, String, String) {
+fn clicks_cluster(name: &str, job: &str, dir: &std::path::Path) -> (Cluster, String, String) {
+    clicks_cluster_logging(name, job, dir, None)
+}
+
+/// [`clicks_cluster`] with the workers' `RUST_LOG`.
+fn clicks_cluster_logging(
+    name: &str,
+    job: &str,
+    dir: &std::path::Path,
+    log_filter: Option<&str>,
+) -> (Cluster, String, String) {
     let url = format!("file://{}", dir.display());
     let mut c = Cluster::new(name, TIMEOUT_MS);
+    c.log_filter = log_filter.map(str::to_string);
     for w in ["e1", "e2", "e3"] {
         c.start_worker_with(w, &["--checkpoint-url", &url]);
     }
@@ -58,9 +69,9 @@ fn clicks_cluster(name: &str, dir: &std::path::Path) -> (Cluster, String, String
     let dlq = format!("{input}.dlq");
     create_topic(&c.brokers, &dlq, 1);
     c.topics.push(dlq);
-    submit_clicks(&c, &input, &output);
+    submit_clicks(&c, job, &input, &output);
     c.wait("4 tasks RUNNING", Duration::from_secs(60), |c| {
-        all_running(c, "ck", 4)
+        all_running(c, job, 4)
     });
     (c, input, output)
 }
@@ -145,24 +156,44 @@ fn check_every_window_once(c: &Cluster, input: &str, output: &str, want: &Window
         .take(10)
         .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
         .collect();
-    assert!(
-        twice == 0 && wrong.is_empty() && seen.len() == want.len(),
-        "{twice} windows written twice; wrong or missing (first 10): {wrong:?}; {} of {}\n{}",
-        seen.len(),
-        want.len(),
-        c.logs()
-    );
+    if twice != 0 || !wrong.is_empty() || seen.len() != want.len() {
+        // What went where: dead letters (late records?) and the job.
+        let dead = read_topic(
+            &c.brokers,
+            &format!("{input}.dlq"),
+            usize::MAX,
+            Duration::from_secs(3),
+            Duration::ZERO,
+        );
+        let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, d| {
+            *m.entry(d.headers.get("error").cloned().unwrap_or_default())
+                .or_default() += 1;
+            m
+        });
+        panic!(
+            "{twice} windows written twice; wrong or missing (first 10): {wrong:?}; {} of {}; \
+             {} dead letters {reasons:?}; the job: {}\n{}",
+            seen.len(),
+            want.len(),
+            dead.len(),
+            c.status(),
+            c.logs()
+        );
+    }
 }
 
 #[test]
 fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_kill";
     let dir = tempfile::tempdir().unwrap();
-    let (mut c, input, output) = clicks_cluster("eos", dir.path());
+    let (mut c, input, output) = clicks_cluster("eos", JOB, dir.path());
     let (chunks, want) = click_chunks();
     let producer = produce_slowly(&c.brokers, &input, chunks);
     // 4 s in: SIGKILL the worker running the most tasks.
     std::thread::sleep(Duration::from_secs(4));
-    let loads = c.loads("ck");
+    let loads = c.loads(JOB);
     let victim = loads
         .iter()
         .max_by_key(|(_, n)| **n)
@@ -171,7 +202,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
     eprintln!("kill -9 {victim} (loads {loads:?})");
     c.workers.remove(&victim).unwrap().kill9();
     c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != victim)
+        all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim)
     });
     // Then a graceful stop (SIGTERM: its tasks stop with a savepoint).
     let other = c.workers.keys().next().cloned().expect("a worker left");
@@ -183,7 +214,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
     c.wait(
         "every task RUNNING on the last worker",
         Duration::from_secs(60),
-        |c| all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != other),
+        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != other),
     );
     producer.join().expect("producer");
     // `weir status` shows each task's latest checkpoint (published fenced
@@ -192,7 +223,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         "every task showing a checkpoint",
         Duration::from_secs(30),
         |c| {
-            c.job("ck").is_some_and(|j| {
+            c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
                     ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
                 })
@@ -206,7 +237,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         "every task's checkpoint recorded under its current epoch",
         Duration::from_secs(30),
         |c| {
-            c.job("ck").is_some_and(|j| {
+            c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
                     ts.iter().all(|t| {
                         let r = &t["recorded_checkpoint"];
@@ -218,7 +249,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
             })
         },
     );
-    let job = c.job("ck").unwrap();
+    let job = c.job(JOB).unwrap();
     for t in job["tasks"].as_array().unwrap() {
         let r = &t["recorded_checkpoint"];
         let location = r["state_paths"]
@@ -239,7 +270,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
             c.logs()
         );
     }
-    let text = c.weir_ok(&["status", "ck"]);
+    let text = c.weir_ok(&["status", JOB]);
     assert!(
         text.contains("CHECKPOINT") && text.contains("s ago)"),
         "status shows checkpoint ids and ages:\n{text}"
@@ -262,13 +293,17 @@ fn signal(p: &Proc, sig: &str) {
 /// new epoch, and every window is in the output exactly once, exact.
 #[test]
 fn a_frozen_and_thawed_worker_commits_nothing() {
-    // Each transaction commit is logged (at debug) by the workers.
-    std::env::set_var(
-        "WEIR_TEST_RUST_LOG",
-        "info,weir::connectors::kafka::transaction=debug",
-    );
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_frozen";
     let dir = tempfile::tempdir().unwrap();
-    let (c, input, output) = clicks_cluster("eos-frozen", dir.path());
+    // Each transaction commit is logged (at debug) by the workers.
+    let (c, input, output) = clicks_cluster_logging(
+        "eos-frozen",
+        JOB,
+        dir.path(),
+        Some("info,weir::connectors::kafka::transaction=debug"),
+    );
     let (chunks, want) = click_chunks();
     let producer = produce_slowly(&c.brokers, &input, chunks);
     // Once a checkpoint has committed everywhere, freeze the worker with
@@ -278,7 +313,7 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
         "every task showing a checkpoint",
         Duration::from_secs(60),
         |c| {
-            c.job("ck").is_some_and(|j| {
+            c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
                     ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
                 })
@@ -286,7 +321,7 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
         },
     );
     let leader = c.leader().expect("a leader");
-    let loads = c.loads("ck");
+    let loads = c.loads(JOB);
     let victim = loads
         .iter()
         .filter(|(w, n)| **w != leader && **n > 0)
@@ -304,7 +339,7 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
     c.wait(
         "the frozen worker's tasks RUNNING elsewhere",
         Duration::from_secs(60),
-        |c| all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != victim),
+        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim),
     );
     let log_before = c.workers[&victim].log_text().len();
     signal(&c.workers[&victim], "-CONT");
@@ -360,8 +395,11 @@ fn windows_of(got: &[Got]) -> BTreeMap<(String, i64), Vec<u64>> {
 /// input read and no sentinel: every remaining window fires, exact.
 #[test]
 fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_cancel";
     let dir = tempfile::tempdir().unwrap();
-    let (c, input, output) = clicks_cluster("eos-cancel", dir.path());
+    let (c, input, output) = clicks_cluster("eos-cancel", JOB, dir.path());
     let (chunks, want) = click_chunks();
     let (first, second) = chunks.split_at(chunks.len() / 2);
     for chunk in first {
@@ -376,7 +414,7 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
         Duration::ZERO,
     );
     assert!(early.len() >= 12, "windows fire before the cancel");
-    let text = c.weir_ok(&["cancel", "ck", "--savepoint"]);
+    let text = c.weir_ok(&["cancel", JOB, "--savepoint"]);
     assert!(text.contains("cancelled"), "{text}");
     let before = windows_of(&read_topic(
         &c.brokers,
@@ -396,27 +434,34 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
         c.logs()
     );
     // Open windows stayed in the savepoint: the same job resumes them.
-    submit_clicks(&c, &input, &output);
+    submit_clicks(&c, JOB, &input, &output);
     c.wait("4 tasks RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, "ck", 4)
+        all_running(c, JOB, 4)
     });
+    let rest: u64 = second.iter().map(|c| c.len() as u64).sum();
     for chunk in second {
         produce(&c.brokers, &input, chunk);
     }
-    // Every record read (lag 0 on every task), then drain: the windows
+    // The second half read by the resumed tasks (as many records in as it
+    // holds) and checkpointed to its end (no lag: the offsets their
+    // transactions committed are the topic's end), then drain: the windows
     // still open fire although no record closes them.
-    c.wait("all input read", Duration::from_secs(60), |c| {
-        c.job("ck").is_some_and(|j| {
-            j["tasks"].as_array().is_some_and(|ts| {
-                ts.iter()
-                    .map(|t| t["records_in"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-                    > 0
-                    && ts.iter().all(|t| t["lag"].as_u64() == Some(0))
+    c.wait(
+        "the second half read and checkpointed",
+        Duration::from_secs(60),
+        |c| {
+            c.job(JOB).is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.iter()
+                        .map(|t| t["records_in"].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                        >= rest
+                        && ts.iter().all(|t| t["lag"].as_u64() == Some(0))
+                })
             })
-        })
-    });
-    let text = c.weir_ok(&["cancel", "ck", "--drain"]);
+        },
+    );
+    let text = c.weir_ok(&["cancel", JOB, "--drain"]);
     assert!(text.contains("cancelled"), "{text}");
     let got = windows_of(&read_topic(
         &c.brokers,

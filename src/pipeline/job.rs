@@ -701,6 +701,10 @@ where
     U: Upstream<S::In>,
 {
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        // Fenced first, so nothing commits after the read.
+        if let Some(c) = self.sink.committer() {
+            c.fence_predecessors()?;
+        }
         self.upstream.committed_checkpoint(job)
     }
 

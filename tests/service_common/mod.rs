@@ -86,6 +86,8 @@ pub struct Cluster {
     pub session_timeout_ms: u64,
     pub workers: BTreeMap<String, Proc>,
     pub topics: Vec<String>,
+    /// The workers' `RUST_LOG` (default: `info`).
+    pub log_filter: Option<String>,
 }
 
 impl Cluster {
@@ -97,6 +99,7 @@ impl Cluster {
             session_timeout_ms,
             workers: BTreeMap::new(),
             topics: Vec::new(),
+            log_filter: None,
         }
     }
 
@@ -133,7 +136,7 @@ impl Cluster {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let p = Proc::spawn("service", &args);
+        let p = Proc::spawn_logging("service", &args, self.log_filter.as_deref());
         self.workers.insert(id.to_string(), p);
         let want = id.to_string();
         self.wait("worker registration", Duration::from_secs(20), |c| {
