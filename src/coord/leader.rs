@@ -376,33 +376,36 @@ impl Leader {
 
         // The states to rewrite for moved and restarted tasks, read concurrently: one
         // listing of `tasks/` per changed job, then only the tasks that have a directory.
-        let listings: Vec<CoordResult<BTreeSet<String>>> = futures::stream::iter(&changes)
-            .map(|ch| self.list_tasks(&ch.job.name, ch))
+        let needs: Vec<(String, bool)> = changes
+            .iter()
+            .map(|ch| {
+                let any = !(ch.moved.is_empty() && ch.restarted.is_empty());
+                (ch.job.name.clone(), any)
+            })
+            .collect();
+        let listings: Vec<CoordResult<BTreeSet<String>>> = futures::stream::iter(needs)
+            .map(|(job, any)| self.list_tasks(job, any))
             .buffered(READ_CONCURRENCY)
             .collect()
             .await;
-        let mut wanted = Vec::new();
+        let mut wanted: Vec<(usize, TaskId, bool)> = Vec::new();
+        let mut reads = Vec::new();
         for (k, (ch, listing)) in changes.iter().zip(listings).enumerate() {
             let dirs = listing?;
             for t in ch.moved.iter().chain(&ch.restarted) {
                 let name = t.to_string();
                 let has_dir = dirs.contains(&name);
-                wanted.push((k, t, has_dir));
+                let ta = &ch.new.tasks[t];
+                reads.push((
+                    has_dir.then(|| self.paths.task_state(&ch.job.name, &name)),
+                    ta.worker.clone(),
+                    ta.epoch,
+                ));
+                wanted.push((k, t.clone(), has_dir));
             }
         }
-        let states: Vec<CoordResult<(TaskState, Option<i32>)>> = futures::stream::iter(&wanted)
-            .map(|(k, t, has_dir)| {
-                let ch = &changes[*k];
-                let ta = &ch.new.tasks[*t];
-                let path = self.paths.task_state(&ch.job.name, &t.to_string());
-                async move {
-                    if *has_dir {
-                        self.read_task_state(&path, &ta.worker, ta.epoch).await
-                    } else {
-                        Ok((TaskState::scheduled(&ta.worker, ta.epoch), None))
-                    }
-                }
-            })
+        let states: Vec<CoordResult<(TaskState, Option<i32>)>> = futures::stream::iter(reads)
+            .map(|(path, worker, epoch)| self.read_state_if(path, worker, epoch))
             .buffered(STATE_READ_CONCURRENCY)
             .collect()
             .await;
@@ -444,8 +447,8 @@ impl Leader {
             apaths.insert(name.clone(), apath);
             while let Some((_, t, has_dir)) = wanted.next_if(|(j, _, _)| *j == k) {
                 let (state, expected) = states.next().expect("one state per wanted task")?;
-                let ta = &ch.new.tasks[*t];
-                let failure = ch.job.failures.get(*t).map(|(r, _)| r);
+                let ta = &ch.new.tasks[t];
+                let failure = ch.job.failures.get(t).map(|(r, _)| r);
                 let state = rescheduled(state, ta, failure);
                 let tname = t.to_string();
                 let path = p.task_state(name, &tname);
@@ -546,15 +549,29 @@ impl Leader {
 
     /// The task directories of a changed job (empty when it has none yet: a new job, or
     /// nothing to rewrite).
-    async fn list_tasks(&self, job: &str, ch: &JobChange<'_>) -> CoordResult<BTreeSet<String>> {
-        if ch.moved.is_empty() && ch.restarted.is_empty() {
+    async fn list_tasks(&self, job: String, any: bool) -> CoordResult<BTreeSet<String>> {
+        if !any {
             return Ok(BTreeSet::new());
         }
-        let dir = self.paths.tasks(job);
+        let dir = self.paths.tasks(&job);
         match self.client.list_children(&dir).await {
             Ok(children) => Ok(children.into_iter().collect()),
             Err(zookeeper_client::Error::NoNode) => Ok(BTreeSet::new()),
             Err(e) => Err(CoordError::zk(&dir, e)),
+        }
+    }
+
+    /// A moved task's current state (see [`Self::read_task_state`]); SCHEDULED without a read
+    /// when it has no directory (`path` is `None`).
+    async fn read_state_if(
+        &self,
+        path: Option<String>,
+        worker: String,
+        epoch: u64,
+    ) -> CoordResult<(TaskState, Option<i32>)> {
+        match path {
+            Some(path) => self.read_task_state(&path, &worker, epoch).await,
+            None => Ok((TaskState::scheduled(&worker, epoch), None)),
         }
     }
 
