@@ -248,12 +248,13 @@ pub async fn commit(
                             .find(|o| matches!(o, Op::Set { .. } | Op::Create { .. }))
                             .unwrap_or(&units[*i].ops[0]);
                         return Err(match (source, op) {
-                            (zookeeper_client::Error::BadVersion, Op::Set { path, version, .. }) => {
-                                CoordError::Conflict {
-                                    path: path.clone(),
-                                    expected: version.unwrap_or(-1),
-                                }
-                            }
+                            (
+                                zookeeper_client::Error::BadVersion,
+                                Op::Set { path, version, .. },
+                            ) => CoordError::Conflict {
+                                path: path.clone(),
+                                expected: version.unwrap_or(-1),
+                            },
                             (e, op) => CoordError::zk(op.path(), e),
                         });
                     }

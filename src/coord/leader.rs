@@ -498,8 +498,8 @@ impl Leader {
             }
         }
         if !units.is_empty() {
-            let done = batch::commit(c, &self.leadership.node, &apaths, &units, self.multi_bytes)
-                .await?;
+            let done =
+                batch::commit(c, &self.leadership.node, &apaths, &units, self.multi_bytes).await?;
             report.transactions = done.transactions;
             // A removed task whose znodes were not exactly `<task>/state`: delete its tree.
             for (u, dir) in &removals {
