@@ -50,7 +50,7 @@ struct Args {
 enum Cmd {
     /// Run a worker until SIGTERM.
     Worker {
-        /// ZooKeeper HOST:PORT.
+        /// ZooKeeper HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (optional /CHROOT suffix).
         #[arg(long)]
         zk: String,
         /// Kafka bootstrap servers.

@@ -23,7 +23,8 @@ use weir::service::ServiceError;
     about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)"
 )]
 struct Cli {
-    /// ZooKeeper address HOST:PORT.
+    /// ZooKeeper: HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (either with an optional
+    /// chroot suffix /PATH, created if missing).
     #[arg(long, global = true, env = "WEIR_ZK", default_value = "127.0.0.1:2181")]
     zk: String,
     /// Root znode of the cluster.

@@ -6,12 +6,16 @@
 //! [`assign`], writes each changed job assignment
 //! (bumping the epoch only of tasks that move or are restarted), re-schedules
 //! moved tasks' state (keeping a FAILED task's error), handles failure
-//! records, and cleans a cancelled job's znodes.
+//! records, and cleans a cancelled job's znodes. A pass reads concurrently
+//! and writes all its changes (assignments, moved tasks' states, removed
+//! tasks' znodes) in few fenced multi-ops ([`batch`]); ARCHITECTURE.md has
+//! its write budget.
 //! Must never: react to its own `Disconnected` (a worker is gone only when its
 //! ephemeral node is deleted, i.e. its session really expired); write an
 //! assignment without checking that it still holds its election node; read
 //! every task's state on a reconciliation (ZooKeeper traffic must grow with
-//! failures and moves, not with tasks).
+//! failures and moves, not with tasks); write one znode per transaction when
+//! a batch can carry it.
 //!
 //! # Failover of a FAILED task
 //! A worker whose task is FAILED past its restart policy writes (fenced)

@@ -17,7 +17,8 @@ use super::error::CoordError;
 /// How to reach ZooKeeper and how to retry.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// `host:port[,host:port...]` of the ensemble (no chroot suffix: weir roots its paths itself).
+    /// `host:port[,host:port...][/chroot]`: one server or an ensemble, optionally with a
+    /// chroot (created if missing) under which weir's root then lives.
     pub address: String,
     /// Session timeout asked of the server (it clamps it to its min/max).
     pub session_timeout: Duration,
@@ -235,12 +236,48 @@ pub async fn connect_with_backoff(cfg: &SessionConfig, status: &StatusHandle) ->
     }
 }
 
-/// One connection attempt, failing fast when no server answers.
+/// Splits a connect string into its servers and its chroot (`None` without one):
+///
+/// ```
+/// use weir::coord::session::split_chroot;
+/// assert_eq!(split_chroot("h1:1,h2:2,h3:3/weir/a"), ("h1:1,h2:2,h3:3", Some("/weir/a")));
+/// assert_eq!(split_chroot("127.0.0.1:2181"), ("127.0.0.1:2181", None));
+/// assert_eq!(split_chroot("127.0.0.1:2181/"), ("127.0.0.1:2181", None));
+/// ```
+pub fn split_chroot(address: &str) -> (&str, Option<&str>) {
+    match address.find('/') {
+        Some(i) if address[i..].len() > 1 => {
+            (&address[..i], Some(address[i..].trim_end_matches('/')))
+        }
+        Some(i) => (&address[..i], None),
+        None => (address, None),
+    }
+}
+
+/// One connection attempt, failing fast when no server answers. With a chroot in the
+/// address, the session is opened on the servers, the chroot created if missing, and the
+/// client returned is rooted there.
 pub async fn connect_once(cfg: &SessionConfig) -> Result<Client, CoordError> {
+    let (servers, chroot) = split_chroot(&cfg.address);
+    let client = connect_servers(cfg, servers).await?;
+    let Some(chroot) = chroot else {
+        return Ok(client);
+    };
+    client
+        .mkdir(chroot, &super::store::persistent())
+        .await
+        .map_err(|e| CoordError::zk(chroot, e))?;
+    client.chroot(chroot).map_err(|_| CoordError::Invalid {
+        field: "ZooKeeper address".into(),
+        reason: format!("{:?}: bad chroot {chroot:?}", cfg.address),
+    })
+}
+
+async fn connect_servers(cfg: &SessionConfig, servers: &str) -> Result<Client, CoordError> {
     let fut = Client::connector()
         .with_session_timeout(cfg.session_timeout)
         .with_fail_eagerly()
-        .connect(&cfg.address);
+        .connect(servers);
     // Bound the attempt: an unanswering (not refusing) address would otherwise wait a whole session timeout.
     match tokio::time::timeout(cfg.session_timeout.max(Duration::from_secs(1)) * 2, fut).await {
         Ok(Ok(c)) => Ok(c),
