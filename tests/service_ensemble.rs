@@ -23,16 +23,21 @@ use service_common::*;
 
 const SESSION_MS: u64 = 6000;
 
-/// `WEIR_ZK_ENSEMBLE=3 scripts/services <cmd>`; its stdout. Fails the test loudly.
-fn ensemble(cmd: &str) -> String {
-    let out = Command::new("bash")
+/// `WEIR_ZK_ENSEMBLE=3 scripts/services <cmd>`.
+fn ensemble_raw(cmd: &str) -> std::process::Output {
+    Command::new("bash")
         .arg(kafka::repo_root().join("scripts/services"))
         .arg(cmd)
         .env("WEIR_ZK_ENSEMBLE", "3")
         .current_dir(kafka::repo_root())
         .stdin(Stdio::null())
         .output()
-        .expect("run scripts/services");
+        .expect("run scripts/services")
+}
+
+/// `WEIR_ZK_ENSEMBLE=3 scripts/services <cmd>`; its stdout. Fails the test loudly.
+fn ensemble(cmd: &str) -> String {
+    let out = ensemble_raw(cmd);
     assert!(
         out.status.success(),
         "`WEIR_ZK_ENSEMBLE=3 scripts/services {cmd}` failed (see target/services/zk[1-3].log):\n{}\n{}",
@@ -51,13 +56,8 @@ struct Ensemble {
 impl Drop for Ensemble {
     fn drop(&mut self) {
         for n in 1..=3 {
-            // a frozen server cannot be stopped gracefully, nor serve the cleanup
-            let _ = Command::new("bash")
-                .arg(kafka::repo_root().join("scripts/services"))
-                .arg(format!("thaw-zk{n}"))
-                .env("WEIR_ZK_ENSEMBLE", "3")
-                .stdin(Stdio::null())
-                .output();
+            // a frozen server cannot serve the cleanup (stopping thaws it anyway)
+            let _ = ensemble_raw(&format!("thaw-zk{n}"));
         }
         let (servers, chroot) = (self.servers.clone(), self.chroot.clone());
         let _ = std::thread::spawn(move || {
@@ -74,7 +74,13 @@ impl Drop for Ensemble {
             });
         })
         .join();
-        ensemble("stop-ensemble");
+        let out = ensemble_raw("stop-ensemble");
+        if !out.status.success() {
+            eprintln!(
+                "stop-ensemble failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
