@@ -244,6 +244,10 @@ fn moved(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) ->
 }
 
 fn main() {
+    // RUST_LOG=weir::coord::leader=info shows each leader pass with its timings.
+    if std::env::var_os("RUST_LOG").is_some() {
+        weir::logging::init_stderr();
+    }
     let (size_name, m, j, t, st) = size();
     let members = env_num("SCALE_MEMBERS", m) as usize;
     let jobs_n = env_num("SCALE_JOBS", j) as usize;

@@ -48,7 +48,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use zookeeper_client::{Client, OneshotWatcher};
@@ -98,6 +99,8 @@ pub struct ReconcileReport {
     /// Multi-ops the placement was written in (assignments, moved tasks' states, removed
     /// tasks' znodes; see "Write budget" in ARCHITECTURE.md).
     pub transactions: usize,
+    /// Milliseconds the pass spent reading, computing the placement, and writing.
+    pub timings_ms: [u64; 3],
 }
 
 type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -130,7 +133,7 @@ struct JobChange<'a> {
 struct JobInput {
     name: String,
     spec: JobSpec,
-    assignment: JobAssignment,
+    assignment: Arc<JobAssignment>,
     version: Option<i32>,
     /// Current failure records: task -> (record, its znode version).
     failures: BTreeMap<TaskId, (FailureRecord, i32)>,
@@ -150,6 +153,10 @@ pub struct Leader {
     leadership: Leadership,
     resync: Duration,
     multi_bytes: usize,
+    /// Assignments as last read, by job, with the `mzxid` they were read at: a pass reads
+    /// only the assignments whose `mzxid` changed (a `check_stat`, no data), so what it
+    /// decodes grows with the jobs that changed, not with all jobs.
+    cache: Arc<Mutex<BTreeMap<String, (i64, Arc<JobAssignment>)>>>,
 }
 
 impl Leader {
@@ -161,6 +168,7 @@ impl Leader {
             leadership,
             resync: Duration::from_secs(30),
             multi_bytes: DEFAULT_MULTI_BYTES,
+            cache: Arc::default(),
         }
     }
 
@@ -220,6 +228,7 @@ impl Leader {
         let p = &self.paths;
         let mut watches: Vec<WatchFuture> = Vec::new();
         let mut report = ReconcileReport::default();
+        let started = Instant::now();
         c.sync(p.root())
             .await
             .map_err(|e| CoordError::zk(p.root(), e))?;
@@ -291,6 +300,8 @@ impl Leader {
                     .map(|(t, a)| (t.clone(), a.worker.clone()))
             })
             .collect();
+        let read_done = Instant::now();
+        report.timings_ms[0] = (read_done - started).as_millis() as u64;
         let placement = assign(&tasks, &workers, &previous);
         report.unassigned = placement.unassigned.clone();
         if !placement.unassigned.is_empty() {
@@ -301,6 +312,8 @@ impl Leader {
         }
 
         // What changes, job by job (no I/O).
+        let place_done = Instant::now();
+        report.timings_ms[1] = (place_done - read_done).as_millis() as u64;
         let mut changes: Vec<JobChange<'_>> = Vec::new();
         for job in &jobs {
             let new_epoch = job.assignment.epoch + 1;
@@ -548,6 +561,12 @@ impl Leader {
             }
             report.moved.extend(ch.moved);
         }
+        report.timings_ms[2] = place_done.elapsed().as_millis() as u64;
+        // Forget cancelled jobs.
+        if let Ok(mut m) = self.cache.lock() {
+            let live: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+            m.retain(|j, _| live.contains(j.as_str()));
+        }
         Ok((report, watches))
     }
 
@@ -562,6 +581,38 @@ impl Leader {
             Ok(children) => Ok(children.into_iter().collect()),
             Err(zookeeper_client::Error::NoNode) => Ok(BTreeSet::new()),
             Err(e) => Err(CoordError::zk(&dir, e)),
+        }
+    }
+
+    /// A job's assignment and its version (`None`: none yet), from the cache when its
+    /// `mzxid` is unchanged.
+    async fn read_assignment(&self, job: &str) -> CoordResult<(Arc<JobAssignment>, Option<i32>)> {
+        let c = &self.client;
+        let apath = self.paths.assignment(job);
+        let cached = self.cache.lock().ok().and_then(|m| m.get(job).cloned());
+        if let Some((mzxid, a)) = cached {
+            match c.check_stat(&apath).await {
+                Ok(Some(stat)) if stat.mzxid == mzxid => return Ok((a, Some(stat.version))),
+                Ok(_) => {}
+                Err(e) => return Err(CoordError::zk(&apath, e)),
+            }
+        }
+        match c.get_data(&apath).await {
+            Ok((data, stat)) => match decode::<JobAssignment>(&apath, &data) {
+                Ok(a) => {
+                    let a = Arc::new(a);
+                    if let Ok(mut m) = self.cache.lock() {
+                        m.insert(job.to_string(), (stat.mzxid, a.clone()));
+                    }
+                    Ok((a, Some(stat.version)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "overwriting malformed assignment");
+                    Ok((Arc::default(), Some(stat.version)))
+                }
+            },
+            Err(zookeeper_client::Error::NoNode) => Ok((Arc::default(), None)),
+            Err(e) => Err(CoordError::zk(&apath, e)),
         }
     }
 
@@ -603,18 +654,7 @@ impl Leader {
             }
             Err(e) => return Err(CoordError::zk(&spec_path, e)),
         };
-        let apath = p.assignment(&name);
-        let (assignment, version) = match c.get_data(&apath).await {
-            Ok((data, stat)) => match decode::<JobAssignment>(&apath, &data) {
-                Ok(a) => (a, Some(stat.version)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "overwriting malformed assignment");
-                    (JobAssignment::default(), Some(stat.version))
-                }
-            },
-            Err(zookeeper_client::Error::NoNode) => (JobAssignment::default(), None),
-            Err(e) => return Err(CoordError::zk(&apath, e)),
-        };
+        let (assignment, version) = self.read_assignment(&name).await?;
         let (records, fw) = self.watch_failures(&name).await?;
         if let Some(w) = fw {
             watches.push(w);

@@ -26,6 +26,64 @@ pub struct SessionConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
+    /// Digest credentials (`user:password`): the session authenticates with them, and the
+    /// znodes this process creates are protected (see `store`'s ACLs).
+    pub auth: Option<ZkAuth>,
+}
+
+/// ZooKeeper digest credentials `user:password` (its `Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkAuth(String);
+
+impl ZkAuth {
+    /// Checks the `user:password` form (both parts non-empty).
+    ///
+    /// ```
+    /// use weir::coord::session::ZkAuth;
+    /// assert!(ZkAuth::parse("weir:s3cret").is_ok());
+    /// assert!(ZkAuth::parse("weir").is_err());
+    /// assert_eq!(format!("{:?}", ZkAuth::parse("weir:s3cret").unwrap()), "ZkAuth(weir:***)");
+    /// ```
+    pub fn parse(s: &str) -> Result<ZkAuth, CoordError> {
+        let s = s.trim();
+        match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(ZkAuth(s.to_string())),
+            _ => Err(CoordError::Invalid {
+                field: "ZooKeeper credentials".into(),
+                reason: "expected user:password (digest scheme)".into(),
+            }),
+        }
+    }
+
+    /// Credentials from a command line: `flag` (`--zk-auth`, or its environment variable)
+    /// or else the first line of `file` (`--zk-auth-file`); `None` without either.
+    pub fn from_flag_or_file(
+        flag: Option<&str>,
+        file: Option<&std::path::Path>,
+    ) -> Result<Option<ZkAuth>, CoordError> {
+        if let Some(f) = flag {
+            return ZkAuth::parse(f).map(Some);
+        }
+        let Some(path) = file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| CoordError::Invalid {
+            field: "--zk-auth-file".into(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        ZkAuth::parse(text.lines().next().unwrap_or_default()).map(Some)
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        self.0.split_once(':').map_or("", |(u, _)| u)
+    }
+}
+
+impl std::fmt::Debug for ZkAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ZkAuth({}:***)", self.user())
+    }
 }
 
 impl SessionConfig {
@@ -36,6 +94,7 @@ impl SessionConfig {
             session_timeout: Duration::from_secs(6),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            auth: None,
         }
     }
 }
@@ -274,7 +333,12 @@ pub async fn connect_once(cfg: &SessionConfig) -> Result<Client, CoordError> {
 }
 
 async fn connect_servers(cfg: &SessionConfig, servers: &str) -> Result<Client, CoordError> {
-    let fut = Client::connector()
+    let mut connector = Client::connector();
+    if let Some(auth) = &cfg.auth {
+        super::store::secure_acls();
+        connector = connector.with_auth("digest", auth.0.as_bytes());
+    }
+    let fut = connector
         .with_session_timeout(cfg.session_timeout)
         .with_fail_eagerly()
         .connect(servers);
