@@ -105,6 +105,9 @@ pub struct ReconcileReport {
 
 type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// job -> (`mzxid` read at, assignment).
+type AssignmentCache = BTreeMap<String, (i64, Arc<JobAssignment>)>;
+
 /// Jobs whose documents a pass reads at once (requests in flight on the session).
 const READ_CONCURRENCY: usize = 64;
 
@@ -156,7 +159,7 @@ pub struct Leader {
     /// Assignments as last read, by job, with the `mzxid` they were read at: a pass reads
     /// only the assignments whose `mzxid` changed (a `check_stat`, no data), so what it
     /// decodes grows with the jobs that changed, not with all jobs.
-    cache: Arc<Mutex<BTreeMap<String, (i64, Arc<JobAssignment>)>>>,
+    cache: Arc<Mutex<AssignmentCache>>,
 }
 
 impl Leader {

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use zookeeper_client::{Acl, Acls, Client, CreateMode, CreateOptions, Permission, Stat};
 
@@ -174,9 +175,18 @@ pub async fn read_workers(
     mut ids: Vec<String>,
 ) -> CoordResult<Vec<WorkerInfo>> {
     ids.sort();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match read_json::<WorkerInfo>(client, &paths.worker(&id)).await {
+    // Read 64 at a time: a leader pass over 1,000 workers must not wait 1,000 round trips.
+    let reads: Vec<CoordResult<Option<(WorkerInfo, Stat)>>> = futures::stream::iter(ids)
+        .map(|id| {
+            let (client, path) = (client.clone(), paths.worker(&id));
+            async move { read_json::<WorkerInfo>(&client, &path).await }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(reads.len());
+    for r in reads {
+        match r {
             Ok(Some((w, _))) => out.push(w),
             Ok(None) => {}
             Err(e @ CoordError::Malformed { .. }) => tracing::warn!(error = %e, "ignoring worker"),
