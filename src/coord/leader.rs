@@ -108,8 +108,8 @@ type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// job -> (`mzxid` read at, assignment).
 type AssignmentCache = BTreeMap<String, (i64, Arc<JobAssignment>)>;
 
-/// Jobs whose documents a pass reads at once (requests in flight on the session).
-const READ_CONCURRENCY: usize = 64;
+/// Jobs whose documents a pass reads at once (each 3 requests in flight on the session).
+const READ_CONCURRENCY: usize = 256;
 
 /// Task states a pass reads at once (moved tasks that already have a state).
 const STATE_READ_CONCURRENCY: usize = 256;

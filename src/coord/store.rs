@@ -175,13 +175,13 @@ pub async fn read_workers(
     mut ids: Vec<String>,
 ) -> CoordResult<Vec<WorkerInfo>> {
     ids.sort();
-    // Read 64 at a time: a leader pass over 1,000 workers must not wait 1,000 round trips.
+    // Read 256 at a time: a leader pass over 1,000 workers must not wait 1,000 round trips.
     let reads: Vec<CoordResult<Option<(WorkerInfo, Stat)>>> = futures::stream::iter(ids)
         .map(|id| {
             let (client, path) = (client.clone(), paths.worker(&id));
             async move { read_json::<WorkerInfo>(&client, &path).await }
         })
-        .buffered(64)
+        .buffered(256)
         .collect()
         .await;
     let mut out = Vec::with_capacity(reads.len());
