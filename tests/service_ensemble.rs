@@ -6,7 +6,10 @@
 //! 2. Quorum lost: two of the three servers frozen (SIGSTOP) for longer than the session
 //!    timeout, then thawed: every worker's write lease runs out (its sinks refuse writes)
 //!    and the output stops growing meanwhile; after the thaw the leases come back, and
-//!    nothing is lost. No task is ever RUNNING on two workers at once.
+//!    nothing is lost. No task is ever RUNNING on two workers at once. (Seen so far: the
+//!    client gives up the sessions it could not renew within their timeout, so both
+//!    workers rejoin with new sessions and the leader places the tasks again; tasks may
+//!    move in this phase.)
 //! 3. A rolling restart of all three servers moves no task.
 //!
 //! One test, in phases: they share the ensemble, which it starts through the services
