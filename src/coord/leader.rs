@@ -200,7 +200,25 @@ impl Leader {
                         || !report.cleaned.is_empty()
                         || report.stale_failures > 0
                     {
-                        tracing::info!(?report, "leader reconciled");
+                        // Counts, not lists: a pass may move 100,000 tasks.
+                        tracing::info!(
+                            workers = report.workers,
+                            jobs = report.jobs,
+                            written = report.written.len(),
+                            moved = report.moved.len(),
+                            unassigned = report.unassigned.len(),
+                            cleaned = report.cleaned.len(),
+                            failed_over = report.failed_over.len(),
+                            restarted = report.restarted.len(),
+                            given_up = report.given_up.len(),
+                            stale_failures = report.stale_failures,
+                            transactions = report.transactions,
+                            read_ms = report.timings_ms[0],
+                            place_ms = report.timings_ms[1],
+                            write_ms = report.timings_ms[2],
+                            "leader reconciled"
+                        );
+                        tracing::debug!(?report, "leader reconciled (in full)");
                     }
                     if watches.is_empty() {
                         tokio::time::sleep(self.resync).await;
