@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example service -- worker --zk 127.0.0.1:2181 \
-//!     --brokers 127.0.0.1:9092 --id w1 [--session-timeout-ms 6000] [--http 127.0.0.1:8081]
+//!     --brokers 127.0.0.1:9092 --id w1 [--session-timeout-ms 6000] [--http 127.0.0.1:8081 [--http-admin]]
 //! weir submit etl --name payments --parallelism 6 --set input=payments --set output=payments-cents
 //! ```
 //!
@@ -68,9 +68,13 @@ enum Cmd {
         /// ZooKeeper session timeout.
         #[arg(long, default_value_t = 6000)]
         session_timeout_ms: u64,
-        /// Serve /metrics, /healthz, /api/tasks and a dashboard here.
+        /// Serve the cluster dashboard, its JSON API (/api/cluster, /api/jobs/NAME,
+        /// /api/workers/ID, /api/tasks), /metrics and /healthz here.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// Let the dashboard and its API cancel and rescale jobs (read-only without it).
+        #[arg(long, requires = "http")]
+        http_admin: bool,
         /// Root znode of the cluster.
         #[arg(long, default_value = "/weir")]
         root: String,
@@ -193,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         id,
         session_timeout_ms,
         http,
+        http_admin,
         root,
         capacity,
         threads,
@@ -215,6 +220,7 @@ fn main() -> anyhow::Result<()> {
     cfg.capacity = capacity;
     cfg.threads = threads;
     cfg.checkpoint_url = checkpoint_url;
+    cfg.http_admin = http_admin;
     let system = actix::System::new();
     system
         .block_on(run_worker(cfg, registry, http))

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use weir::coord::ZkPaths;
+use weir::coord::{StopMode, ZkPaths};
 use weir::service::admin;
 use weir::service::ServiceError;
 
@@ -73,10 +73,22 @@ enum Cmd {
     },
     /// List the live workers.
     Workers,
-    /// Cancel a job: its tasks stop and its znodes are removed.
+    /// Cancel a job: its tasks stop and its znodes are removed. By default
+    /// (and with --savepoint) each task takes a final checkpoint and stops
+    /// without firing open windows (with the workers' --checkpoint-url: a
+    /// job submitted again under the same name resumes from it).
     Cancel {
         /// Job name.
         name: String,
+        /// Stop with a final checkpoint, open windows kept in it (the default).
+        #[arg(long, conflicts_with_all = ["drain", "abort"])]
+        savepoint: bool,
+        /// Fire every open window and commit, as at the end of input.
+        #[arg(long, conflicts_with = "abort")]
+        drain: bool,
+        /// Stop at once; nothing more is committed (the last checkpoint stands).
+        #[arg(long)]
+        abort: bool,
         /// Return at once instead of waiting for the job's znodes to be removed.
         #[arg(long)]
         no_wait: bool,
@@ -198,9 +210,22 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
             }
             Ok(0)
         }
-        Cmd::Cancel { name, no_wait } => {
+        Cmd::Cancel {
+            name,
+            no_wait,
+            savepoint: _,
+            drain,
+            abort,
+        } => {
+            let mode = if drain {
+                StopMode::Drain
+            } else if abort {
+                StopMode::Abort
+            } else {
+                StopMode::Savepoint
+            };
             let wait = (!no_wait).then_some(Duration::from_secs(15));
-            let gone = admin::cancel(&client, &paths, &name, wait).await?;
+            let gone = admin::cancel(&client, &paths, &name, mode, wait).await?;
             if cli.json {
                 println!(
                     "{}",

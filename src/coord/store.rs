@@ -26,7 +26,7 @@ use zookeeper_client::{Acl, Acls, Client, CreateMode, CreateOptions, Permission,
 
 use super::error::{CoordError, CoordResult};
 use super::model::{
-    decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskId, TaskState, WorkerInfo,
+    decode, encode, CheckpointMeta, JobAssignment, JobSpec, StopMode, TaskId, TaskState, WorkerInfo,
 };
 use super::paths::{validate_name, ZkPaths};
 
@@ -72,8 +72,8 @@ pub struct JobView {
     pub assignment: Option<(JobAssignment, i32)>,
     /// Published task states.
     pub tasks: BTreeMap<TaskId, TaskState>,
-    /// Last completed checkpoint.
-    pub checkpoint: Option<CheckpointMeta>,
+    /// Each task's latest completed checkpoint.
+    pub checkpoints: BTreeMap<TaskId, CheckpointMeta>,
 }
 
 /// Creates the root and its `workers`, `leader` and `jobs` directories if missing.
@@ -133,6 +133,54 @@ pub async fn update_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
         .await
         .map_err(|e| CoordError::zk(&path, e))?;
     Ok(())
+}
+
+/// Records how `job`'s tasks are to stop when it is cancelled (written before
+/// [`cancel_job`]; read by the workers when the job's assignment goes).
+pub async fn write_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    mode: StopMode,
+) -> CoordResult<()> {
+    validate_name("job", job)?;
+    let dir = paths.stops();
+    match client.create(&dir, b"", &persistent()).await {
+        Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+        Err(e) => return Err(CoordError::zk(&dir, e)),
+    }
+    let path = paths.stop(job);
+    let data = encode(&path, &mode)?;
+    match client.create(&path, &data, &persistent()).await {
+        Ok(_) => Ok(()),
+        Err(zookeeper_client::Error::NodeExists) => client
+            .set_data(&path, &data, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| CoordError::zk(&path, e)),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
+}
+
+/// How `job`'s tasks are to stop (`None`: no request recorded).
+pub async fn read_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+) -> CoordResult<Option<StopMode>> {
+    validate_name("job", job)?;
+    Ok(read_json::<StopMode>(client, &paths.stop(job))
+        .await?
+        .map(|(m, _)| m))
+}
+
+/// Deletes `job`'s stop request; a missing one is not an error.
+pub async fn delete_stop_mode(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
+    let path = paths.stop(job);
+    match client.delete(&path, None).await {
+        Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
 }
 
 /// Requests cancellation: deletes the job's spec. The leader then removes the assignment
@@ -207,14 +255,15 @@ pub async fn read_assignment(
         .map(|(a, s)| (a, s.version)))
 }
 
-/// Reads the latest completed checkpoint of `job`.
+/// Reads the latest completed checkpoint of `task` of `job`.
 pub async fn read_checkpoint(
     client: &Client,
     paths: &ZkPaths,
     job: &str,
+    task: &str,
 ) -> CoordResult<Option<CheckpointMeta>> {
     Ok(
-        read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job))
+        read_json::<CheckpointMeta>(client, &paths.checkpoint(job, task))
             .await?
             .map(|(c, _)| c),
     )
@@ -273,12 +322,28 @@ pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResul
         Err(zookeeper_client::Error::NoNode) => {}
         Err(e) => return Err(CoordError::zk(&tasks_dir, e)),
     }
-    let checkpoint = read_checkpoint(client, paths, job).await?;
+    let checkpoints_dir = paths.checkpoints(job);
+    let mut checkpoints = BTreeMap::new();
+    match client.list_children(&checkpoints_dir).await {
+        Ok(children) => {
+            for name in children {
+                // A task id, or a record from an older layout (skipped).
+                let Ok(id) = name.parse::<TaskId>() else {
+                    continue;
+                };
+                if let Some(meta) = read_checkpoint(client, paths, job, &name).await? {
+                    checkpoints.insert(id, meta);
+                }
+            }
+        }
+        Err(zookeeper_client::Error::NoNode) => {}
+        Err(e) => return Err(CoordError::zk(&checkpoints_dir, e)),
+    }
     Ok(JobView {
         spec,
         assignment,
         tasks,
-        checkpoint,
+        checkpoints,
     })
 }
 

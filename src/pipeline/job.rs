@@ -61,6 +61,13 @@ pub struct JobConfig {
     /// A cancel drains (fires every open window) even when the job could
     /// stop with a savepoint.
     pub drain_on_cancel: bool,
+    /// Checkpoint ids of this run are above this (the cluster passes
+    /// `epoch * 1e9`, so a zombie of an older assignment epoch and the
+    /// task's new owner never write the same `chk-<id>`).
+    pub checkpoint_ids_above: u64,
+    /// The checkpoint a coordinator recorded for the job (see
+    /// [`CheckpointRecord`](crate::pipeline::CheckpointRecord)).
+    pub checkpoint_record: Option<crate::pipeline::CheckpointRecord>,
 }
 
 impl Default for JobConfig {
@@ -77,6 +84,8 @@ impl Default for JobConfig {
             checkpoint_storage: None,
             checkpoint_retain: 3,
             drain_on_cancel: false,
+            checkpoint_ids_above: 0,
+            checkpoint_record: None,
         }
     }
 }
@@ -761,6 +770,20 @@ pub struct RunnableJob {
 }
 
 impl RunnableJob {
+    /// Restores from, and never deletes, the checkpoint `record` names
+    /// (see [`CheckpointRecord`](crate::pipeline::CheckpointRecord)).
+    pub fn with_checkpoint_record(mut self, record: crate::pipeline::CheckpointRecord) -> Self {
+        self.config.checkpoint_record = Some(record);
+        self
+    }
+
+    /// Takes checkpoint ids above `floor` only (a coordinator passes one
+    /// per fencing epoch, so two owners of one job never share an id).
+    pub fn with_checkpoint_ids_above(mut self, floor: u64) -> Self {
+        self.config.checkpoint_ids_above = floor;
+        self
+    }
+
     /// The job's name.
     pub fn name(&self) -> &str {
         &self.name

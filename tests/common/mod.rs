@@ -405,7 +405,11 @@ impl Proc {
         };
         let child = cmd
             .args(args)
-            .env("RUST_LOG", "info")
+            // Debugging aid: WEIR_TEST_RUST_LOG="info,librdkafka=debug".
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)

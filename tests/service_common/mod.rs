@@ -16,7 +16,7 @@ use serde_json::Value;
 pub mod kafka;
 
 #[allow(unused_imports)]
-pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, Rec};
+pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Got, Proc, Rec};
 
 /// `127.0.0.1:${WEIR_ZK_PORT:-2181}`, or `WEIR_TEST_ZK_CONNECT` when a test binary set it
 /// (the ensemble test: several servers and a chroot).
@@ -396,4 +396,42 @@ pub fn describe_missing(
         .map(|((i, o), n)| format!("input partition {i} -> output partition {o:?}: {n}"))
         .collect();
     format!("{} missing ids: {}", missing.len(), pairs.join("; "))
+}
+
+/// A plain HTTP request on `addr`: (status code, body); `None` when nothing answered.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// `GET addr path` as JSON (panics naming the page when it does not answer 2xx JSON).
+pub fn get_json(addr: &str, path: &str) -> Value {
+    let (code, body) = http_request(addr, "GET", path, None, "")
+        .unwrap_or_else(|| panic!("{addr}{path}: no answer"));
+    assert!(
+        (200..300).contains(&code),
+        "{addr}{path}: HTTP {code}: {body}"
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{addr}{path}: {e}: {body}"))
 }

@@ -76,6 +76,13 @@ impl KafkaConfig {
             c.set(*k, *v);
         }
         c.set("bootstrap.servers", &self.brokers);
+        // librdkafka's own debug contexts (e.g. `cgrp,topic,fetch`) for a
+        // whole process, without changing the job: `WEIR_RDKAFKA_DEBUG`.
+        if let Ok(debug) = std::env::var("WEIR_RDKAFKA_DEBUG") {
+            if !debug.is_empty() {
+                c.set("debug", debug);
+            }
+        }
         for (k, v) in &self.overrides {
             c.set(k, v);
         }
