@@ -231,6 +231,10 @@ async fn lose_member(
                 return (expired_ms, t.elapsed().as_millis() as u64);
             }
         }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{member}'s tasks not reassigned 120 s after the cut (did the leader's session expire?)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -364,6 +368,12 @@ fn main() {
             if placement(&admin, &paths, &jobs).await.len() == total {
                 break;
             }
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "not every task placed after 180 s (members' or the leader's sessions expired? \
+                 a ZooKeeper stall longer than the session timeout expires them all: see `srvr` \
+                 latency and target/services/zk.log)"
+            );
             tokio::time::sleep(poll).await;
         }
         let placed_ms = t.elapsed().as_millis() as u64;
