@@ -50,12 +50,18 @@ struct Args {
 enum Cmd {
     /// Run a worker until SIGTERM.
     Worker {
-        /// ZooKeeper HOST:PORT.
+        /// ZooKeeper HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (optional /CHROOT suffix).
         #[arg(long)]
         zk: String,
         /// Kafka bootstrap servers.
         #[arg(long)]
         brokers: String,
+        /// ZooKeeper digest credentials USER:PASSWORD (or env WEIR_ZK_AUTH).
+        #[arg(long, env = "WEIR_ZK_AUTH", hide_env_values = true)]
+        zk_auth: Option<String>,
+        /// A file whose first line is USER:PASSWORD (instead of --zk-auth).
+        #[arg(long, env = "WEIR_ZK_AUTH_FILE")]
+        zk_auth_file: Option<std::path::PathBuf>,
         /// Worker id (unique in the cluster).
         #[arg(long)]
         id: String,
@@ -185,6 +191,8 @@ fn main() -> anyhow::Result<()> {
     weir::logging::init_stderr();
     let Cmd::Worker {
         zk,
+        zk_auth,
+        zk_auth_file,
         brokers,
         id,
         session_timeout_ms,
@@ -204,6 +212,10 @@ fn main() -> anyhow::Result<()> {
     }
     let mut cfg = WorkerConfig::new(&id, &zk, &brokers);
     cfg.root = root;
+    cfg.zk_auth = weir::coord::session::ZkAuth::from_flag_or_file(
+        zk_auth.as_deref(),
+        zk_auth_file.as_deref(),
+    )?;
     cfg.session_timeout = Duration::from_millis(session_timeout_ms);
     cfg.capacity = capacity;
     cfg.threads = threads;

@@ -23,12 +23,20 @@ use weir::service::ServiceError;
     about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)"
 )]
 struct Cli {
-    /// ZooKeeper address HOST:PORT.
+    /// ZooKeeper: HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (either with an optional
+    /// chroot suffix /PATH, created if missing).
     #[arg(long, global = true, env = "WEIR_ZK", default_value = "127.0.0.1:2181")]
     zk: String,
     /// Root znode of the cluster.
     #[arg(long, global = true, env = "WEIR_ROOT", default_value = "/weir")]
     root: String,
+    /// ZooKeeper digest credentials USER:PASSWORD: the session authenticates, and what it
+    /// creates only the same credentials may change (everyone may read).
+    #[arg(long, global = true, env = "WEIR_ZK_AUTH", hide_env_values = true)]
+    zk_auth: Option<String>,
+    /// A file whose first line is USER:PASSWORD (instead of --zk-auth).
+    #[arg(long, global = true, env = "WEIR_ZK_AUTH_FILE")]
+    zk_auth_file: Option<std::path::PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -149,7 +157,11 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
         }
         _ => None,
     };
-    let client = admin::connect(&cli.zk, Duration::from_secs(cli.zk_wait_s), |m| {
+    let auth = weir::coord::session::ZkAuth::from_flag_or_file(
+        cli.zk_auth.as_deref(),
+        cli.zk_auth_file.as_deref(),
+    )?;
+    let client = admin::connect_with_auth(&cli.zk, auth, Duration::from_secs(cli.zk_wait_s), |m| {
         eprintln!("{m}")
     })
     .await?;

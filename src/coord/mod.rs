@@ -10,6 +10,7 @@
 
 pub mod actor;
 pub mod assignment;
+pub mod batch;
 pub mod election;
 pub mod error;
 pub mod fencing;

@@ -5,11 +5,24 @@
 //! each mapping errors to [`CoordError`] with the znode path.
 //! Must never: write task state or checkpoint metadata (that is `fencing`'s
 //! job, with the epoch check), or keep a session of its own.
+//!
+//! # ACLs
+//! Open (`world:anyone` ALL) by default: weir trusts its network. Once a
+//! session of this process authenticated with ZooKeeper's digest scheme
+//! (`--zk-auth user:password`, see [`SessionConfig::auth`]), every znode the
+//! process creates gets `auth` ALL (the same credentials: any weir process
+//! given them) and `world:anyone` READ: others can read the tree (`weir
+//! status`) but not change it. A tree created with credentials stays
+//! protected; one created without keeps its open nodes.
+//!
+//! [`SessionConfig::auth`]: super::session::SessionConfig::auth
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Stat};
+use zookeeper_client::{Acl, Acls, Client, CreateMode, CreateOptions, Permission, Stat};
 
 use super::error::{CoordError, CoordResult};
 use super::model::{
@@ -17,14 +30,37 @@ use super::model::{
 };
 use super::paths::{validate_name, ZkPaths};
 
-/// Options for persistent znodes (open ACL: weir runs on a trusted network).
-pub fn persistent() -> CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+static SECURED: AtomicBool = AtomicBool::new(false);
+
+/// Everything for the authenticated identity, reading for anyone.
+static SECURED_ACLS: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
+
+/// From now on this process creates znodes with the ACL of authenticated weir processes
+/// (see the module docs). Called when a session authenticates.
+pub fn secure_acls() {
+    SECURED.store(true, Ordering::SeqCst);
 }
 
-/// Options for ephemeral znodes.
+/// The ACL of the znodes this process creates: open, or protected after [`secure_acls`].
+pub fn acls() -> Acls<'static> {
+    if SECURED.load(Ordering::SeqCst) {
+        Acls::new(&SECURED_ACLS)
+    } else {
+        Acls::anyone_all()
+    }
+}
+
+/// Options for persistent znodes (ACL: [`acls`]).
+pub fn persistent() -> CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(acls())
+}
+
+/// Options for ephemeral znodes (ACL: [`acls`]).
 pub fn ephemeral() -> CreateOptions<'static> {
-    CreateMode::Ephemeral.with_acls(Acls::anyone_all())
+    CreateMode::Ephemeral.with_acls(acls())
 }
 
 /// Everything stored about one job.
@@ -187,9 +223,18 @@ pub async fn read_workers(
     mut ids: Vec<String>,
 ) -> CoordResult<Vec<WorkerInfo>> {
     ids.sort();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match read_json::<WorkerInfo>(client, &paths.worker(&id)).await {
+    // Read 256 at a time: a leader pass over 1,000 workers must not wait 1,000 round trips.
+    let reads: Vec<CoordResult<Option<(WorkerInfo, Stat)>>> = futures::stream::iter(ids)
+        .map(|id| {
+            let (client, path) = (client.clone(), paths.worker(&id));
+            async move { read_json::<WorkerInfo>(&client, &path).await }
+        })
+        .buffered(256)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(reads.len());
+    for r in reads {
+        match r {
             Ok(Some((w, _))) => out.push(w),
             Ok(None) => {}
             Err(e @ CoordError::Malformed { .. }) => tracing::warn!(error = %e, "ignoring worker"),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zookeeper_client::Client;
 
-use crate::coord::session::{connect_once, SessionConfig};
+use crate::coord::session::{connect_once, SessionConfig, ZkAuth};
 use crate::coord::store::{self, JobView};
 use crate::coord::{CoordError, JobSpec, StopMode, TaskError, TaskStatus, WorkerInfo, ZkPaths};
 
@@ -25,10 +25,21 @@ use super::error::{ServiceError, ServiceResult};
 pub async fn connect(
     address: &str,
     wait: Duration,
+    on_wait: impl FnMut(&str),
+) -> ServiceResult<Client> {
+    connect_with_auth(address, None, wait, on_wait).await
+}
+
+/// [`connect`] with digest credentials (the session authenticates; see `coord::store`'s ACLs).
+pub async fn connect_with_auth(
+    address: &str,
+    auth: Option<ZkAuth>,
+    wait: Duration,
     mut on_wait: impl FnMut(&str),
 ) -> ServiceResult<Client> {
     let start = Instant::now();
     let mut cfg = SessionConfig::new(address);
+    cfg.auth = auth;
     cfg.session_timeout = Duration::from_secs(5);
     let mut delay = Duration::from_millis(200);
     loop {

@@ -60,8 +60,10 @@ use super::view::{SharedView, StageView, TaskView, WorkerView};
 pub struct WorkerConfig {
     /// Worker id (unique in the cluster; a path segment).
     pub id: String,
-    /// ZooKeeper `host:port`.
+    /// ZooKeeper `host:port[,host:port...][/chroot]`.
     pub zk: String,
+    /// ZooKeeper digest credentials (protect the tree; see `coord::store`'s ACLs).
+    pub zk_auth: Option<crate::coord::session::ZkAuth>,
     /// Root of the znode tree (default `/weir`).
     pub root: String,
     /// Kafka `bootstrap.servers` handed to task factories.
@@ -96,6 +98,7 @@ impl WorkerConfig {
         WorkerConfig {
             id: id.to_string(),
             zk: zk.to_string(),
+            zk_auth: None,
             root: crate::coord::paths::DEFAULT_ROOT.to_string(),
             brokers: brokers.to_string(),
             session_timeout: Duration::from_secs(6),
@@ -288,6 +291,7 @@ impl WorkerActor {
         let mut ccfg = CoordConfig::new(cfg.zk.clone());
         ccfg.root.clone_from(&cfg.root);
         ccfg.session.session_timeout = cfg.session_timeout;
+        ccfg.session.auth.clone_from(&cfg.zk_auth);
         let info = WorkerInfo {
             id: cfg.id.clone(),
             address: cfg.address.clone(),

@@ -18,8 +18,12 @@ pub mod kafka;
 #[allow(unused_imports)]
 pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Got, Proc, Rec};
 
-/// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
+/// `127.0.0.1:${WEIR_ZK_PORT:-2181}`, or `WEIR_TEST_ZK_CONNECT` when a test binary set it
+/// (the ensemble test: several servers and a chroot).
 pub fn zk_addr() -> String {
+    if let Ok(connect) = std::env::var("WEIR_TEST_ZK_CONNECT") {
+        return connect;
+    }
     format!(
         "127.0.0.1:{}",
         std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into())
