@@ -96,6 +96,8 @@ struct Meta {
     config: JobConfig,
     errors: Vec<BuildError>,
     stages: usize,
+    /// Stage uids given with `.uid(..)`.
+    uids: std::collections::BTreeSet<String>,
 }
 
 impl Meta {
@@ -148,6 +150,7 @@ impl Job {
                 config: JobConfig::default(),
                 errors,
                 stages: 0,
+                uids: Default::default(),
             },
         }
     }
@@ -491,6 +494,56 @@ where
         F: FnMut(&Op::Out) -> Timestamp + Clone + Send + 'static,
     {
         self.then(AssignTimestamps::new(f))
+    }
+
+    /// A stable uid for the current stage: its tasks are named
+    /// `<job>/<uid>-<kind>#<i>` instead of by the stage's position in the
+    /// graph (`<job>/<n>-<kind>#<i>`), so its checkpointed state is found
+    /// again after stages are added or removed before it. ASCII letters,
+    /// digits, `_` and `.`, not only digits, unique in the job.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::connectors::{BlackholeSink, GeneratorSource};
+    /// use weir::pipeline::{Count, Job, Tumbling};
+    /// let job = Job::new("clicks")
+    ///     .source(GeneratorSource::new(|i| (i % 3, i)).count(10))
+    ///     .key_by(|e: &(u64, u64)| e.0)
+    ///     .window(Tumbling::event_time(Duration::from_secs(1)))
+    ///     .aggregate(Count)
+    ///     .uid("counts")
+    ///     .sink(BlackholeSink::new());
+    /// assert!(job.validate().is_ok());
+    /// ```
+    pub fn uid(mut self, uid: &str) -> Self {
+        let kind = self
+            .node
+            .stage
+            .split_once('-')
+            .map_or("stage", |(_, k)| k)
+            .to_string();
+        let valid = !uid.is_empty()
+            && uid.len() <= 64
+            && uid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+            && !uid.chars().all(|c| c.is_ascii_digit());
+        if !valid {
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.uid", self.node.stage),
+                format!(
+                    "{uid:?}: use ASCII letters, digits, '_' and '.' (not only digits), at most 64"
+                ),
+            ));
+        } else if !self.meta.uids.insert(uid.to_string()) {
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.uid", self.node.stage),
+                format!("{uid:?} names another stage of the job already"),
+            ));
+        } else {
+            self.node.stage = format!("{uid}-{kind}");
+        }
+        self
     }
 
     /// Parallelism of the current stage.
