@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example service -- worker --zk 127.0.0.1:2181 \
-//!     --brokers 127.0.0.1:9092 --id w1 [--session-timeout-ms 6000] [--http 127.0.0.1:8081]
+//!     --brokers 127.0.0.1:9092 --id w1 [--session-timeout-ms 6000] [--http 127.0.0.1:8081 [--http-admin]]
 //! weir submit etl --name payments --parallelism 6 --set input=payments --set output=payments-cents
 //! ```
 //!
@@ -50,21 +50,31 @@ struct Args {
 enum Cmd {
     /// Run a worker until SIGTERM.
     Worker {
-        /// ZooKeeper HOST:PORT.
+        /// ZooKeeper HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (optional /CHROOT suffix).
         #[arg(long)]
         zk: String,
         /// Kafka bootstrap servers.
         #[arg(long)]
         brokers: String,
+        /// ZooKeeper digest credentials USER:PASSWORD (or env WEIR_ZK_AUTH).
+        #[arg(long, env = "WEIR_ZK_AUTH", hide_env_values = true)]
+        zk_auth: Option<String>,
+        /// A file whose first line is USER:PASSWORD (instead of --zk-auth).
+        #[arg(long, env = "WEIR_ZK_AUTH_FILE")]
+        zk_auth_file: Option<std::path::PathBuf>,
         /// Worker id (unique in the cluster).
         #[arg(long)]
         id: String,
         /// ZooKeeper session timeout.
         #[arg(long, default_value_t = 6000)]
         session_timeout_ms: u64,
-        /// Serve /metrics, /healthz, /api/tasks and a dashboard here.
+        /// Serve the cluster dashboard, its JSON API (/api/cluster, /api/jobs/NAME,
+        /// /api/workers/ID, /api/tasks), /metrics and /healthz here.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// Let the dashboard and its API cancel and rescale jobs (read-only without it).
+        #[arg(long, requires = "http")]
+        http_admin: bool,
         /// Root znode of the cluster.
         #[arg(long, default_value = "/weir")]
         root: String,
@@ -181,10 +191,13 @@ fn main() -> anyhow::Result<()> {
     weir::logging::init_stderr();
     let Cmd::Worker {
         zk,
+        zk_auth,
+        zk_auth_file,
         brokers,
         id,
         session_timeout_ms,
         http,
+        http_admin,
         root,
         capacity,
         threads,
@@ -199,10 +212,15 @@ fn main() -> anyhow::Result<()> {
     }
     let mut cfg = WorkerConfig::new(&id, &zk, &brokers);
     cfg.root = root;
+    cfg.zk_auth = weir::coord::session::ZkAuth::from_flag_or_file(
+        zk_auth.as_deref(),
+        zk_auth_file.as_deref(),
+    )?;
     cfg.session_timeout = Duration::from_millis(session_timeout_ms);
     cfg.capacity = capacity;
     cfg.threads = threads;
     cfg.checkpoint_url = checkpoint_url;
+    cfg.http_admin = http_admin;
     let system = actix::System::new();
     system
         .block_on(run_worker(cfg, registry, http))

@@ -31,3 +31,4 @@ pub mod coord;
 pub mod logging;
 pub mod pipeline;
 pub mod service;
+pub mod web;

@@ -23,6 +23,26 @@ const KEYS: u64 = 7;
 /// second, keyed and counted per 1 s window at parallelism 2 (a keyed
 /// exchange with two inputs per window task: barriers are aligned there).
 fn counting_job(url: &str, rate: f64) -> (RunnableJob, Collected<Windowed<u64, u64>>) {
+    counting_job_shaped(url, rate, Shape::Plain)
+}
+
+/// How [`counting_job_shaped`] builds its graph.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// source → window (stage `1-window`).
+    Plain,
+    /// source → window with uid `counts` (stage `counts-window`).
+    Uid,
+    /// source → rebalance → window with uid `counts`: one stage more
+    /// before the window, which would make it `2-window` without its uid.
+    UidAfterRebalance,
+}
+
+fn counting_job_shaped(
+    url: &str,
+    rate: f64,
+    shape: Shape,
+) -> (RunnableJob, Collected<Windowed<u64, u64>>) {
     let (sink, out) = CollectSink::new();
     let job = Job::new("durable-count")
         .parallelism(2)
@@ -39,11 +59,27 @@ fn counting_job(url: &str, rate: f64) -> (RunnableJob, Collected<Windowed<u64, u
                 .rate(rate)
                 .timestamps(|e: &(u64, u64)| e.1 as i64),
         )
-        .watermarks(Watermarks::ascending())
-        .key_by(|e: &(u64, u64)| e.0)
-        .window(Tumbling::event_time(Duration::from_secs(1)))
-        .aggregate(Count)
-        .sink(sink);
+        .watermarks(Watermarks::ascending());
+    let job = match shape {
+        Shape::Plain => job
+            .key_by(|e: &(u64, u64)| e.0)
+            .window(Tumbling::event_time(Duration::from_secs(1)))
+            .aggregate(Count)
+            .sink(sink),
+        Shape::Uid => job
+            .key_by(|e: &(u64, u64)| e.0)
+            .window(Tumbling::event_time(Duration::from_secs(1)))
+            .aggregate(Count)
+            .uid("counts")
+            .sink(sink),
+        Shape::UidAfterRebalance => job
+            .rebalance()
+            .key_by(|e: &(u64, u64)| e.0)
+            .window(Tumbling::event_time(Duration::from_secs(1)))
+            .aggregate(Count)
+            .uid("counts")
+            .sink(sink),
+    };
     (job, out)
 }
 
@@ -136,6 +172,63 @@ fn a_savepoint_stop_and_a_restart_count_every_window_exactly_once() {
         "run 2 resumed where the savepoint stopped run 1"
     );
     assert_eq!(all, expected(), "every window once, exact");
+}
+
+/// A stage added before the window between a savepoint and the restart:
+/// with its uid, the window's state is found again and every window comes
+/// out once, exact; without one, the restore refuses (the window stage
+/// moved from `1-window` to `2-window`).
+#[test]
+fn a_window_with_a_uid_restores_after_a_stage_is_added_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut all = BTreeMap::new();
+    let (job, out) = counting_job_shaped(&url, 10_000.0, Shape::Uid);
+    let report = stop_after_checkpoints(job, dir.path(), 2);
+    assert_eq!(
+        report.status,
+        JobStatus::Cancelled,
+        "{:?}",
+        report.last_error
+    );
+    merge(&mut all, &out, "run 1");
+    assert!(source_records(&report) < N, "run 1 stopped before the end");
+    let (job, out) = counting_job_shaped(&url, 1_000_000.0, Shape::UidAfterRebalance);
+    let report = job.run_local().expect("valid job");
+    assert_eq!(
+        report.status,
+        JobStatus::Finished,
+        "{:?}",
+        report.last_error
+    );
+    merge(&mut all, &out, "run 2");
+    assert_eq!(all, expected(), "every window once, exact");
+
+    // The same change without uids: refused, naming the task.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let (job, _out) = counting_job_shaped(&url, 10_000.0, Shape::Plain);
+    stop_after_checkpoints(job, dir.path(), 2);
+    let (sink, _out) = CollectSink::new();
+    let moved = Job::new("durable-count")
+        .parallelism(2)
+        .checkpointing(CheckpointConfig {
+            storage_url: Some(url.clone()),
+            ..CheckpointConfig::default()
+        })
+        .source(GeneratorSource::new(|i| (i % KEYS, i)).count(10))
+        .watermarks(Watermarks::ascending())
+        .rebalance()
+        .key_by(|e: &(u64, u64)| e.0)
+        .window(Tumbling::event_time(Duration::from_secs(1)))
+        .aggregate(Count)
+        .sink(sink);
+    let report = match moved.run_local() {
+        Err(weir::actors::RunError::Failed(report)) => report,
+        other => panic!("the moved window restored someone else's state: {other:?}"),
+    };
+    let msg = report.last_error.expect("an error").message;
+    assert!(msg.contains("durable-count/1-window#0"), "{msg}");
 }
 
 fn source_records(report: &JobReport) -> u64 {

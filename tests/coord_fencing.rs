@@ -105,16 +105,19 @@ async fn old_epoch_is_fenced_and_znode_unchanged() {
         offsets: BTreeMap::from([("in/0".to_string(), 5)]),
         state_paths: BTreeMap::new(),
         completed_at_ms: 1,
+        epoch: 3,
+        worker: "w3".into(),
+        transactional_id: None,
     };
     let err = write_checkpoint(&c, p, &tok0, &meta, None)
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CoordError::Fenced { ref path, held_epoch: 1 } if *path == p.checkpoint_latest("j")),
+        matches!(err, CoordError::Fenced { ref path, held_epoch: 1 } if *path == p.checkpoint("j", "j-0")),
         "{err}"
     );
     assert!(
-        c.check_stat(&p.checkpoint_latest("j"))
+        c.check_stat(&p.checkpoint("j", "j-0"))
             .await
             .unwrap()
             .is_none(),
@@ -137,7 +140,7 @@ async fn old_epoch_is_fenced_and_znode_unchanged() {
         "never backwards: {err}"
     );
     let view = read_job(&c, p, "j").await.unwrap();
-    assert_eq!(view.checkpoint, Some(meta));
+    assert_eq!(view.checkpoints.get(&TaskId::new("j", 0)), Some(&meta));
 
     // A cancelled job (assignment gone) fences everyone.
     c.delete(&apath, None).await.unwrap();

@@ -289,6 +289,31 @@ fn sink_keyed_and_round_robin_and_transactional() {
     }
 }
 
+/// A record whose event time is hours ahead of the clock (a bad input
+/// record, a far-future sentinel window) is written: Kafka would refuse its
+/// timestamp (`log.message.timestamp.after.max.ms`, an hour) and fail the
+/// task again at every restart, so it keeps the producer's time instead.
+#[test]
+fn sink_writes_a_record_whose_event_time_is_hours_ahead() {
+    let brokers = ensure_kafka();
+    let (topic, _g) = topic_with(&brokers, "future", 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let sink = KafkaSink::<String>::text(&brokers, &topic);
+    let mut w = sink.open(&ctx(0, 1)).expect("open");
+    let mut b = Batch::with_capacity(2);
+    b.push("now".to_string(), now);
+    b.push("in three hours".to_string(), now + 3 * 3_600_000);
+    w.write(&mut b).expect("write");
+    w.flush().expect("both acknowledged");
+    assert_eq!(w.acknowledged(), 2);
+    let got = read_topic(&brokers, &topic, 2, Duration::from_secs(30), Duration::ZERO);
+    let texts: Vec<String> = got.iter().map(|g| g.text()).collect();
+    assert_eq!(texts, vec!["now", "in three hours"]);
+}
+
 #[test]
 fn sink_rejected_record_is_a_task_error() {
     let brokers = ensure_kafka();

@@ -232,7 +232,11 @@ fn worker_http_endpoint() {
     let api: serde_json::Value =
         serde_json::from_str(&http_get(&addr, "/api/tasks").unwrap()).unwrap();
     assert_eq!(api["tasks"].as_array().unwrap().len(), 2);
-    assert!(http_get(&addr, "/").unwrap().contains("<td>web-0</td>"));
+    // The worker's page lists its tasks; the overview links to the job.
+    assert!(http_get(&addr, "/workers/h1")
+        .unwrap()
+        .contains("<td>web-0</td>"));
+    assert!(http_get(&addr, "/").unwrap().contains("href=\"/jobs/web\""));
     assert!(http_get(&addr, "/nope").is_none());
     // Progress reaches ZooKeeper (rate-limited): records and lag in `weir status`.
     c.wait("records in ZooKeeper", Duration::from_secs(15), |c| {

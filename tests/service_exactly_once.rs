@@ -3,7 +3,10 @@
 //! stream, and another stopped with SIGTERM, and their tasks restored on
 //! the others from the checkpoints their transactions committed. Read
 //! `read_committed`, the output holds every window exactly once with its
-//! exact count (computed here). Clicks are keyed by user into partitions
+//! exact count (computed here). And a worker frozen (SIGSTOP) past its
+//! session, its tasks moved, then thawed: it commits nothing more (its
+//! lease stops it, and the broker fences its transactional producers by
+//! their epoch), and the output is still exact. Clicks are keyed by user into partitions
 //! (each user's clicks in one partition, so one task holds each window:
 //! repartitioning between tasks is another issue's work).
 
@@ -23,11 +26,41 @@ fn all_running(c: &Cluster, job: &str, n: usize) -> bool {
     p.len() == n && p.values().all(|(w, s)| !w.is_empty() && s == "RUNNING")
 }
 
-#[test]
-fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    let mut c = Cluster::new("eos", TIMEOUT_MS);
+type Windows = BTreeMap<(String, i64), u64>;
+
+/// `weir submit clicks --name ck --parallelism 4` on `input` and `output`.
+fn submit_clicks(c: &Cluster, job: &str, input: &str, output: &str) {
+    let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
+    c.weir_ok(&[
+        "submit",
+        "clicks",
+        "--name",
+        job,
+        "--parallelism",
+        "4",
+        "--set",
+        &set_in,
+        "--set",
+        &set_out,
+    ]);
+}
+
+/// Three workers sharing checkpoint storage in `dir`, the `clicks` job `ck`
+/// (4 tasks) submitted and RUNNING; returns the cluster and its topics.
+fn clicks_cluster(name: &str, job: &str, dir: &std::path::Path) -> (Cluster, String, String) {
+    clicks_cluster_logging(name, job, dir, None)
+}
+
+/// [`clicks_cluster`] with the workers' `RUST_LOG`.
+fn clicks_cluster_logging(
+    name: &str,
+    job: &str,
+    dir: &std::path::Path,
+    log_filter: Option<&str>,
+) -> (Cluster, String, String) {
+    let url = format!("file://{}", dir.display());
+    let mut c = Cluster::new(name, TIMEOUT_MS);
+    c.log_filter = log_filter.map(str::to_string);
     for w in ["e1", "e2", "e3"] {
         c.start_worker_with(w, &["--checkpoint-url", &url]);
     }
@@ -36,32 +69,24 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
     let dlq = format!("{input}.dlq");
     create_topic(&c.brokers, &dlq, 1);
     c.topics.push(dlq);
-    let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
-    c.weir_ok(&[
-        "submit",
-        "clicks",
-        "--name",
-        "ck",
-        "--parallelism",
-        "4",
-        "--set",
-        &set_in,
-        "--set",
-        &set_out,
-    ]);
+    submit_clicks(&c, job, &input, &output);
     c.wait("4 tasks RUNNING", Duration::from_secs(60), |c| {
-        all_running(c, "ck", 4)
+        all_running(c, job, 4)
     });
+    (c, input, output)
+}
 
-    // 8,000 clicks of 12 users over 200 s of event time, in 20 chunks 0.5 s
-    // apart; user u lives in partition u % 4; up to 900 ms out of order.
-    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
+/// 8,000 clicks of 12 users (in turn) over 200 s of event time, in 20 chunks; user u
+/// lives in partition u % 4; up to 900 ms out of order. Returns the chunks
+/// and the true count of every (user, 10 s window).
+fn click_chunks() -> (Vec<Vec<Rec>>, Windows) {
+    let mut want: Windows = BTreeMap::new();
     let mut chunks = Vec::new();
     for k in 0..20i64 {
         let mut chunk = Vec::new();
         for j in 0..400i64 {
             let i = k * 400 + j;
-            let u = (i * 7 + j) % 12;
+            let u = (i * 7) % 12;
             let ts = T0 + i * 25 + (i * 37) % 900;
             let user = format!("u{u}");
             *want
@@ -74,73 +99,40 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         }
         chunks.push(chunk);
     }
-    let brokers = c.brokers.clone();
-    let topic = input.clone();
-    let producer = std::thread::spawn(move || {
+    (chunks, want)
+}
+
+/// Produces the chunks 0.5 s apart on a thread.
+fn produce_slowly(
+    brokers: &str,
+    topic: &str,
+    chunks: Vec<Vec<Rec>>,
+) -> std::thread::JoinHandle<()> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
         for chunk in chunks {
             produce(&brokers, &topic, &chunk);
             std::thread::sleep(Duration::from_millis(500));
         }
-    });
+    })
+}
 
-    // 4 s in: SIGKILL the worker running the most tasks.
-    std::thread::sleep(Duration::from_secs(4));
-    let loads = c.loads("ck");
-    let victim = loads
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(w, _)| w.clone())
-        .expect("a worker with tasks");
-    eprintln!("kill -9 {victim} (loads {loads:?})");
-    c.workers.remove(&victim).unwrap().kill9();
-    c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != victim)
-    });
-    // Then a graceful stop (SIGTERM: its tasks stop with a savepoint).
-    let other = c.workers.keys().next().cloned().expect("a worker left");
-    eprintln!("SIGTERM {other}");
-    c.workers
-        .remove(&other)
-        .unwrap()
-        .terminate(Duration::from_secs(30));
-    c.wait(
-        "every task RUNNING on the last worker",
-        Duration::from_secs(60),
-        |c| all_running(c, "ck", 4) && c.placement("ck").values().all(|(w, _)| *w != other),
-    );
-    producer.join().expect("producer");
-    // `weir status` shows each task's latest checkpoint (published fenced
-    // with the task's state), in JSON and as text.
-    c.wait(
-        "every task showing a checkpoint",
-        Duration::from_secs(30),
-        |c| {
-            c.job("ck").is_some_and(|j| {
-                j["tasks"].as_array().is_some_and(|ts| {
-                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
-                })
-            })
-        },
-    );
-    let text = c.weir_ok(&["status", "ck"]);
-    assert!(
-        text.contains("CHECKPOINT") && text.contains("s ago)"),
-        "status shows checkpoint ids and ages:\n{text}"
-    );
-    // A minute later in every partition: every window closes.
+/// Sentinels a minute past the clicks in every partition close every
+/// window; then the output, read `read_committed`, must hold every window
+/// of `want` exactly once with its exact count.
+fn check_every_window_once(c: &Cluster, input: &str, output: &str, want: &Windows) {
     let sentinels: Vec<Rec> = (0..4)
         .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
         .collect();
-    produce(&c.brokers, &input, &sentinels);
-
+    produce(&c.brokers, input, &sentinels);
     let got = read_topic(
         &c.brokers,
-        &output,
+        output,
         want.len(),
         Duration::from_secs(120),
         Duration::from_secs(3),
     );
-    let mut seen: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut seen: Windows = BTreeMap::new();
     let mut twice = 0;
     for g in &got {
         let v = g.json();
@@ -164,10 +156,330 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         .take(10)
         .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
         .collect();
+    if twice != 0 || !wrong.is_empty() || seen.len() != want.len() {
+        // What went where: dead letters (late records?) and the job.
+        let dead = read_topic(
+            &c.brokers,
+            &format!("{input}.dlq"),
+            usize::MAX,
+            Duration::from_secs(3),
+            Duration::ZERO,
+        );
+        let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, d| {
+            *m.entry(d.headers.get("error").cloned().unwrap_or_default())
+                .or_default() += 1;
+            m
+        });
+        panic!(
+            "{twice} windows written twice; wrong or missing (first 10): {wrong:?}; {} of {}; \
+             {} dead letters {reasons:?}; the job: {}\n{}",
+            seen.len(),
+            want.len(),
+            dead.len(),
+            c.status(),
+            c.logs()
+        );
+    }
+}
+
+#[test]
+fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_kill";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, input, output) = clicks_cluster("eos", JOB, dir.path());
+    let (chunks, want) = click_chunks();
+    let producer = produce_slowly(&c.brokers, &input, chunks);
+    // 4 s in: SIGKILL the worker running the most tasks.
+    std::thread::sleep(Duration::from_secs(4));
+    let loads = c.loads(JOB);
+    let victim = loads
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(w, _)| w.clone())
+        .expect("a worker with tasks");
+    eprintln!("kill -9 {victim} (loads {loads:?})");
+    c.workers.remove(&victim).unwrap().kill9();
+    c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
+        all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim)
+    });
+    // Then a graceful stop (SIGTERM: its tasks stop with a savepoint).
+    let other = c.workers.keys().next().cloned().expect("a worker left");
+    eprintln!("SIGTERM {other}");
+    c.workers
+        .remove(&other)
+        .unwrap()
+        .terminate(Duration::from_secs(30));
+    c.wait(
+        "every task RUNNING on the last worker",
+        Duration::from_secs(60),
+        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != other),
+    );
+    producer.join().expect("producer");
+    // `weir status` shows each task's latest checkpoint (published fenced
+    // with the task's state), in JSON and as text.
+    c.wait(
+        "every task showing a checkpoint",
+        Duration::from_secs(30),
+        |c| {
+            c.job(JOB).is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
+                })
+            })
+        },
+    );
+    // Each task's checkpoint is recorded in ZooKeeper, fenced by its
+    // current epoch, with ids of that epoch (above epoch * 10^9), and the
+    // checkpoint it names is in the shared storage, complete.
+    c.wait(
+        "every task's checkpoint recorded under its current epoch",
+        Duration::from_secs(30),
+        |c| {
+            c.job(JOB).is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.iter().all(|t| {
+                        let r = &t["recorded_checkpoint"];
+                        r["epoch"] == t["epoch"]
+                            && r["id"].as_u64()
+                                > Some(t["epoch"].as_u64().unwrap_or(0) * 1_000_000_000)
+                    })
+                })
+            })
+        },
+    );
+    let job = c.job(JOB).unwrap();
+    for t in job["tasks"].as_array().unwrap() {
+        let r = &t["recorded_checkpoint"];
+        let location = r["state_paths"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(|v| v.as_str())
+            .expect("a state path");
+        let dir = location
+            .strip_prefix("file://")
+            .expect("a file:// location");
+        assert!(
+            std::path::Path::new(dir).join("_metadata").exists(),
+            "the recorded checkpoint {location} is stored and complete"
+        );
+        assert!(
+            r["offsets"].as_object().is_some_and(|o| !o.is_empty()),
+            "{job:#}\n{}",
+            c.logs()
+        );
+    }
+    let text = c.weir_ok(&["status", JOB]);
     assert!(
-        twice == 0 && wrong.is_empty() && seen.len() == want.len(),
-        "{twice} windows written twice; wrong or missing (first 10): {wrong:?}; {} of {}\n{}",
-        seen.len(),
+        text.contains("CHECKPOINT") && text.contains("s ago)"),
+        "status shows checkpoint ids and ages:\n{text}"
+    );
+    check_every_window_once(&c, &input, &output, &want);
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig}");
+}
+
+/// A worker frozen past its session while clicks stream in: its tasks move
+/// and restore from their checkpoints elsewhere; thawed, it commits no
+/// transaction for the tasks it ran before (its lease ran out, and the new
+/// owners' producers fenced its own) until it is given tasks again under a
+/// new epoch, and every window is in the output exactly once, exact.
+#[test]
+fn a_frozen_and_thawed_worker_commits_nothing() {
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_frozen";
+    let dir = tempfile::tempdir().unwrap();
+    // Each transaction commit is logged (at debug) by the workers.
+    let (c, input, output) = clicks_cluster_logging(
+        "eos-frozen",
+        JOB,
+        dir.path(),
+        Some("info,weir::connectors::kafka::transaction=debug"),
+    );
+    let (chunks, want) = click_chunks();
+    let producer = produce_slowly(&c.brokers, &input, chunks);
+    // Once a checkpoint has committed everywhere, freeze the worker with
+    // the most tasks (not the leader: the leader's own freeze is another
+    // test's).
+    c.wait(
+        "every task showing a checkpoint",
+        Duration::from_secs(60),
+        |c| {
+            c.job(JOB).is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
+                })
+            })
+        },
+    );
+    let leader = c.leader().expect("a leader");
+    let loads = c.loads(JOB);
+    let victim = loads
+        .iter()
+        .filter(|(w, n)| **w != leader && **n > 0)
+        .max_by_key(|(_, n)| **n)
+        .map(|(w, _)| w.clone())
+        .expect("a worker with tasks that does not lead");
+    assert!(
+        c.workers[&victim]
+            .log_text()
+            .contains("kafka sink: checkpoint committed"),
+        "the victim logs its commits (so their absence later means something)"
+    );
+    eprintln!("SIGSTOP {victim} (loads {loads:?}, leader {leader})");
+    signal(&c.workers[&victim], "-STOP");
+    c.wait(
+        "the frozen worker's tasks RUNNING elsewhere",
+        Duration::from_secs(60),
+        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim),
+    );
+    let log_before = c.workers[&victim].log_text().len();
+    signal(&c.workers[&victim], "-CONT");
+    c.wait(
+        "the thawed worker registered again",
+        Duration::from_secs(30),
+        |c| c.workers().iter().any(|w| w["id"] == victim.as_str()),
+    );
+    producer.join().expect("producer");
+    check_every_window_once(&c, &input, &output, &want);
+    let log = c.workers[&victim].log_text();
+    let thawed = &log[log_before..];
+    assert!(
+        thawed.contains("write lease ran out") || thawed.contains("session expired"),
+        "the zombie did not notice it lost its lease:\n{thawed}"
+    );
+    // Until it is given a task again (a new epoch, after it registered
+    // again), it commits nothing: what it ran before the freeze is aborted.
+    let zombie_part = thawed
+        .find("starting task")
+        .map_or(thawed, |i| &thawed[..i]);
+    assert!(
+        zombie_part.contains("aborting every task"),
+        "the zombie aborted its old tasks:\n{thawed}"
+    );
+    assert!(
+        !zombie_part.contains("kafka sink: checkpoint committed"),
+        "the zombie committed a transaction after the thaw:\n{thawed}"
+    );
+}
+
+/// Every window of `got` (the output read so far) with all its counts.
+fn windows_of(got: &[Got]) -> BTreeMap<(String, i64), Vec<u64>> {
+    let mut m: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+    for g in got {
+        let v = g.json();
+        let k = (
+            v["user"].as_str().expect("user").to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        );
+        m.entry(k)
+            .or_default()
+            .push(v["count"].as_u64().expect("count"));
+    }
+    m
+}
+
+/// `weir cancel --savepoint` mid-stream: the tasks stop with a final
+/// checkpoint and fire no open window (every window in the output so far
+/// is complete and there once); the job submitted again under the same
+/// name resumes from it, and in the end every window is there exactly
+/// once, exact. Then `weir cancel --drain` on the resumed job, with all
+/// input read and no sentinel: every remaining window fires, exact.
+#[test]
+fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
+    // Its own job name: a job's transactional ids and group derive from
+    // it, and the tests of this binary share the broker.
+    const JOB: &str = "ck_cancel";
+    let dir = tempfile::tempdir().unwrap();
+    let (c, input, output) = clicks_cluster("eos-cancel", JOB, dir.path());
+    let (chunks, want) = click_chunks();
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+    for chunk in first {
+        produce(&c.brokers, &input, chunk);
+    }
+    // Windows fire, and a checkpoint covers some input on every task.
+    let early = read_topic(
+        &c.brokers,
+        &output,
+        12,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    assert!(early.len() >= 12, "windows fire before the cancel");
+    let text = c.weir_ok(&["cancel", JOB, "--savepoint"]);
+    assert!(text.contains("cancelled"), "{text}");
+    let before = windows_of(&read_topic(
+        &c.brokers,
+        &output,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::from_secs(3),
+    ));
+    let partial: Vec<String> = before
+        .iter()
+        .filter(|(k, counts)| counts.as_slice() != [want[*k]])
+        .map(|(k, counts)| format!("{k:?}: {counts:?}, want {}", want[k]))
+        .collect();
+    assert!(
+        partial.is_empty() && !before.is_empty(),
+        "a savepoint stop writes no partial or repeated window: {partial:?}\n{}",
+        c.logs()
+    );
+    // Open windows stayed in the savepoint: the same job resumes them.
+    submit_clicks(&c, JOB, &input, &output);
+    c.wait("4 tasks RUNNING again", Duration::from_secs(60), |c| {
+        all_running(c, JOB, 4)
+    });
+    let rest: u64 = second.iter().map(|c| c.len() as u64).sum();
+    for chunk in second {
+        produce(&c.brokers, &input, chunk);
+    }
+    // The second half read by the resumed tasks (as many records in as it
+    // holds) and checkpointed to its end (no lag: the offsets their
+    // transactions committed are the topic's end), then drain: the windows
+    // still open fire although no record closes them.
+    c.wait(
+        "the second half read and checkpointed",
+        Duration::from_secs(60),
+        |c| {
+            c.job(JOB).is_some_and(|j| {
+                j["tasks"].as_array().is_some_and(|ts| {
+                    ts.iter()
+                        .map(|t| t["records_in"].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                        >= rest
+                        && ts.iter().all(|t| t["lag"].as_u64() == Some(0))
+                })
+            })
+        },
+    );
+    let text = c.weir_ok(&["cancel", JOB, "--drain"]);
+    assert!(text.contains("cancelled"), "{text}");
+    let got = windows_of(&read_topic(
+        &c.brokers,
+        &output,
+        want.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+    ));
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k).map(Vec::as_slice) != Some(&[**v][..]))
+        .take(10)
+        .map(|(k, v)| format!("{k:?}: want [{v}], got {:?}", got.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "wrong or missing (first 10): {wrong:?}; {} of {}\n{}",
+        got.len(),
         want.len(),
         c.logs()
     );

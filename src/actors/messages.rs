@@ -117,6 +117,15 @@ pub enum TaskEvent {
         /// Checkpoint id.
         id: u64,
     },
+    /// A source sent end-of-input; `position` is where it ended.
+    SourceEnded {
+        /// The job attempt.
+        attempt: u32,
+        /// The source task's name.
+        task: String,
+        /// Its final position, if it has one.
+        position: Option<serde_json::Value>,
+    },
     /// A source committed its final position and stopped.
     SourceCommitted {
         /// The job attempt.

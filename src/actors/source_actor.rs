@@ -152,6 +152,11 @@ where
             a.withdraw(self.task.ctx.subtask);
         }
         self.final_position = self.reader.as_ref().and_then(|r| r.position());
+        self.task.report(TaskEvent::SourceEnded {
+            attempt: self.task.ctx.attempt,
+            task: self.task.ctx.task_name(),
+            position: self.final_position.clone(),
+        });
         let (op, out) = (&mut self.op, &mut self.out);
         if let Err(f) = guarded(|| op.on_watermark(MAX_WATERMARK, out)) {
             return self.fail(ctx, f, false);

@@ -116,6 +116,31 @@ pub struct CheckpointStats {
     pub failed: u64,
     /// The latest completed checkpoint (restored or taken).
     pub last: Option<CheckpointSummary>,
+    /// Its input offsets, `"<topic>/<partition>"` -> next offset, from
+    /// every source whose position names a `topic` and its `offsets` (the
+    /// Kafka source's shape).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_offsets: BTreeMap<String, i64>,
+}
+
+/// `"<topic>/<partition>"` -> next offset over sources' positions of the
+/// shape `{"topic": .., "offsets": {"<partition>": next}}`.
+fn topic_offsets(positions: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for pos in positions.values() {
+        let (Some(topic), Some(offsets)) = (
+            pos.get("topic").and_then(|t| t.as_str()),
+            pos.get("offsets").and_then(|o| o.as_object()),
+        ) else {
+            continue;
+        };
+        for (p, o) in offsets {
+            if let Some(o) = o.as_i64() {
+                out.insert(format!("{topic}/{p}"), o);
+            }
+        }
+    }
+    out
 }
 
 /// One completed checkpoint, for status pages and metrics.
@@ -383,6 +408,8 @@ pub struct JobSupervisor {
     savepoint: Option<u64>,
     /// Sinks whose output commits with checkpoints (this attempt's).
     committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
+    /// Where each source of this attempt ended its input.
+    final_positions: BTreeMap<String, serde_json::Value>,
 }
 
 fn now_ms() -> u64 {
@@ -416,6 +443,7 @@ impl JobSupervisor {
             .checkpoint_storage
             .as_deref()
             .and_then(|url| CheckpointStorage::parse(url).ok());
+        let first_checkpoint = config.checkpoint_ids_above + 1;
         let sup = JobSupervisor {
             plan,
             config,
@@ -429,13 +457,14 @@ impl JobSupervisor {
             sources_left: 0,
             restarts,
             cancelling: false,
-            next_checkpoint: 1,
+            next_checkpoint: first_checkpoint,
             pending: BTreeMap::new(),
             latest: None,
             storage,
             uploading: false,
             savepoint: None,
             committers: Vec::new(),
+            final_positions: BTreeMap::new(),
         };
         let addr = sup.start();
         JobHandle {
@@ -491,6 +520,7 @@ impl JobSupervisor {
         self.sinks = sinks;
         self.sinks_left = sinks;
         self.pending.clear();
+        self.final_positions.clear();
         match res {
             Ok(()) => {
                 tracing::info!(job = %self.shared.name, attempt = self.attempt, "job running");
@@ -520,9 +550,63 @@ impl JobSupervisor {
             .0
     }
 
-    /// Every sink flushed after end-of-input: let sources commit their final
-    /// positions, then end the job (after a bounded wait).
+    /// Every sink flushed after end-of-input. Exactly-once sinks' last
+    /// transaction (the output since the last checkpoint, windows fired by
+    /// the end included) commits first, as a final checkpoint with the
+    /// sources' end positions (stored first, with durable storage, so a
+    /// later run restores what the transaction names); then sources commit
+    /// their final positions and the job ends (after a bounded wait).
     fn finalize(&mut self, ctx: &mut Context<Self>) {
+        if self.committers.is_empty() {
+            return self.finalize_sources(ctx);
+        }
+        let id = self.next_checkpoint;
+        self.next_checkpoint += 1;
+        let done = CompletedCheckpoint {
+            id,
+            positions: std::mem::take(&mut self.final_positions),
+            states: BTreeMap::new(),
+            operators: BTreeMap::new(),
+            completed_at_ms: now_ms(),
+        };
+        let (meta, states) = done.to_stored(&self.shared.name);
+        let storage = self.storage.clone();
+        let committers = self.committers.clone();
+        let positions = Arc::new(done.positions.clone());
+        let attempt = self.attempt;
+        let commit = async move {
+            if let Some(storage) = storage {
+                storage
+                    .write(meta, &states)
+                    .await
+                    .map_err(|e| format!("final checkpoint {id} not stored: {e}"))?;
+            }
+            for c in committers {
+                let positions = positions.clone();
+                tokio::task::spawn_blocking(move || c.commit(id, &positions))
+                    .await
+                    .map_err(|e| format!("final checkpoint {id} commit: {e}"))?
+                    .map_err(|e| format!("final checkpoint {id} not committed: {e}"))?;
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(commit.into_actor(self).map(move |res, act, ctx| {
+            if act.attempt != attempt || act.status().is_terminal() {
+                return;
+            }
+            match res {
+                Ok(()) => {
+                    tracing::info!(job = %act.shared.name, id, "output since the last checkpoint committed at the end of input");
+                    act.finalize_sources(ctx)
+                }
+                Err(e) => act.on_failure(e, ctx),
+            }
+        }));
+    }
+
+    /// Lets sources commit their final positions, then ends the job (after
+    /// a bounded wait).
+    fn finalize_sources(&mut self, ctx: &mut Context<Self>) {
         for s in &self.sources {
             s.do_send(SourceCommand::CommitFinal);
         }
@@ -608,6 +692,11 @@ impl JobSupervisor {
         );
         let positions = done.positions.clone();
         let (meta, states) = done.to_stored(&job);
+        // Never deleted: this one, the one a restart would load now, and
+        // the one a coordinator recorded.
+        let mut protect = vec![id];
+        protect.extend(self.latest.as_ref().map(|l| l.id));
+        protect.extend(self.config.checkpoint_record.as_ref().and_then(|r| r.get()));
         let persist = async move {
             if let Some(storage) = storage {
                 let location = storage
@@ -615,7 +704,7 @@ impl JobSupervisor {
                     .await
                     .map_err(|e| format!("checkpoint {id} not stored: {e}"))?;
                 tracing::debug!(job, id, location, "checkpoint stored");
-                if let Err(e) = storage.retain(&job, retain, Some(id)).await {
+                if let Err(e) = storage.retain(&job, retain, &protect).await {
                     tracing::warn!(job, error = %e, "old checkpoints not deleted");
                 }
             }
@@ -671,6 +760,7 @@ impl JobSupervisor {
                 duration_ms: started.elapsed().as_millis() as u64,
                 state_bytes: done.states.values().map(|s| s.len() as u64).sum(),
             });
+            stats.last_offsets = topic_offsets(&done.positions);
         }
         tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
         self.latest = Some(done);
@@ -729,11 +819,18 @@ impl JobSupervisor {
             }
         };
         let in_memory = self.latest.clone();
+        let recorded = self.config.checkpoint_record.as_ref().and_then(|r| r.get());
         let find = async move {
             // Ids are never reused, even those of uncommitted checkpoints.
             let stored = storage.latest(&job).await?;
             let id = match committed {
-                CommittedCheckpoint::Untracked => stored,
+                // A coordinator's record (fenced: never a zombie's), or
+                // this process's own newer one, before whatever is newest
+                // in storage.
+                CommittedCheckpoint::Untracked => match recorded {
+                    Some(r) => Some(r.max(in_memory.as_ref().map_or(0, |c| c.id))),
+                    None => stored,
+                },
                 CommittedCheckpoint::Nothing => None,
                 CommittedCheckpoint::At(id) => Some(id),
             };
@@ -754,16 +851,19 @@ impl JobSupervisor {
                 act.next_checkpoint = act.next_checkpoint.max(stored.unwrap_or(0) + 1);
                 act.latest = found.map(|chk| {
                     tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
-                    act.shared
+                    let mut stats = act
+                        .shared
                         .checkpoints
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .last = Some(CheckpointSummary {
+                        .unwrap_or_else(|p| p.into_inner());
+                    stats.last = Some(CheckpointSummary {
                         id: chk.id,
                         completed_at_ms: chk.completed_at_ms,
                         duration_ms: 0,
                         state_bytes: chk.states.values().map(|s| s.len() as u64).sum(),
                     });
+                    stats.last_offsets = topic_offsets(&chk.positions);
+                    drop(stats);
                     act.next_checkpoint = act.next_checkpoint.max(chk.id + 1);
                     Arc::new(chk)
                 });
@@ -834,6 +934,13 @@ impl Handler<TaskEvent> for JobSupervisor {
                 if self.sinks_left == 0 {
                     self.finalize(ctx);
                 }
+            }
+            TaskEvent::SourceEnded {
+                attempt,
+                task,
+                position: Some(p),
+            } if attempt == self.attempt => {
+                self.final_positions.insert(task, p);
             }
             TaskEvent::SourceCommitted { attempt } if attempt == self.attempt => {
                 self.sources_left = self.sources_left.saturating_sub(1);

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use weir::coord::ZkPaths;
+use weir::coord::{StopMode, ZkPaths};
 use weir::service::admin;
 use weir::service::ServiceError;
 
@@ -23,12 +23,20 @@ use weir::service::ServiceError;
     about = "Submit, inspect, rescale and cancel weir jobs (through ZooKeeper)"
 )]
 struct Cli {
-    /// ZooKeeper address HOST:PORT.
+    /// ZooKeeper: HOST:PORT, or an ensemble HOST:PORT,HOST:PORT,... (either with an optional
+    /// chroot suffix /PATH, created if missing).
     #[arg(long, global = true, env = "WEIR_ZK", default_value = "127.0.0.1:2181")]
     zk: String,
     /// Root znode of the cluster.
     #[arg(long, global = true, env = "WEIR_ROOT", default_value = "/weir")]
     root: String,
+    /// ZooKeeper digest credentials USER:PASSWORD: the session authenticates, and what it
+    /// creates only the same credentials may change (everyone may read).
+    #[arg(long, global = true, env = "WEIR_ZK_AUTH", hide_env_values = true)]
+    zk_auth: Option<String>,
+    /// A file whose first line is USER:PASSWORD (instead of --zk-auth).
+    #[arg(long, global = true, env = "WEIR_ZK_AUTH_FILE")]
+    zk_auth_file: Option<std::path::PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -65,10 +73,22 @@ enum Cmd {
     },
     /// List the live workers.
     Workers,
-    /// Cancel a job: its tasks stop and its znodes are removed.
+    /// Cancel a job: its tasks stop and its znodes are removed. By default
+    /// (and with --savepoint) each task takes a final checkpoint and stops
+    /// without firing open windows (with the workers' --checkpoint-url: a
+    /// job submitted again under the same name resumes from it).
     Cancel {
         /// Job name.
         name: String,
+        /// Stop with a final checkpoint, open windows kept in it (the default).
+        #[arg(long, conflicts_with_all = ["drain", "abort"])]
+        savepoint: bool,
+        /// Fire every open window and commit, as at the end of input.
+        #[arg(long, conflicts_with = "abort")]
+        drain: bool,
+        /// Stop at once; nothing more is committed (the last checkpoint stands).
+        #[arg(long)]
+        abort: bool,
         /// Return at once instead of waiting for the job's znodes to be removed.
         #[arg(long)]
         no_wait: bool,
@@ -137,7 +157,11 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
         }
         _ => None,
     };
-    let client = admin::connect(&cli.zk, Duration::from_secs(cli.zk_wait_s), |m| {
+    let auth = weir::coord::session::ZkAuth::from_flag_or_file(
+        cli.zk_auth.as_deref(),
+        cli.zk_auth_file.as_deref(),
+    )?;
+    let client = admin::connect_with_auth(&cli.zk, auth, Duration::from_secs(cli.zk_wait_s), |m| {
         eprintln!("{m}")
     })
     .await?;
@@ -186,9 +210,22 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
             }
             Ok(0)
         }
-        Cmd::Cancel { name, no_wait } => {
+        Cmd::Cancel {
+            name,
+            no_wait,
+            savepoint: _,
+            drain,
+            abort,
+        } => {
+            let mode = if drain {
+                StopMode::Drain
+            } else if abort {
+                StopMode::Abort
+            } else {
+                StopMode::Savepoint
+            };
             let wait = (!no_wait).then_some(Duration::from_secs(15));
-            let gone = admin::cancel(&client, &paths, &name, wait).await?;
+            let gone = admin::cancel(&client, &paths, &name, mode, wait).await?;
             if cli.json {
                 println!(
                     "{}",

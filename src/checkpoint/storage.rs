@@ -233,12 +233,14 @@ impl CheckpointStorage {
     }
 
     /// Deletes every checkpoint of `job` (complete or torn) older than the
-    /// newest `keep` complete ones, except `protect`.
+    /// newest `keep` complete ones, except the ids in `protect` (the one
+    /// being written, the one a restore would load, the one a coordinator
+    /// recorded).
     pub async fn retain(
         &self,
         job: &str,
         keep: usize,
-        protect: Option<u64>,
+        protect: &[u64],
     ) -> Result<(), CheckpointError> {
         let ids = self.completed(job).await?;
         let Some(&oldest_kept) = ids.get(ids.len().saturating_sub(keep.max(1))) else {
@@ -246,7 +248,7 @@ impl CheckpointStorage {
         };
         for (id, o) in self.objects(job).await? {
             if let Some(id) = id {
-                if id < oldest_kept && Some(id) != protect {
+                if id < oldest_kept && !protect.contains(&id) {
                     self.store
                         .delete(&o.location)
                         .await
@@ -300,7 +302,7 @@ mod tests {
             s.load("j", 5).await.is_err(),
             "a torn checkpoint never loads"
         );
-        s.retain("j", 2, Some(1)).await.unwrap();
+        s.retain("j", 2, &[1]).await.unwrap();
         assert_eq!(
             s.completed("j").await.unwrap(),
             vec![1, 3, 4],

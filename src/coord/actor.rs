@@ -826,7 +826,7 @@ pub struct WriteTaskState {
 #[rtype(result = "()")]
 pub struct ForgetTask(pub FenceToken);
 
-/// Writes a job's latest checkpoint metadata, fenced by `token`.
+/// Writes a task's latest checkpoint metadata, fenced by `token`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<()>")]
 pub struct WriteCheckpoint {
@@ -836,10 +836,20 @@ pub struct WriteCheckpoint {
     pub meta: CheckpointMeta,
 }
 
-/// Reads a job's latest checkpoint metadata.
+/// Reads a task's latest checkpoint metadata.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "CoordResult<Option<CheckpointMeta>>")]
 pub struct ReadCheckpoint {
+    /// Job name.
+    pub job: String,
+    /// The task.
+    pub task: TaskId,
+}
+
+/// Reads how a cancelled job's tasks are to stop.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<Option<crate::coord::StopMode>>")]
+pub struct ReadStopMode {
     /// Job name.
     pub job: String,
 }
@@ -1066,7 +1076,20 @@ impl Handler<WriteCheckpoint> for CoordActor {
 impl Handler<ReadCheckpoint> for CoordActor {
     type Result = ResponseFuture<CoordResult<Option<CheckpointMeta>>>;
     fn handle(&mut self, msg: ReadCheckpoint, _: &mut Context<Self>) -> Self::Result {
-        with_client!(self, |c, p| store::read_checkpoint(&c, &p, &msg.job).await)
+        with_client!(self, |c, p| store::read_checkpoint(
+            &c,
+            &p,
+            &msg.job,
+            &msg.task.to_string()
+        )
+        .await)
+    }
+}
+
+impl Handler<ReadStopMode> for CoordActor {
+    type Result = ResponseFuture<CoordResult<Option<crate::coord::StopMode>>>;
+    fn handle(&mut self, msg: ReadStopMode, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| store::read_stop_mode(&c, &p, &msg.job).await)
     }
 }
 

@@ -187,9 +187,21 @@ pub fn assign(
             elsewhere.then_some((&t.id, a))
         })
         .collect();
-    let allowed = |i: usize, t: &TaskRequest| -> bool {
-        eligible(ws[i], t) && displaced.get(&t.id) != Some(&i)
-    };
+    // Eligibility per job type, computed once per type (not once per task and worker).
+    let mut by_type: BTreeMap<Option<String>, (Vec<bool>, usize)> = BTreeMap::new();
+    for t in &tasks {
+        if by_type.contains_key(&t.job_type) {
+            continue;
+        }
+        by_type.entry(t.job_type.clone()).or_insert_with(|| {
+            let v: Vec<bool> = ws.iter().map(|w| eligible(w, t)).collect();
+            let n = v.iter().filter(|&&e| e).count();
+            (v, n)
+        });
+    }
+    let elig = |t: &TaskRequest| -> &[bool] { &by_type[&t.job_type].0 };
+    let allowed =
+        |i: usize, t: &TaskRequest| -> bool { elig(t)[i] && displaced.get(&t.id) != Some(&i) };
     let mut phantom = vec![0usize; ws.len()];
     for &a in displaced.values() {
         phantom[a] += 1;
@@ -259,15 +271,18 @@ pub fn assign(
         })
         .collect();
     let mut placed: BTreeMap<TaskId, usize> = BTreeMap::new();
-    // per (worker, job) counts, to spread a job's tasks.
-    let mut job_load: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+    // per job, per worker counts, to spread a job's tasks.
+    let mut job_load: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let nw = ws.len();
 
     // 2. Keep: own tasks up to the target, then displaced tasks where they are, if allowed.
     for (i, kept) in keepable.iter().enumerate() {
         for t in kept.iter().take(slots[i].target) {
             placed.insert(t.id.clone(), i);
             slots[i].load += 1;
-            *job_load.entry((i, t.id.job.as_str())).or_insert(0) += 1;
+            job_load
+                .entry(t.id.job.as_str())
+                .or_insert_with(|| vec![0; nw])[i] += 1;
         }
     }
     for t in tasks.iter().filter(|t| displaced.contains_key(&t.id)) {
@@ -276,7 +291,9 @@ pub fn assign(
                 placed.insert(t.id.clone(), i);
                 slots[i].load += 1;
                 slots[i].hosted += 1;
-                *job_load.entry((i, t.id.job.as_str())).or_insert(0) += 1;
+                job_load
+                    .entry(t.id.job.as_str())
+                    .or_insert_with(|| vec![0; nw])[i] += 1;
             }
         }
     }
@@ -285,26 +302,26 @@ pub fn assign(
     let mut orphans: Vec<(&TaskRequest, usize)> = tasks
         .iter()
         .filter(|t| !placed.contains_key(&t.id))
-        .map(|t| (*t, (0..slots.len()).filter(|&i| allowed(i, t)).count()))
+        .map(|t| {
+            let (e, n) = &by_type[&t.job_type];
+            let avoided = displaced.get(&t.id).is_some_and(|&a| e[a]);
+            (*t, n - usize::from(avoided))
+        })
         .collect();
     orphans.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
     let mut unassigned = Vec::new();
     for (t, _) in orphans {
+        // Looked up once per task, not once per task and worker.
+        let prev = previous
+            .get(&t.id)
+            .and_then(|w| index.get(w.as_str()).copied());
+        let e = elig(t);
+        let avoid = displaced.get(&t.id).copied();
+        let jl = job_load.get(t.id.job.as_str());
         let pick = |below: &dyn Fn(&Slot) -> bool| {
             (0..slots.len())
-                .filter(|&i| allowed(i, t) && below(&slots[i]))
-                .min_by_key(|&i| {
-                    let was_here = previous
-                        .get(&t.id)
-                        .map(|w| *w == slots[i].info.id)
-                        .unwrap_or(false);
-                    (
-                        !was_here,
-                        slots[i].load,
-                        job_load.get(&(i, t.id.job.as_str())).copied().unwrap_or(0),
-                        i,
-                    )
-                })
+                .filter(|&i| e[i] && avoid != Some(i) && below(&slots[i]))
+                .min_by_key(|&i| (prev != Some(i), slots[i].load, jl.map_or(0, |v| v[i]), i))
         };
         let avoided = displaced.get(&t.id).copied();
         let choice = match avoided {
@@ -324,7 +341,9 @@ pub fn assign(
                         slots[i].hosted += 1;
                     }
                 }
-                *job_load.entry((i, t.id.job.as_str())).or_insert(0) += 1;
+                job_load
+                    .entry(t.id.job.as_str())
+                    .or_insert_with(|| vec![0; nw])[i] += 1;
             }
             None => unassigned.push(t.id.clone()),
         }

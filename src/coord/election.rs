@@ -16,7 +16,7 @@
 //! node again after a connection loss during `create` (by session owner),
 //! which is the recipe's one subtle case.
 
-use zookeeper_client::{Acls, Client, CreateMode};
+use zookeeper_client::{Client, CreateMode};
 
 use super::error::{CoordError, CoordResult};
 use super::paths::ZkPaths;
@@ -82,7 +82,7 @@ pub async fn campaign(
         if let Some(node) = own_node(client, paths, candidate).await? {
             break node;
         }
-        let opts = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        let opts = CreateMode::EphemeralSequential.with_acls(super::store::acls());
         match client.create(&prefix, data.as_bytes(), &opts).await {
             Ok((_, seq)) => break format!("{prefix}{seq}"),
             Err(zookeeper_client::Error::ConnectionLoss) => pause().await,

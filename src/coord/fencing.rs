@@ -229,8 +229,8 @@ pub async fn write_failure(
     fenced_write(client, paths, token, write, version_hint).await
 }
 
-/// Writes the job's latest checkpoint metadata, fenced by `token` (a task of that job held
-/// by the writer). Refuses to go backwards: `meta.id` must exceed the stored id.
+/// Writes the latest checkpoint metadata of `token`'s task, fenced by `token`. Refuses to go
+/// backwards: `meta.id` must exceed the stored id.
 pub async fn write_checkpoint(
     client: &Client,
     paths: &ZkPaths,
@@ -238,7 +238,7 @@ pub async fn write_checkpoint(
     meta: &CheckpointMeta,
     version_hint: Option<i32>,
 ) -> CoordResult<i32> {
-    let target = paths.checkpoint_latest(&token.job);
+    let target = paths.checkpoint(&token.job, &token.task.to_string());
     let data = encode(&target, meta)?;
     let expected = match client.get_data(&target).await {
         Ok((bytes, stat)) => {

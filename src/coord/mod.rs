@@ -10,6 +10,7 @@
 
 pub mod actor;
 pub mod assignment;
+pub mod batch;
 pub mod election;
 pub mod error;
 pub mod fencing;
@@ -25,7 +26,7 @@ pub use error::{CoordError, CoordResult};
 pub use fencing::FenceToken;
 pub use leader::Leader;
 pub use model::{
-    CheckpointMeta, JobAssignment, JobSpec, TaskAssignment, TaskError, TaskId, TaskState,
+    CheckpointMeta, JobAssignment, JobSpec, StopMode, TaskAssignment, TaskError, TaskId, TaskState,
     TaskStatus, WorkerInfo,
 };
 pub use paths::ZkPaths;

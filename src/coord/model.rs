@@ -249,6 +249,23 @@ impl JobAssignment {
     }
 }
 
+/// How a cancelled job's tasks stop (`weir cancel`, `--savepoint`, `--drain`,
+/// `--abort`), stored in `/stops/<job>` before the job's spec is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMode {
+    /// A final checkpoint (with durable storage), then stop without firing
+    /// open windows: a later job of the same name resumes from it. Without
+    /// storage, as `Drain`. The default.
+    #[default]
+    Savepoint,
+    /// Fire every open window, commit, stop (as at the end of input).
+    Drain,
+    /// Stop at once: nothing more is committed; the last completed
+    /// checkpoint stands.
+    Abort,
+}
+
 /// Lifecycle of a task, serialized in upper case (`"RUNNING"`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -320,6 +337,9 @@ pub struct TaskState {
     /// only while the writer holds the assignment's epoch).
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Records read per second over the last seconds, rounded (`weir status`'s IN/S).
+    #[serde(default)]
+    pub records_in_per_s: u64,
 }
 
 impl TaskState {
@@ -337,6 +357,7 @@ impl TaskState {
             last_error: None,
             checkpoint: None,
             updated_at_ms: now_ms(),
+            records_in_per_s: 0,
         }
     }
 }
@@ -360,7 +381,12 @@ pub struct FailureRecord {
     pub restarts: u32,
 }
 
-/// Metadata of a completed checkpoint, stored in `/jobs/<job>/checkpoints/latest`.
+/// A task's latest completed checkpoint, stored in
+/// `/jobs/<job>/checkpoints/<task>`, written fenced by the task's
+/// assignment epoch (a zombie's checkpoints are never recorded). A task
+/// that moves or restarts restores from the checkpoint it names (unless
+/// its exactly-once sink's transactions committed a newer one: the
+/// transaction is the commit point), and retention never deletes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Checkpoint id, increasing.
@@ -371,6 +397,16 @@ pub struct CheckpointMeta {
     pub state_paths: BTreeMap<TaskId, String>,
     /// When the checkpoint completed (ms since the Unix epoch).
     pub completed_at_ms: u64,
+    /// The assignment epoch of the task that took it.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The worker that took it.
+    #[serde(default)]
+    pub worker: String,
+    /// The transactional id its output was committed under (exactly-once
+    /// sinks; no transaction stays open past a completed checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -11,7 +11,11 @@
 //! <root>/jobs/<job>/spec                   JobSpec JSON
 //! <root>/jobs/<job>/assignment             JobAssignment JSON
 //! <root>/jobs/<job>/tasks/<task>/state     TaskState JSON
-//! <root>/jobs/<job>/checkpoints/latest     CheckpointMeta JSON
+//! <root>/jobs/<job>/checkpoints/<task>     CheckpointMeta JSON (the task's latest
+//!                                          completed checkpoint, written fenced)
+//! <root>/stops/<job>                       StopMode JSON: how `weir cancel` asked the job's
+//!                                          tasks to stop (outside the job's directory, which
+//!                                          the leader removes; the CLI deletes it after)
 //! <root>/jobs/<job>/failed/<task>          FailureRecord JSON (a task FAILED past its
 //!                                          restart policy; the leader moves it, then deletes it)
 //! ```
@@ -28,7 +32,7 @@ pub const DEFAULT_ROOT: &str = "/weir";
 /// let p = ZkPaths::new("/weir").unwrap();
 /// assert_eq!(p.worker("w1"), "/weir/workers/w1");
 /// assert_eq!(p.task_state("clicks", "clicks-0"), "/weir/jobs/clicks/tasks/clicks-0/state");
-/// assert_eq!(p.checkpoint_latest("clicks"), "/weir/jobs/clicks/checkpoints/latest");
+/// assert_eq!(p.checkpoint("clicks", "clicks-0"), "/weir/jobs/clicks/checkpoints/clicks-0");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZkPaths {
@@ -120,9 +124,9 @@ impl ZkPaths {
     pub fn checkpoints(&self, job: &str) -> String {
         format!("{}/jobs/{job}/checkpoints", self.root)
     }
-    /// Metadata of the job's last completed checkpoint.
-    pub fn checkpoint_latest(&self, job: &str) -> String {
-        format!("{}/jobs/{job}/checkpoints/latest", self.root)
+    /// Metadata of a task's latest completed checkpoint.
+    pub fn checkpoint(&self, job: &str, task: &str) -> String {
+        format!("{}/jobs/{job}/checkpoints/{task}", self.root)
     }
     /// Parent of a job's failure records (the leader watches its children).
     pub fn failed(&self, job: &str) -> String {
@@ -131,6 +135,14 @@ impl ZkPaths {
     /// Failure record of one task: it is FAILED on the worker and epoch the record names.
     pub fn failed_task(&self, job: &str, task: &str) -> String {
         format!("{}/jobs/{job}/failed/{task}", self.root)
+    }
+    /// Parent of the jobs' stop requests.
+    pub fn stops(&self) -> String {
+        format!("{}/stops", self.root)
+    }
+    /// How `weir cancel` asked `job`'s tasks to stop.
+    pub fn stop(&self, job: &str) -> String {
+        format!("{}/stops/{job}", self.root)
     }
     /// The persistent directories every process may rely on (created by `ensure_layout`).
     pub fn base_dirs(&self) -> [String; 3] {

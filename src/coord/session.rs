@@ -17,7 +17,8 @@ use super::error::CoordError;
 /// How to reach ZooKeeper and how to retry.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// `host:port[,host:port...]` of the ensemble (no chroot suffix: weir roots its paths itself).
+    /// `host:port[,host:port...][/chroot]`: one server or an ensemble, optionally with a
+    /// chroot (created if missing) under which weir's root then lives.
     pub address: String,
     /// Session timeout asked of the server (it clamps it to its min/max).
     pub session_timeout: Duration,
@@ -25,6 +26,64 @@ pub struct SessionConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
+    /// Digest credentials (`user:password`): the session authenticates with them, and the
+    /// znodes this process creates are protected (see `store`'s ACLs).
+    pub auth: Option<ZkAuth>,
+}
+
+/// ZooKeeper digest credentials `user:password` (its `Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkAuth(String);
+
+impl ZkAuth {
+    /// Checks the `user:password` form (both parts non-empty).
+    ///
+    /// ```
+    /// use weir::coord::session::ZkAuth;
+    /// assert!(ZkAuth::parse("weir:s3cret").is_ok());
+    /// assert!(ZkAuth::parse("weir").is_err());
+    /// assert_eq!(format!("{:?}", ZkAuth::parse("weir:s3cret").unwrap()), "ZkAuth(weir:***)");
+    /// ```
+    pub fn parse(s: &str) -> Result<ZkAuth, CoordError> {
+        let s = s.trim();
+        match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(ZkAuth(s.to_string())),
+            _ => Err(CoordError::Invalid {
+                field: "ZooKeeper credentials".into(),
+                reason: "expected user:password (digest scheme)".into(),
+            }),
+        }
+    }
+
+    /// Credentials from a command line: `flag` (`--zk-auth`, or its environment variable)
+    /// or else the first line of `file` (`--zk-auth-file`); `None` without either.
+    pub fn from_flag_or_file(
+        flag: Option<&str>,
+        file: Option<&std::path::Path>,
+    ) -> Result<Option<ZkAuth>, CoordError> {
+        if let Some(f) = flag {
+            return ZkAuth::parse(f).map(Some);
+        }
+        let Some(path) = file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| CoordError::Invalid {
+            field: "--zk-auth-file".into(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        ZkAuth::parse(text.lines().next().unwrap_or_default()).map(Some)
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        self.0.split_once(':').map_or("", |(u, _)| u)
+    }
+}
+
+impl std::fmt::Debug for ZkAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ZkAuth({}:***)", self.user())
+    }
 }
 
 impl SessionConfig {
@@ -35,6 +94,7 @@ impl SessionConfig {
             session_timeout: Duration::from_secs(6),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            auth: None,
         }
     }
 }
@@ -235,12 +295,53 @@ pub async fn connect_with_backoff(cfg: &SessionConfig, status: &StatusHandle) ->
     }
 }
 
-/// One connection attempt, failing fast when no server answers.
+/// Splits a connect string into its servers and its chroot (`None` without one):
+///
+/// ```
+/// use weir::coord::session::split_chroot;
+/// assert_eq!(split_chroot("h1:1,h2:2,h3:3/weir/a"), ("h1:1,h2:2,h3:3", Some("/weir/a")));
+/// assert_eq!(split_chroot("127.0.0.1:2181"), ("127.0.0.1:2181", None));
+/// assert_eq!(split_chroot("127.0.0.1:2181/"), ("127.0.0.1:2181", None));
+/// ```
+pub fn split_chroot(address: &str) -> (&str, Option<&str>) {
+    match address.find('/') {
+        Some(i) if address[i..].len() > 1 => {
+            (&address[..i], Some(address[i..].trim_end_matches('/')))
+        }
+        Some(i) => (&address[..i], None),
+        None => (address, None),
+    }
+}
+
+/// One connection attempt, failing fast when no server answers. With a chroot in the
+/// address, the session is opened on the servers, the chroot created if missing, and the
+/// client returned is rooted there.
 pub async fn connect_once(cfg: &SessionConfig) -> Result<Client, CoordError> {
-    let fut = Client::connector()
+    let (servers, chroot) = split_chroot(&cfg.address);
+    let client = connect_servers(cfg, servers).await?;
+    let Some(chroot) = chroot else {
+        return Ok(client);
+    };
+    client
+        .mkdir(chroot, &super::store::persistent())
+        .await
+        .map_err(|e| CoordError::zk(chroot, e))?;
+    client.chroot(chroot).map_err(|_| CoordError::Invalid {
+        field: "ZooKeeper address".into(),
+        reason: format!("{:?}: bad chroot {chroot:?}", cfg.address),
+    })
+}
+
+async fn connect_servers(cfg: &SessionConfig, servers: &str) -> Result<Client, CoordError> {
+    let mut connector = Client::connector();
+    if let Some(auth) = &cfg.auth {
+        super::store::secure_acls();
+        connector = connector.with_auth("digest", auth.0.as_bytes());
+    }
+    let fut = connector
         .with_session_timeout(cfg.session_timeout)
         .with_fail_eagerly()
-        .connect(&cfg.address);
+        .connect(servers);
     // Bound the attempt: an unanswering (not refusing) address would otherwise wait a whole session timeout.
     match tokio::time::timeout(cfg.session_timeout.max(Duration::from_secs(1)) * 2, fut).await {
         Ok(Ok(c)) => Ok(c),

@@ -5,26 +5,62 @@
 //! each mapping errors to [`CoordError`] with the znode path.
 //! Must never: write task state or checkpoint metadata (that is `fencing`'s
 //! job, with the epoch check), or keep a session of its own.
+//!
+//! # ACLs
+//! Open (`world:anyone` ALL) by default: weir trusts its network. Once a
+//! session of this process authenticated with ZooKeeper's digest scheme
+//! (`--zk-auth user:password`, see [`SessionConfig::auth`]), every znode the
+//! process creates gets `auth` ALL (the same credentials: any weir process
+//! given them) and `world:anyone` READ: others can read the tree (`weir
+//! status`) but not change it. A tree created with credentials stays
+//! protected; one created without keeps its open nodes.
+//!
+//! [`SessionConfig::auth`]: super::session::SessionConfig::auth
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Stat};
+use zookeeper_client::{Acl, Acls, Client, CreateMode, CreateOptions, Permission, Stat};
 
 use super::error::{CoordError, CoordResult};
 use super::model::{
-    decode, encode, CheckpointMeta, JobAssignment, JobSpec, TaskId, TaskState, WorkerInfo,
+    decode, encode, CheckpointMeta, JobAssignment, JobSpec, StopMode, TaskId, TaskState, WorkerInfo,
 };
 use super::paths::{validate_name, ZkPaths};
 
-/// Options for persistent znodes (open ACL: weir runs on a trusted network).
-pub fn persistent() -> CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+static SECURED: AtomicBool = AtomicBool::new(false);
+
+/// Everything for the authenticated identity, reading for anyone.
+static SECURED_ACLS: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
+
+/// From now on this process creates znodes with the ACL of authenticated weir processes
+/// (see the module docs). Called when a session authenticates.
+pub fn secure_acls() {
+    SECURED.store(true, Ordering::SeqCst);
 }
 
-/// Options for ephemeral znodes.
+/// The ACL of the znodes this process creates: open, or protected after [`secure_acls`].
+pub fn acls() -> Acls<'static> {
+    if SECURED.load(Ordering::SeqCst) {
+        Acls::new(&SECURED_ACLS)
+    } else {
+        Acls::anyone_all()
+    }
+}
+
+/// Options for persistent znodes (ACL: [`acls`]).
+pub fn persistent() -> CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(acls())
+}
+
+/// Options for ephemeral znodes (ACL: [`acls`]).
 pub fn ephemeral() -> CreateOptions<'static> {
-    CreateMode::Ephemeral.with_acls(Acls::anyone_all())
+    CreateMode::Ephemeral.with_acls(acls())
 }
 
 /// Everything stored about one job.
@@ -36,8 +72,8 @@ pub struct JobView {
     pub assignment: Option<(JobAssignment, i32)>,
     /// Published task states.
     pub tasks: BTreeMap<TaskId, TaskState>,
-    /// Last completed checkpoint.
-    pub checkpoint: Option<CheckpointMeta>,
+    /// Each task's latest completed checkpoint.
+    pub checkpoints: BTreeMap<TaskId, CheckpointMeta>,
 }
 
 /// Creates the root and its `workers`, `leader` and `jobs` directories if missing.
@@ -99,6 +135,54 @@ pub async fn update_job(client: &Client, paths: &ZkPaths, spec: &JobSpec) -> Coo
     Ok(())
 }
 
+/// Records how `job`'s tasks are to stop when it is cancelled (written before
+/// [`cancel_job`]; read by the workers when the job's assignment goes).
+pub async fn write_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    mode: StopMode,
+) -> CoordResult<()> {
+    validate_name("job", job)?;
+    let dir = paths.stops();
+    match client.create(&dir, b"", &persistent()).await {
+        Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+        Err(e) => return Err(CoordError::zk(&dir, e)),
+    }
+    let path = paths.stop(job);
+    let data = encode(&path, &mode)?;
+    match client.create(&path, &data, &persistent()).await {
+        Ok(_) => Ok(()),
+        Err(zookeeper_client::Error::NodeExists) => client
+            .set_data(&path, &data, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| CoordError::zk(&path, e)),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
+}
+
+/// How `job`'s tasks are to stop (`None`: no request recorded).
+pub async fn read_stop_mode(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+) -> CoordResult<Option<StopMode>> {
+    validate_name("job", job)?;
+    Ok(read_json::<StopMode>(client, &paths.stop(job))
+        .await?
+        .map(|(m, _)| m))
+}
+
+/// Deletes `job`'s stop request; a missing one is not an error.
+pub async fn delete_stop_mode(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
+    let path = paths.stop(job);
+    match client.delete(&path, None).await {
+        Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
+        Err(e) => Err(CoordError::zk(&path, e)),
+    }
+}
+
 /// Requests cancellation: deletes the job's spec. The leader then removes the assignment
 /// (workers stop the tasks) and cleans the job's znodes.
 pub async fn cancel_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
@@ -139,9 +223,18 @@ pub async fn read_workers(
     mut ids: Vec<String>,
 ) -> CoordResult<Vec<WorkerInfo>> {
     ids.sort();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match read_json::<WorkerInfo>(client, &paths.worker(&id)).await {
+    // Read 256 at a time: a leader pass over 1,000 workers must not wait 1,000 round trips.
+    let reads: Vec<CoordResult<Option<(WorkerInfo, Stat)>>> = futures::stream::iter(ids)
+        .map(|id| {
+            let (client, path) = (client.clone(), paths.worker(&id));
+            async move { read_json::<WorkerInfo>(&client, &path).await }
+        })
+        .buffered(256)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(reads.len());
+    for r in reads {
+        match r {
             Ok(Some((w, _))) => out.push(w),
             Ok(None) => {}
             Err(e @ CoordError::Malformed { .. }) => tracing::warn!(error = %e, "ignoring worker"),
@@ -162,14 +255,15 @@ pub async fn read_assignment(
         .map(|(a, s)| (a, s.version)))
 }
 
-/// Reads the latest completed checkpoint of `job`.
+/// Reads the latest completed checkpoint of `task` of `job`.
 pub async fn read_checkpoint(
     client: &Client,
     paths: &ZkPaths,
     job: &str,
+    task: &str,
 ) -> CoordResult<Option<CheckpointMeta>> {
     Ok(
-        read_json::<CheckpointMeta>(client, &paths.checkpoint_latest(job))
+        read_json::<CheckpointMeta>(client, &paths.checkpoint(job, task))
             .await?
             .map(|(c, _)| c),
     )
@@ -228,12 +322,28 @@ pub async fn read_job(client: &Client, paths: &ZkPaths, job: &str) -> CoordResul
         Err(zookeeper_client::Error::NoNode) => {}
         Err(e) => return Err(CoordError::zk(&tasks_dir, e)),
     }
-    let checkpoint = read_checkpoint(client, paths, job).await?;
+    let checkpoints_dir = paths.checkpoints(job);
+    let mut checkpoints = BTreeMap::new();
+    match client.list_children(&checkpoints_dir).await {
+        Ok(children) => {
+            for name in children {
+                // A task id, or a record from an older layout (skipped).
+                let Ok(id) = name.parse::<TaskId>() else {
+                    continue;
+                };
+                if let Some(meta) = read_checkpoint(client, paths, job, &name).await? {
+                    checkpoints.insert(id, meta);
+                }
+            }
+        }
+        Err(zookeeper_client::Error::NoNode) => {}
+        Err(e) => return Err(CoordError::zk(&checkpoints_dir, e)),
+    }
     Ok(JobView {
         spec,
         assignment,
         tasks,
-        checkpoint,
+        checkpoints,
     })
 }
 

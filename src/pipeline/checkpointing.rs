@@ -2,8 +2,11 @@
 //! barriers are aligned.
 //!
 //! Owns [`CheckpointConfig`] and [`CheckpointingMode`], plain settings the
-//! job builder validates and the runtime reads. Never does I/O.
+//! job builder validates and the runtime reads, and [`CheckpointRecord`],
+//! the id a coordinator outside the job recorded for it. Never does I/O.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether checkpoint barriers are aligned where inputs merge.
@@ -56,5 +59,53 @@ impl Default for CheckpointConfig {
             retain: 3,
             mode: CheckpointingMode::ExactlyOnce,
         }
+    }
+}
+
+/// The checkpoint a record kept outside the job names as its latest (the
+/// cluster keeps one per task in ZooKeeper, written fenced by the task's
+/// assignment epoch, so a zombie's checkpoints are never recorded).
+///
+/// A job given a record ([`RunnableJob::with_checkpoint_record`]) restores
+/// from the recorded checkpoint when its sources do not track which one
+/// they committed (with an exactly-once Kafka sink the transaction is the
+/// commit point and wins), and its retention never deletes the recorded
+/// one. The coordinator updates it with [`set`](Self::set) once it has
+/// written a newer id.
+///
+/// ```
+/// use weir::pipeline::CheckpointRecord;
+/// let record = CheckpointRecord::new(None);
+/// assert_eq!(record.get(), None);
+/// record.set(7);
+/// record.set(5); // never goes back
+/// assert_eq!(record.get(), Some(7));
+/// ```
+///
+/// [`RunnableJob::with_checkpoint_record`]: crate::pipeline::job::RunnableJob::with_checkpoint_record
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointRecord {
+    id: Arc<AtomicU64>,
+}
+
+impl CheckpointRecord {
+    /// A record naming `id` (`None`: no checkpoint recorded yet).
+    pub fn new(id: Option<u64>) -> Self {
+        CheckpointRecord {
+            id: Arc::new(AtomicU64::new(id.unwrap_or(0))),
+        }
+    }
+
+    /// The recorded id.
+    pub fn get(&self) -> Option<u64> {
+        match self.id.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// Records `id` if it is newer than the recorded one.
+    pub fn set(&self, id: u64) {
+        self.id.fetch_max(id, Ordering::AcqRel);
     }
 }

@@ -87,6 +87,16 @@ pub trait CheckpointCommitter: Send + Sync + 'static {
     /// The id of the last checkpoint committed; sinks wait on it after a
     /// barrier before writing the next epoch's records.
     fn committed(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Stops every earlier writer of this output (another process that
+    /// still runs the job, or this one's previous attempt) from committing
+    /// anything more, waiting for a commit it already began. Called before
+    /// a restore reads what was committed: otherwise a predecessor could
+    /// commit a newer checkpoint after that read, and the restored job
+    /// would write that checkpoint's output a second time. Blocking.
+    fn fence_predecessors(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// One instance's reader.

@@ -61,6 +61,13 @@ pub struct JobConfig {
     /// A cancel drains (fires every open window) even when the job could
     /// stop with a savepoint.
     pub drain_on_cancel: bool,
+    /// Checkpoint ids of this run are above this (the cluster passes
+    /// `epoch * 1e9`, so a zombie of an older assignment epoch and the
+    /// task's new owner never write the same `chk-<id>`).
+    pub checkpoint_ids_above: u64,
+    /// The checkpoint a coordinator recorded for the job (see
+    /// [`CheckpointRecord`](crate::pipeline::CheckpointRecord)).
+    pub checkpoint_record: Option<crate::pipeline::CheckpointRecord>,
 }
 
 impl Default for JobConfig {
@@ -77,6 +84,8 @@ impl Default for JobConfig {
             checkpoint_storage: None,
             checkpoint_retain: 3,
             drain_on_cancel: false,
+            checkpoint_ids_above: 0,
+            checkpoint_record: None,
         }
     }
 }
@@ -87,6 +96,8 @@ struct Meta {
     config: JobConfig,
     errors: Vec<BuildError>,
     stages: usize,
+    /// Stage uids given with `.uid(..)`.
+    uids: std::collections::BTreeSet<String>,
 }
 
 impl Meta {
@@ -139,6 +150,7 @@ impl Job {
                 config: JobConfig::default(),
                 errors,
                 stages: 0,
+                uids: Default::default(),
             },
         }
     }
@@ -484,6 +496,56 @@ where
         self.then(AssignTimestamps::new(f))
     }
 
+    /// A stable uid for the current stage: its tasks are named
+    /// `<job>/<uid>-<kind>#<i>` instead of by the stage's position in the
+    /// graph (`<job>/<n>-<kind>#<i>`), so its checkpointed state is found
+    /// again after stages are added or removed before it. ASCII letters,
+    /// digits, `_` and `.`, not only digits, unique in the job.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::connectors::{BlackholeSink, GeneratorSource};
+    /// use weir::pipeline::{Count, Job, Tumbling};
+    /// let job = Job::new("clicks")
+    ///     .source(GeneratorSource::new(|i| (i % 3, i)).count(10))
+    ///     .key_by(|e: &(u64, u64)| e.0)
+    ///     .window(Tumbling::event_time(Duration::from_secs(1)))
+    ///     .aggregate(Count)
+    ///     .uid("counts")
+    ///     .sink(BlackholeSink::new());
+    /// assert!(job.validate().is_ok());
+    /// ```
+    pub fn uid(mut self, uid: &str) -> Self {
+        let kind = self
+            .node
+            .stage
+            .split_once('-')
+            .map_or("stage", |(_, k)| k)
+            .to_string();
+        let valid = !uid.is_empty()
+            && uid.len() <= 64
+            && uid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+            && !uid.chars().all(|c| c.is_ascii_digit());
+        if !valid {
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.uid", self.node.stage),
+                format!(
+                    "{uid:?}: use ASCII letters, digits, '_' and '.' (not only digits), at most 64"
+                ),
+            ));
+        } else if !self.meta.uids.insert(uid.to_string()) {
+            self.meta.errors.push(BuildError::invalid(
+                format!("{}.uid", self.node.stage),
+                format!("{uid:?} names another stage of the job already"),
+            ));
+        } else {
+            self.node.stage = format!("{uid}-{kind}");
+        }
+        self
+    }
+
     /// Parallelism of the current stage.
     pub fn parallelism(mut self, n: usize) -> Self {
         if n == 0 {
@@ -692,6 +754,10 @@ where
     U: Upstream<S::In>,
 {
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
+        // Fenced first, so nothing commits after the read.
+        if let Some(c) = self.sink.committer() {
+            c.fence_predecessors()?;
+        }
         self.upstream.committed_checkpoint(job)
     }
 
@@ -761,6 +827,20 @@ pub struct RunnableJob {
 }
 
 impl RunnableJob {
+    /// Restores from, and never deletes, the checkpoint `record` names
+    /// (see [`CheckpointRecord`](crate::pipeline::CheckpointRecord)).
+    pub fn with_checkpoint_record(mut self, record: crate::pipeline::CheckpointRecord) -> Self {
+        self.config.checkpoint_record = Some(record);
+        self
+    }
+
+    /// Takes checkpoint ids above `floor` only (a coordinator passes one
+    /// per fencing epoch, so two owners of one job never share an id).
+    pub fn with_checkpoint_ids_above(mut self, floor: u64) -> Self {
+        self.config.checkpoint_ids_above = floor;
+        self
+    }
+
     /// The job's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -24,7 +24,7 @@ pub mod window;
 
 pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
-pub use checkpointing::{CheckpointConfig, CheckpointingMode};
+pub use checkpointing::{CheckpointConfig, CheckpointRecord, CheckpointingMode};
 pub use connector::{
     CheckpointCommitter, CommittedCheckpoint, ReaderWatermark, Sink, SinkWriter, Source,
     SourceReader, SourceStatus,

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zookeeper_client::Client;
 
-use crate::coord::session::{connect_once, SessionConfig};
+use crate::coord::session::{connect_once, SessionConfig, ZkAuth};
 use crate::coord::store::{self, JobView};
-use crate::coord::{CoordError, JobSpec, TaskError, TaskStatus, WorkerInfo, ZkPaths};
+use crate::coord::{CoordError, JobSpec, StopMode, TaskError, TaskStatus, WorkerInfo, ZkPaths};
 
 use super::error::{ServiceError, ServiceResult};
 
@@ -25,10 +25,21 @@ use super::error::{ServiceError, ServiceResult};
 pub async fn connect(
     address: &str,
     wait: Duration,
+    on_wait: impl FnMut(&str),
+) -> ServiceResult<Client> {
+    connect_with_auth(address, None, wait, on_wait).await
+}
+
+/// [`connect`] with digest credentials (the session authenticates; see `coord::store`'s ACLs).
+pub async fn connect_with_auth(
+    address: &str,
+    auth: Option<ZkAuth>,
+    wait: Duration,
     mut on_wait: impl FnMut(&str),
 ) -> ServiceResult<Client> {
     let start = Instant::now();
     let mut cfg = SessionConfig::new(address);
+    cfg.auth = auth;
     cfg.session_timeout = Duration::from_secs(5);
     let mut delay = Duration::from_millis(200);
     loop {
@@ -135,7 +146,9 @@ pub async fn submit(
         }
     }
     match store::create_job(client, paths, spec).await {
-        Ok(()) => Ok(()),
+        // A stop request left by an earlier job of this name (cancelled
+        // with --no-wait) is not this job's.
+        Ok(()) => Ok(store::delete_stop_mode(client, paths, &spec.name).await?),
         Err(CoordError::AlreadyExists { .. }) => Err(ServiceError::DuplicateJob(spec.name.clone())),
         Err(CoordError::Zk {
             source: zookeeper_client::Error::NodeExists,
@@ -145,14 +158,37 @@ pub async fn submit(
     }
 }
 
-/// Requests cancellation of `job`; with `wait`, waits (bounded) until the leader removed
-/// its znodes. Returns whether they are gone.
+/// Requests cancellation of `job`, its tasks stopping as `mode` says; with `wait`, waits
+/// (bounded) until the leader removed its znodes. Returns whether they are gone.
 pub async fn cancel(
     client: &Client,
     paths: &ZkPaths,
     job: &str,
+    mode: StopMode,
     wait: Option<Duration>,
 ) -> ServiceResult<bool> {
+    if crate::coord::paths::validate_name("job", job).is_err()
+        || client
+            .check_stat(&paths.spec(job))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        // Unknown, or being cancelled already (its first request stands).
+        if client
+            .check_stat(&paths.job(job))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            return Err(ServiceError::NoSuchJob(job.to_string()));
+        }
+    } else {
+        // How the tasks stop, first: workers read it when the job goes.
+        store::write_stop_mode(client, paths, job, mode).await?;
+    }
     match store::cancel_job(client, paths, job).await {
         Ok(()) => {}
         Err(CoordError::NoNode { .. }) => {
@@ -175,7 +211,10 @@ pub async fn cancel(
     let dir = paths.job(job);
     loop {
         match client.check_stat(&dir).await {
-            Ok(None) => return Ok(true),
+            Ok(None) => {
+                store::delete_stop_mode(client, paths, job).await?;
+                return Ok(true);
+            }
             Ok(Some(_)) => {}
             Err(e) => return Err(CoordError::zk(&dir, e).into()),
         }
@@ -236,6 +275,13 @@ pub struct TaskRow {
     /// The task's latest completed checkpoint, if it checkpoints durably.
     #[serde(default)]
     pub checkpoint: Option<crate::actors::CheckpointSummary>,
+    /// Records read per second (as last published by its worker, rounded).
+    #[serde(default)]
+    pub records_in_per_s: u64,
+    /// The checkpoint recorded for the task in ZooKeeper (fenced; what a
+    /// move or restart restores from), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_checkpoint: Option<crate::coord::CheckpointMeta>,
 }
 
 /// One job in [`ClusterStatus`].
@@ -317,6 +363,11 @@ fn job_status(view: &JobView) -> JobStatus {
             }
             (Some(_), _) => "SCHEDULED".to_string(),
         };
+        // Only a running task's rate is current; a stopped one reads nothing.
+        let records_in_per_s = match st {
+            Some(s) if state == "RUNNING" => s.records_in_per_s,
+            _ => 0,
+        };
         tasks.push(TaskRow {
             task: id.to_string(),
             worker: assigned.map(|a| a.worker.clone()),
@@ -330,6 +381,8 @@ fn job_status(view: &JobView) -> JobStatus {
             last_error: st.and_then(|s| s.last_error.clone()),
             updated_at_ms: st.map(|s| s.updated_at_ms).unwrap_or(0),
             checkpoint: st.and_then(|s| s.checkpoint.clone()),
+            records_in_per_s,
+            recorded_checkpoint: view.checkpoints.get(&id).cloned(),
         });
     }
     let has = |s: &str| tasks.iter().any(|t| t.state == s);
@@ -495,13 +548,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             }
         ));
         out.push_str(&format!(
-            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
             "TASK",
             "WORKER",
             "STATE",
             "EPOCH",
             "IN",
             "OUT",
+            "IN/S",
             "LAG",
             "RESTARTS",
             "CHECKPOINT",
@@ -514,13 +568,14 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 format!("{} ({:.1}s ago)", c.id, age_ms as f64 / 1000.0)
             });
             out.push_str(&format!(
-                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>16}  {}\n",
+                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
                 t.task,
                 t.worker.as_deref().unwrap_or("-"),
                 t.state,
                 t.epoch,
                 t.records_in,
                 t.records_out,
+                t.records_in_per_s,
                 t.lag,
                 t.restarts,
                 checkpoint,

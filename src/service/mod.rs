@@ -4,8 +4,8 @@
 //! Owns: the job-type registry ([`registry`]), the worker runtime
 //! ([`worker`]: assignment → tasks on a local runtime, task-state
 //! publication, session handling, graceful leave), zombie fencing on the
-//! data plane ([`lease`]), the worker's HTTP endpoint ([`http`], [`view`]),
-//! and the CLI's operations on ZooKeeper ([`admin`]).
+//! data plane ([`lease`]), what the worker shows of itself ([`view`], served
+//! by [`crate::web`]), and the CLI's operations on ZooKeeper ([`admin`]).
 //! Must never: talk to ZooKeeper except through [`crate::coord`] (the worker
 //! through its actor, the CLI through its store functions), move records
 //! between machines (only Kafka does), or let a task write once its lease or
@@ -13,7 +13,6 @@
 
 pub mod admin;
 pub mod error;
-pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lease;
@@ -24,5 +23,5 @@ pub mod worker;
 pub use error::{ServiceError, ServiceResult};
 pub use lease::{Fenced, Lease, LeaseGuard};
 pub use registry::{JobTypeRegistry, Progress, ProgressProbe, TaskBuild, TaskEnv};
-pub use view::{SharedView, TaskView, WorkerView};
+pub use view::{Sample, SharedView, StageView, TaskView, WorkerView};
 pub use worker::{run_worker, GracefulStop, WorkerActor, WorkerConfig};

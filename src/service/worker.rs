@@ -34,26 +34,36 @@ use actix::prelude::*;
 
 use crate::actors::{JobHandle, JobStatus, LocalRuntime};
 use crate::coord::actor::{
-    Deregister, ForgetTask, Ping, ReadSpec, ReadTaskState, ReportFailure, Shutdown, WriteTaskState,
+    Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadStopMode, ReadTaskState,
+    ReportFailure, Shutdown, WriteCheckpoint, WriteTaskState,
 };
 use crate::coord::session::StatusHandle;
 use crate::coord::{
-    CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment, JobSpec,
-    SessionEvent, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
+    CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
+    JobSpec, SessionEvent, StopMode, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
 };
 
 use super::error::{ServiceError, ServiceResult};
+use crate::pipeline::CheckpointRecord;
+
+/// Checkpoint ids a task takes in one assignment epoch: epoch `e` takes ids
+/// above `e * 10^9`, so its checkpoints sort after every older epoch's and
+/// a zombie of an older epoch never writes the same `chk-<id>` as the new
+/// owner (a billion: 31 years of one checkpoint a second).
+const CHECKPOINT_IDS_PER_EPOCH: u64 = 1_000_000_000;
 use super::lease::Lease;
 use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
-use super::view::{SharedView, TaskView, WorkerView};
+use super::view::{SharedView, StageView, TaskView, WorkerView};
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Worker id (unique in the cluster; a path segment).
     pub id: String,
-    /// ZooKeeper `host:port`.
+    /// ZooKeeper `host:port[,host:port...][/chroot]`.
     pub zk: String,
+    /// ZooKeeper digest credentials (protect the tree; see `coord::store`'s ACLs).
+    pub zk_auth: Option<crate::coord::session::ZkAuth>,
     /// Root of the znode tree (default `/weir`).
     pub root: String,
     /// Kafka `bootstrap.servers` handed to task factories.
@@ -76,6 +86,9 @@ pub struct WorkerConfig {
     /// Durable checkpoint storage shared by every worker of the cluster
     /// (`file:///shared/dir`, `s3://..`), handed to task factories.
     pub checkpoint_url: Option<String>,
+    /// Whether the HTTP endpoint accepts cancel and rescale (`--http-admin`);
+    /// without it the dashboard and its API are read-only.
+    pub http_admin: bool,
 }
 
 impl WorkerConfig {
@@ -85,6 +98,7 @@ impl WorkerConfig {
         WorkerConfig {
             id: id.to_string(),
             zk: zk.to_string(),
+            zk_auth: None,
             root: crate::coord::paths::DEFAULT_ROOT.to_string(),
             brokers: brokers.to_string(),
             session_timeout: Duration::from_secs(6),
@@ -95,6 +109,7 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(6),
             build_failure_delay: Duration::from_secs(1),
             checkpoint_url: None,
+            http_admin: false,
         }
     }
 
@@ -139,6 +154,11 @@ struct Task {
     published: Option<(TaskStatus, Instant)>,
     carried: Carried,
     report: FailureReport,
+    /// The checkpoint recorded for this task in ZooKeeper (read at start,
+    /// advanced by each fenced write; the job restores from it).
+    record: CheckpointRecord,
+    /// A checkpoint record write is in flight.
+    recording: bool,
 }
 
 impl Task {
@@ -157,28 +177,23 @@ impl Task {
     }
 
     fn view(&self) -> TaskView {
-        let mut v = TaskView {
-            task: self.token.task.to_string(),
-            job: self.token.job.clone(),
-            job_type: self.spec.job_type.clone(),
-            state: self.status().unwrap_or(TaskStatus::Scheduled),
-            epoch: self.token.epoch,
-            records_in: 0,
-            records_out: 0,
-            batches: 0,
-            backpressure_ms: 0,
-            lag: self.progress.lag,
-            offsets: self.progress.offsets.clone(),
-            restarts: self.carried.restarts,
-            last_error: self.carried.last_error.clone(),
-            checkpoint: None,
-            checkpoint_failures: 0,
-        };
+        let mut v = TaskView::new(
+            &self.token.task.to_string(),
+            &self.token.job,
+            &self.spec.job_type,
+            self.status().unwrap_or(TaskStatus::Scheduled),
+            self.token.epoch,
+        );
+        v.lag = self.progress.lag;
+        v.offsets = self.progress.offsets.clone();
+        v.restarts = self.carried.restarts;
+        v.last_error = self.carried.last_error.clone();
         match &self.phase {
             Phase::Starting => {}
             Phase::BuildFailed(e, _) => v.last_error = Some(e.clone()),
             Phase::Running(h) => {
                 let r = h.report();
+                let prefix = format!("{}/", r.name);
                 for (name, m) in &r.tasks {
                     if name.contains("-source#") {
                         v.records_in += m.records_out.max(m.records_in);
@@ -188,7 +203,24 @@ impl Task {
                         v.records_out += m.records_out;
                     }
                     v.backpressure_ms += m.backpressure_ms;
+                    v.late_records += m.late_records;
+                    let watermark = (m.watermark != i64::MIN).then_some(m.watermark);
+                    if let Some(w) = watermark {
+                        v.watermark = Some(v.watermark.map_or(w, |x| x.min(w)));
+                    }
+                    v.stages.push(StageView {
+                        stage: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
+                        records_in: m.records_in,
+                        records_out: m.records_out,
+                        batches_in: m.batches_in,
+                        batches_out: m.batches_out,
+                        late_records: m.late_records,
+                        dead_letters: m.dead_letters,
+                        backpressure_ms: m.backpressure_ms,
+                        watermark,
+                    });
                 }
+                v.dead_letters = r.dead_letters;
                 v.restarts += r.restarts;
                 v.checkpoint = r.checkpoints.last.clone();
                 v.checkpoint_failures = r.checkpoints.failed;
@@ -216,6 +248,7 @@ impl Task {
             last_error: v.last_error.clone(),
             updated_at_ms: crate::coord::model::now_ms(),
             checkpoint: v.checkpoint.clone(),
+            records_in_per_s: v.records_in_per_s.round() as u64,
         }
     }
 }
@@ -239,6 +272,9 @@ pub struct WorkerActor {
     /// Tasks told to stop and not terminal yet (drained or aborted).
     stopping: Vec<(TaskId, JobHandle)>,
     desired: BTreeMap<String, Desire>,
+    /// Removed jobs whose stop request (`/stops/<job>`) is being read: their
+    /// tasks stop as it says once it arrives.
+    stop_reads: std::collections::BTreeSet<String>,
     view: SharedView,
     shutting_down: bool,
     lease_lost_logged: bool,
@@ -255,6 +291,7 @@ impl WorkerActor {
         let mut ccfg = CoordConfig::new(cfg.zk.clone());
         ccfg.root.clone_from(&cfg.root);
         ccfg.session.session_timeout = cfg.session_timeout;
+        ccfg.session.auth.clone_from(&cfg.zk_auth);
         let info = WorkerInfo {
             id: cfg.id.clone(),
             address: cfg.address.clone(),
@@ -286,6 +323,7 @@ impl WorkerActor {
             tasks: BTreeMap::new(),
             stopping: Vec::new(),
             desired: BTreeMap::new(),
+            stop_reads: Default::default(),
             view,
             shutting_down: false,
             lease_lost_logged: false,
@@ -380,8 +418,24 @@ impl WorkerActor {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        let mut removed_jobs = std::collections::BTreeSet::new();
         for id in unwanted {
-            self.stop_task(&id, true, "no longer assigned here (or its job changed)");
+            if !self.desired.contains_key(&id.job) && !self.shutting_down {
+                // The job was cancelled: how its tasks stop is in its
+                // stop request.
+                removed_jobs.insert(id.job.clone());
+                continue;
+            }
+            self.stop_task(
+                &id,
+                StopMode::Savepoint,
+                "no longer assigned here (or its job changed)",
+            );
+        }
+        for job in removed_jobs {
+            if self.stop_reads.insert(job.clone()) {
+                self.stop_cancelled_job(job, ctx);
+            }
         }
         if self.shutting_down || !self.lease.is_valid() {
             return;
@@ -420,6 +474,8 @@ impl WorkerActor {
             published: None,
             carried: Carried::default(),
             report: FailureReport::NotSent,
+            record: CheckpointRecord::default(),
+            recording: false,
         };
         let Some(factory) = self.registry.get(&spec.job_type) else {
             let msg = format!(
@@ -464,9 +520,14 @@ impl WorkerActor {
             job: token.job.clone(),
             task: id.clone(),
         });
+        // The checkpoint its previous owner (or its own last run) recorded.
+        let recorded = self.coord.send(ReadCheckpoint {
+            job: token.job.clone(),
+            task: id.clone(),
+        });
         let task_name = id.clone();
         async move {
-            let (built, prior) = futures::future::join(built, prior).await;
+            let (built, prior, recorded) = futures::future::join3(built, prior, recorded).await;
             let built =
                 built.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")));
             let prior = match prior {
@@ -480,10 +541,15 @@ impl WorkerActor {
                     None
                 }
             };
-            (built, prior)
+            let recorded = match recorded {
+                Ok(Ok(r)) => Ok(r.map(|m| m.id)),
+                Ok(Err(e)) => Err(format!("cannot read the task's checkpoint record: {e}")),
+                Err(e) => Err(format!("coordination actor unavailable: {e}")),
+            };
+            (built, prior, recorded)
         }
         .into_actor(self)
-        .map(move |(res, prior), act, ctx| {
+        .map(move |(res, prior, recorded), act, ctx| {
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
             };
@@ -506,10 +572,19 @@ impl WorkerActor {
                     Instant::now(),
                 )
             };
+            // Without its record a task could restore a zombie's checkpoint:
+            // it does not start (the failure is reported and retried).
+            let res = res.and_then(|b| recorded.map(|r| (b, r)));
             task.phase = match res {
-                Ok(build) => {
+                Ok((build, recorded)) => {
                     task.probe = build.probe;
-                    match act.runtime.start(build.job) {
+                    task.record = CheckpointRecord::new(recorded);
+                    // Checkpoint ids of this epoch above every older epoch's.
+                    let job = build
+                        .job
+                        .with_checkpoint_record(task.record.clone())
+                        .with_checkpoint_ids_above(token.epoch.saturating_mul(CHECKPOINT_IDS_PER_EPOCH));
+                    match act.runtime.start(job) {
                         Ok(h) => Phase::Running(h),
                         Err(e) => failed(e.to_string()),
                     }
@@ -517,22 +592,60 @@ impl WorkerActor {
                 Err(reason) => failed(reason),
             };
             act.publish(ctx, false);
+            // The view shows what ZooKeeper was just told (not a tick later).
+            act.refresh_view();
         })
         .spawn(ctx);
     }
 
-    /// Stops one task: `drain` = cancel (drain + commit), otherwise abort at once.
-    fn stop_task(&mut self, id: &TaskId, drain: bool, why: &str) {
+    /// Reads how cancelled `job`'s tasks are to stop, then stops those
+    /// still here that way (a request that cannot be read: a savepoint).
+    fn stop_cancelled_job(&mut self, job: String, ctx: &mut Context<Self>) {
+        self.coord
+            .send(ReadStopMode { job: job.clone() })
+            .into_actor(self)
+            .map(move |res, act, _| {
+                act.stop_reads.remove(&job);
+                let mode = match res {
+                    Ok(Ok(m)) => m.unwrap_or_default(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = %job, error = %e, "stop request unreadable: stopping with a savepoint");
+                        StopMode::Savepoint
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job, error = %e, "coordination actor unavailable: stopping with a savepoint");
+                        StopMode::Savepoint
+                    }
+                };
+                if act.desired.contains_key(&job) {
+                    return; // submitted again meanwhile: reconcile decides
+                }
+                let ids: Vec<TaskId> = act
+                    .tasks
+                    .keys()
+                    .filter(|id| id.job == job)
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    act.stop_task(&id, mode, "its job was cancelled");
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Stops one task: with a savepoint (a final checkpoint with durable
+    /// storage, else a drain), drained (open windows fire), or aborted at once.
+    fn stop_task(&mut self, id: &TaskId, how: StopMode, why: &str) {
         let Some(task) = self.tasks.remove(id) else {
             return;
         };
-        tracing::info!(task = %id, drain, "stopping task: {why}");
+        tracing::info!(task = %id, how = ?how, "stopping task: {why}");
         self.coord.do_send(ForgetTask(task.token.clone()));
         if let Phase::Running(h) = task.phase {
-            if drain {
-                h.cancel();
-            } else {
-                h.abort();
+            match how {
+                StopMode::Savepoint => h.cancel(),
+                StopMode::Drain => h.drain(),
+                StopMode::Abort => h.abort(),
             }
             self.stopping.push((id.clone(), h));
         }
@@ -544,7 +657,7 @@ impl WorkerActor {
             tracing::warn!(tasks = ids.len(), "aborting every task: {why}");
         }
         for id in ids {
-            self.stop_task(&id, false, why);
+            self.stop_task(&id, StopMode::Abort, why);
         }
         for (_, h) in &self.stopping {
             h.abort();
@@ -571,10 +684,17 @@ impl WorkerActor {
                 }
             };
             if due {
-                let v = task.view();
+                let mut v = task.view();
+                if let Some((rin, rout)) = self.view.rates_of(&v.task) {
+                    v.records_in_per_s = rin;
+                    v.records_out_per_s = rout;
+                }
                 writes.push((task.token.clone(), task.state(&v)));
                 task.published = Some((status, now));
             }
+        }
+        if progress_too {
+            self.record_checkpoints(ctx);
         }
         for (token, state) in writes {
             self.coord
@@ -591,6 +711,77 @@ impl WorkerActor {
                 .spawn(ctx);
         }
         self.report_failures(ctx);
+    }
+
+    /// Records each running task's newest completed checkpoint under
+    /// `/jobs/<job>/checkpoints/<task>`, fenced by its token (one write in
+    /// flight per task, at most one per publish interval); once written,
+    /// the task's retention keeps it.
+    fn record_checkpoints(&mut self, ctx: &mut Context<Self>) {
+        // Without durable storage there is nothing to restore from.
+        let Some(url) = self.cfg.checkpoint_url.clone() else {
+            return;
+        };
+        let mut writes = Vec::new();
+        for (id, task) in self.tasks.iter_mut() {
+            let Phase::Running(h) = &task.phase else {
+                continue;
+            };
+            if task.recording {
+                continue;
+            }
+            let r = h.report();
+            let Some(last) = r.checkpoints.last else {
+                continue;
+            };
+            if task.record.get().is_some_and(|had| had >= last.id) {
+                continue;
+            }
+            let location = format!("{}/{}/chk-{}", url.trim_end_matches('/'), h.name(), last.id);
+            task.recording = true;
+            writes.push((
+                id.clone(),
+                task.token.clone(),
+                CheckpointMeta {
+                    id: last.id,
+                    offsets: r.checkpoints.last_offsets.clone(),
+                    state_paths: [(id.clone(), location)].into(),
+                    completed_at_ms: last.completed_at_ms,
+                    epoch: task.token.epoch,
+                    worker: task.token.worker.clone(),
+                    transactional_id: None,
+                },
+            ));
+        }
+        for (id, token, meta) in writes {
+            let chk = meta.id;
+            self.coord
+                .send(WriteCheckpoint {
+                    token: token.clone(),
+                    meta,
+                })
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let Some(task) = act.tasks.get_mut(&id) else {
+                        return;
+                    };
+                    if task.token != token {
+                        return;
+                    }
+                    task.recording = false;
+                    match res {
+                        Ok(Ok(())) => task.record.set(chk),
+                        Ok(Err(CoordError::Invalid { .. })) => {
+                            // Already recorded (a write that timed out and
+                            // landed): nothing older may replace it.
+                            task.record.set(chk)
+                        }
+                        Ok(Err(e)) => act.on_write_failed(&token, &e),
+                        Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
+                    }
+                })
+                .spawn(ctx);
+        }
     }
 
     /// Reports each task FAILED past its restart policy (once its FAILED state was sent) to
@@ -665,7 +856,7 @@ impl WorkerActor {
                     .is_some_and(|t| &t.token == token)
                 {
                     tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away; aborting it here");
-                    self.stop_task(&token.task, false, "fenced");
+                    self.stop_task(&token.task, StopMode::Abort, "fenced");
                 }
             }
             _ => {
@@ -744,6 +935,8 @@ impl WorkerActor {
             lease_ms: self.lease.remaining().as_millis() as u64,
             job_types: self.registry.names(),
             tasks: self.tasks.values().map(Task::view).collect(),
+            address: self.cfg.address.clone(),
+            admin: self.cfg.http_admin,
         });
     }
 }
@@ -827,7 +1020,7 @@ impl Handler<GracefulStop> for WorkerActor {
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         tracing::info!(tasks = ids.len(), "shutting down: draining tasks");
         for id in ids {
-            self.stop_task(&id, true, "worker shutting down");
+            self.stop_task(&id, StopMode::Savepoint, "worker shutting down");
         }
         let handles: Vec<JobHandle> = self.stopping.iter().map(|(_, h)| h.clone()).collect();
         let grace = self.cfg.drain_grace;
@@ -878,11 +1071,17 @@ pub async fn run_worker(
     let view = SharedView::default();
     let mut server = None;
     if let Some(addr) = http {
-        let (bound, handle) = super::http::serve(addr, view.clone()).await?;
+        let web = crate::web::WebConfig {
+            addr,
+            admin: cfg.http_admin,
+            zk: cfg.zk.clone(),
+            root: cfg.root.clone(),
+        };
+        let (bound, handle) = crate::web::serve(web, view.clone()).await?;
         if cfg.address.is_empty() {
             cfg.address = bound.to_string();
         }
-        tracing::info!(address = %bound, "HTTP endpoint listening");
+        tracing::info!(address = %bound, admin = cfg.http_admin, "HTTP endpoint listening");
         server = Some(handle);
     }
     let id = cfg.id.clone();

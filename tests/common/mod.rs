@@ -388,6 +388,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `target/debug/examples/<name>` with `args`, stderr to a log file.
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_logging(name, args, None)
+    }
+
+    /// [`spawn`](Self::spawn) with its own `RUST_LOG` filter (else
+    /// `WEIR_TEST_RUST_LOG`, else `info`).
+    pub fn spawn_logging(name: &str, args: &[&str], log_filter: Option<&str>) -> Proc {
         build_examples();
         let bin = repo_root().join("target/debug/examples").join(name);
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
@@ -408,7 +414,9 @@ impl Proc {
             // Debugging aid: WEIR_TEST_RUST_LOG="info,librdkafka=debug".
             .env(
                 "RUST_LOG",
-                std::env::var("WEIR_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+                log_filter.map(str::to_string).unwrap_or_else(|| {
+                    std::env::var("WEIR_TEST_RUST_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))

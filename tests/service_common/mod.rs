@@ -16,10 +16,14 @@ use serde_json::Value;
 pub mod kafka;
 
 #[allow(unused_imports)]
-pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Proc, Rec};
+pub use kafka::{create_topic, delete_topics, produce, read_topic, unique, Got, Proc, Rec};
 
-/// `127.0.0.1:${WEIR_ZK_PORT:-2181}`.
+/// `127.0.0.1:${WEIR_ZK_PORT:-2181}`, or `WEIR_TEST_ZK_CONNECT` when a test binary set it
+/// (the ensemble test: several servers and a chroot).
 pub fn zk_addr() -> String {
+    if let Ok(connect) = std::env::var("WEIR_TEST_ZK_CONNECT") {
+        return connect;
+    }
     format!(
         "127.0.0.1:{}",
         std::env::var("WEIR_ZK_PORT").unwrap_or_else(|_| "2181".into())
@@ -86,6 +90,8 @@ pub struct Cluster {
     pub session_timeout_ms: u64,
     pub workers: BTreeMap<String, Proc>,
     pub topics: Vec<String>,
+    /// The workers' `RUST_LOG` (default: `info`).
+    pub log_filter: Option<String>,
 }
 
 impl Cluster {
@@ -97,6 +103,7 @@ impl Cluster {
             session_timeout_ms,
             workers: BTreeMap::new(),
             topics: Vec::new(),
+            log_filter: None,
         }
     }
 
@@ -133,7 +140,7 @@ impl Cluster {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let p = Proc::spawn("service", &args);
+        let p = Proc::spawn_logging("service", &args, self.log_filter.as_deref());
         self.workers.insert(id.to_string(), p);
         let want = id.to_string();
         self.wait("worker registration", Duration::from_secs(20), |c| {
@@ -392,4 +399,42 @@ pub fn describe_missing(
         .map(|((i, o), n)| format!("input partition {i} -> output partition {o:?}: {n}"))
         .collect();
     format!("{} missing ids: {}", missing.len(), pairs.join("; "))
+}
+
+/// A plain HTTP request on `addr`: (status code, body); `None` when nothing answered.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// `GET addr path` as JSON (panics naming the page when it does not answer 2xx JSON).
+pub fn get_json(addr: &str, path: &str) -> Value {
+    let (code, body) = http_request(addr, "GET", path, None, "")
+        .unwrap_or_else(|| panic!("{addr}{path}: no answer"));
+    assert!(
+        (200..300).contains(&code),
+        "{addr}{path}: HTTP {code}: {body}"
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{addr}{path}: {e}: {body}"))
 }

@@ -71,16 +71,12 @@ pub(crate) fn send_retrying(
     }
 }
 
-/// How long records may stay unacknowledged after a lost broker answers
-/// again before the producer is declared wedged.
-pub(crate) const STUCK_AFTER_OUTAGE: Duration = Duration::from_secs(15);
-
 /// Waits until every produced record is acknowledged or failed; `Ok(false)`
-/// if `limit` passed first. Logs "waiting for broker" while it waits. An
-/// error when records stay unacknowledged [`STUCK_AFTER_OUTAGE`] after a
-/// lost broker came back (a restarted broker that lost the idempotent
-/// producer's state): the task fails and replays from its last checkpoint
-/// rather than wait for `message.timeout.ms`.
+/// if `limit` passed first. Reports "waiting for broker" while it waits.
+/// Through a broker outage the idempotent producer retries on its own and
+/// the broker (which keeps producer state across restarts) acknowledges
+/// the retries; a record it cannot deliver fails its delivery within
+/// `message.timeout.ms`, which the caller sees in the delivery counts.
 pub(crate) fn flush_producer(
     producer: &BaseProducer<ProducerCtx>,
     limit: Option<Duration>,
@@ -89,23 +85,11 @@ pub(crate) fn flush_producer(
     let start = Instant::now();
     loop {
         match producer.flush(Duration::from_millis(500)) {
-            Ok(()) => {
-                producer.context().outage_over();
-                return Ok(true);
-            }
+            Ok(()) => return Ok(true),
             Err(_) => {
                 let n = producer.in_flight_count();
                 if start.elapsed() > Duration::from_secs(2) && n > 0 {
                     status.set_waiting(&format!("{n} record(s) not yet acknowledged"));
-                }
-                if producer.context().stuck_after_outage(STUCK_AFTER_OUTAGE) {
-                    return Err(KafkaConnectorError::Client {
-                        op: "produce",
-                        reason: format!(
-                            "{n} record(s) still unacknowledged {STUCK_AFTER_OUTAGE:?} after the broker came back \
-                             (it restarted and lost the producer's state); failing so the job replays from its last checkpoint"
-                        ),
-                    });
                 }
                 if limit.is_some_and(|l| start.elapsed() >= l) {
                     return Ok(false);

@@ -330,6 +330,7 @@ impl<T, E: Clone, K: Clone> KafkaSink<T, E, K> {
             transactional,
             in_txn: false,
             status: self.status.clone(),
+            future_stamps: 0,
             _t: PhantomData,
         }
     }
@@ -349,7 +350,19 @@ pub struct KafkaWriter<T, E, K> {
     transactional: bool,
     in_txn: bool,
     status: KafkaStatus,
+    /// Records whose event time was too far ahead to stamp.
+    future_stamps: u64,
     _t: PhantomData<fn(T)>,
+}
+
+/// How far ahead of the clock a record's Kafka timestamp may be (below the
+/// broker's default `log.message.timestamp.after.max.ms`, an hour).
+const FUTURE_STAMP_LIMIT_MS: i64 = 50 * 60 * 1000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl<T, E, K> KafkaWriter<T, E, K> {
@@ -444,6 +457,12 @@ where
     fn write(&mut self, batch: &mut Batch<T>) -> Result<(), ConnectorError> {
         self.check_deliveries()?;
         self.begin()?;
+        // Kafka refuses a record stamped more than
+        // `log.message.timestamp.after.max.ms` (an hour by default) ahead of
+        // its clock, failing the whole transaction: a record whose event
+        // time is that far ahead keeps the producer's time instead (once
+        // per batch: no clock read per record).
+        let latest_stamp = now_ms().saturating_add(FUTURE_STAMP_LIMIT_MS);
         for (v, ts) in batch.values.drain(..).zip(batch.timestamps.drain(..)) {
             self.value.clear();
             self.encode
@@ -464,8 +483,13 @@ where
                 rec = rec.partition((self.rr % self.partitions) as i32);
                 self.rr = self.rr.wrapping_add(1);
             }
-            if ts > 0 {
+            if ts > 0 && ts <= latest_stamp {
                 rec = rec.timestamp(ts);
+            } else if ts > latest_stamp {
+                self.future_stamps += 1;
+                if self.future_stamps == 1 {
+                    tracing::warn!(topic = %self.topic, event_time = ts, "kafka sink: event time more than {} min ahead of the clock; the record keeps the producer's timestamp (the broker would refuse it)", FUTURE_STAMP_LIMIT_MS / 60_000);
+                }
             }
             send_retrying(&self.producer, rec, &self.status)?;
         }

@@ -455,16 +455,11 @@ where
             consumer,
             st: ReaderState {
                 config: self.config.clone(),
-                client,
                 topic: self.topic.clone(),
                 group_mode: self.assignment == Assignment::Group,
                 group: group.clone(),
                 exactly_once: self.exactly_once,
-                mine,
                 outage,
-                paused: false,
-                pending_start: None,
-                assign_deadline: None,
                 decode: self.decode.clone(),
                 ts: self.ts.clone(),
                 parts,
@@ -515,24 +510,35 @@ enum Rebalanced {
     RevokedAll,
 }
 
-/// Connection-loss state of one consumer. A consumer that lost every
-/// broker stops fetching (its partitions are paused) and is replaced by a
-/// fresh one, at the same positions, once a broker answers again: a broker
-/// that came back empty (memory storage) has new topic ids, and librdkafka
-/// 2.12 crashes on some replies to fetches by stale topic ids (see
-/// ARCHITECTURE.md), so an old consumer must never fetch from it.
+/// Connection trouble seen by one consumer's callbacks, for its reader.
+/// librdkafka's consumer rides through a lost broker by itself (it
+/// reconnects, rejoins its group and fetches on from its positions); weir
+/// only has to stop believing what it knew about partitions being caught
+/// up while records could be hidden behind the outage.
 #[derive(Default)]
 struct Outage {
-    /// Every broker was lost (transport failure / all brokers down).
+    /// Every broker was lost (transport failure / all brokers down), and
+    /// none has answered since.
     down: AtomicBool,
-    /// Since then, a broker answered again.
-    back: AtomicBool,
     /// A broker error or request timeout since the reader last looked: what
     /// it knew about partitions being caught up with their logs is stale
     /// (new records may wait behind the outage), so none counts as idle
     /// until librdkafka reports its end again.
     trouble: AtomicBool,
+    /// Since when the group membership has not been `steady` (joining,
+    /// syncing, waiting for an assignment) while a broker answers, and in
+    /// which join state (from the statistics; group mode only).
+    unsettled: Mutex<Option<(Instant, String)>>,
 }
+
+/// How long a group member may stay out of the `steady` join state while a
+/// broker answers before its task fails and the job restarts with new
+/// clients. A rebalance among weir's own readers (which poll all the time)
+/// takes a few seconds; after a broker restart librdkafka 2.12 members
+/// were seen waiting in `wait-join` for minutes, their group's other
+/// member never heartbeating again (see ARCHITECTURE.md, "What the broker
+/// does").
+const GROUP_STALL: Duration = Duration::from_secs(30);
 
 /// A consumer with the state its context shares with the reader.
 type NewConsumer = (
@@ -617,7 +623,6 @@ impl SourceCtx {
             status::code_of(error),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
         ) {
-            self.outage.back.store(false, Relaxed);
             self.outage.down.store(true, Relaxed);
         }
         status::on_error(&self.status, error, reason)
@@ -636,7 +641,20 @@ impl ClientContext for SourceCtx {
     }
     fn stats_raw(&self, json: &[u8]) {
         if self.outage.down.load(Relaxed) && status::any_broker_up(json) {
-            self.outage.back.store(true, Relaxed);
+            self.outage.down.store(false, Relaxed);
+        }
+        if let Some(join) = status::group_join_state(json) {
+            let mut u = self
+                .outage
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if join == "steady" || self.outage.down.load(Relaxed) {
+                *u = None;
+            } else {
+                let since = u.as_ref().map_or_else(Instant::now, |(t, _)| *t);
+                *u = Some((since, join));
+            }
         }
         status::on_stats(&self.status, json)
     }
@@ -773,23 +791,13 @@ pub struct KafkaReader<D, F> {
 
 struct ReaderState<D, F> {
     config: KafkaConfig,
-    /// The full client configuration, to recreate the consumer.
-    client: ClientConfig,
     topic: String,
     group_mode: bool,
     /// The consumer group (offsets are committed for it).
     group: String,
     /// Offsets are committed by an exactly-once sink, not by the reader.
     exactly_once: bool,
-    /// Explicitly assigned partitions (`None`: group subscription).
-    mine: Option<Vec<i32>>,
     outage: Arc<Outage>,
-    paused: bool,
-    /// A recreated consumer waiting for its topic: positions, last check.
-    pending_start: Option<(BTreeMap<i32, i64>, Instant)>,
-    /// A recreated group consumer must be assigned partitions by this time,
-    /// or the task fails so the job restarts with fresh clients.
-    assign_deadline: Option<Instant>,
     decode: D,
     ts: Option<F>,
     parts: BTreeMap<i32, PartState>,
@@ -823,7 +831,6 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         for e in events {
             match e {
                 Rebalanced::Assigned(ps) => {
-                    self.assign_deadline = None;
                     self.clock.assigned();
                     for (p, max_ts, next) in ps {
                         let mut state = PartState::resumed(now, max_ts);
@@ -1008,7 +1015,6 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
                         RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
                     )
                 ) {
-                    self.outage.back.store(false, Relaxed);
                     self.outage.down.store(true, Relaxed);
                 }
                 if status::code_of(&other).is_some_and(hides_records) {
@@ -1239,27 +1245,22 @@ where
             }
             self.st.trouble_at = Instant::now();
         }
-        if self.st.outage.down.load(Relaxed) {
-            if !self.st.paused {
-                self.pause_all();
-            }
-            if self.st.outage.back.load(Relaxed) {
-                self.recreate()?;
-            }
-        }
-        if self.st.pending_start.is_some() {
-            self.try_start()?;
-        }
-        if let Some(deadline) = self.st.assign_deadline {
-            if Instant::now() >= deadline && self.st.parts.is_empty() {
-                // Seen with a broker that restarted empty: the new member's
-                // group join never completes. A restart from the last
-                // checkpoint, with new clients, recovers.
-                return Err(ConnectorError::new(format!(
-                    "kafka source: no partition of {} assigned {} s after the broker came back; restarting",
-                    self.st.topic,
-                    REASSIGN_TIMEOUT.as_secs()
-                )));
+        if self.st.group_mode {
+            let unsettled = self
+                .st
+                .outage
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some((since, state)) = unsettled {
+                if since.elapsed() >= GROUP_STALL {
+                    return Err(ConnectorError::new(format!(
+                        "kafka source: consumer group {} stuck in join state {state} for {} s with a broker answering; restarting with new clients",
+                        self.st.group,
+                        GROUP_STALL.as_secs()
+                    )));
+                }
             }
         }
         if let Some(dlq) = &self.st.dlq {
@@ -1284,9 +1285,7 @@ where
                 }
             }
         }
-        if !self.st.paused {
-            self.align_partitions();
-        }
+        self.align_partitions();
         if self.st.group_mode && records > 0 {
             // For the revoke callback (see `GroupShared::event_time`): once
             // per poll, never per record.
@@ -1330,9 +1329,6 @@ fn hides_records(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// How long a recreated group consumer may wait for its first assignment.
-const REASSIGN_TIMEOUT: Duration = Duration::from_secs(20);
-
 impl<D, F> KafkaReader<D, F> {
     /// librdkafka reports the end of a partition once: not again after
     /// broker trouble cleared the caught-up flags, nor to a consumer that
@@ -1348,8 +1344,6 @@ impl<D, F> KafkaReader<D, F> {
         // Caught-up flags matter for idleness and, in a repartition topic,
         // for seeing that every writer's end was read.
         if (st.clock.idle_timeout.is_none() && st.upstream.is_none())
-            || st.paused
-            || st.pending_start.is_some()
             || st.outage.down.load(Relaxed)
             || st.status.is_waiting()
             || st.trouble_at.elapsed() < Duration::from_secs(1)
@@ -1420,97 +1414,6 @@ impl<D, F> KafkaReader<D, F> {
                 }
             }
         }
-    }
-
-    /// Stops fetching until the consumer is replaced (see `Outage`).
-    fn pause_all(&mut self) {
-        self.st.paused = true;
-        if let Ok(tpl) = self.consumer.assignment() {
-            if tpl.count() > 0 {
-                let _ = self.consumer.pause(&tpl);
-            }
-        }
-        tracing::warn!(task = %self.st.task, topic = %self.st.topic, "kafka source: lost every broker; fetching paused until one answers");
-    }
-
-    /// Replaces the consumer by a fresh one at the current positions.
-    fn recreate(&mut self) -> Result<(), ConnectorError> {
-        let positions: BTreeMap<i32, i64> = self
-            .st
-            .parts
-            .iter()
-            .filter(|(_, s)| s.next >= 0)
-            .map(|(p, s)| (*p, s.next))
-            .collect();
-        let (consumer, shared, outage) = new_consumer(
-            &self.st.client,
-            &self.st.status,
-            &self.st.topic,
-            &self.st.handoffs,
-        )?;
-        {
-            // Carry over what completed checkpoints made safe.
-            let old = self.st.shared.lock().unwrap_or_else(|p| p.into_inner());
-            shared.lock().unwrap_or_else(|p| p.into_inner()).safe = old.safe.clone();
-        }
-        // Close the old one first: it leaves the group (committing only safe offsets).
-        drop(std::mem::replace(&mut self.consumer, consumer));
-        self.st.shared = shared;
-        self.st.outage = outage;
-        self.st.paused = false;
-        // Nothing known about the new consumer's fetch positions yet.
-        self.st.trouble_at = Instant::now();
-        if self.st.group_mode {
-            self.st.parts.clear();
-        }
-        // A fresh consumer has nothing paused.
-        for state in self.st.parts.values_mut() {
-            state.paused = false;
-        }
-        tracing::info!(task = %self.st.task, topic = %self.st.topic, positions = ?positions, "kafka source: broker back; consumer recreated at the same positions");
-        // A broker that came back empty has no topic yet: subscribe once it
-        // exists (a subscription to a missing topic may never be assigned).
-        self.st.pending_start = Some((positions, Instant::now() - Duration::from_secs(1)));
-        self.try_start()
-    }
-
-    /// Starts a recreated consumer once its topic exists (checked at most
-    /// once a second, with a short metadata request).
-    fn try_start(&mut self) -> Result<(), ConnectorError> {
-        let Some((positions, last)) = self.st.pending_start.as_ref() else {
-            return Ok(());
-        };
-        if last.elapsed() < Duration::from_secs(1) {
-            return Ok(());
-        }
-        let exists = self
-            .consumer
-            .client()
-            .fetch_metadata(Some(&self.st.topic), Duration::from_millis(500))
-            .ok()
-            .and_then(|md| {
-                md.topics()
-                    .iter()
-                    .find(|t| t.name() == self.st.topic)
-                    .map(|t| t.error().is_none() && !t.partitions().is_empty())
-            })
-            .unwrap_or(false);
-        if !exists {
-            self.st.pending_start = Some((positions.clone(), Instant::now()));
-            return Ok(());
-        }
-        let (positions, _) = self.st.pending_start.take().expect("checked above");
-        start_consumer(
-            &self.consumer,
-            &self.st.topic,
-            self.st.mine.as_deref(),
-            &positions,
-        )?;
-        if self.st.group_mode {
-            self.st.assign_deadline = Some(Instant::now() + REASSIGN_TIMEOUT);
-        }
-        tracing::info!(task = %self.st.task, topic = %self.st.topic, "kafka source: topic {} available; consuming again", self.st.topic);
-        Ok(())
     }
 
     /// The partitions this reader currently owns.

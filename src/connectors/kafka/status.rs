@@ -203,6 +203,24 @@ pub(crate) fn any_broker_up(json: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// The consumer group join state librdkafka's statistics report
+/// (`cgrp.join_state`: `steady` once the member has its assignment), or
+/// `None` for a client without a group.
+pub(crate) fn group_join_state(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        cgrp: Option<Cgrp>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cgrp {
+        join_state: String,
+    }
+    serde_json::from_slice::<Stats>(json)
+        .ok()?
+        .cgrp
+        .map(|c| c.join_state)
+}
+
 /// Delivery-report bookkeeping of one producer.
 #[derive(Debug, Default)]
 pub(crate) struct Deliveries {
@@ -225,10 +243,6 @@ impl Deliveries {
 pub(crate) struct ProducerCtx {
     pub(crate) status: KafkaStatus,
     pub(crate) deliveries: Arc<Deliveries>,
-    /// Every broker was lost since the last complete flush.
-    outage: AtomicBool,
-    /// When a broker answered again after that.
-    back_since: Mutex<Option<Instant>>,
 }
 
 impl ProducerCtx {
@@ -236,26 +250,7 @@ impl ProducerCtx {
         ProducerCtx {
             status,
             deliveries: Arc::default(),
-            outage: AtomicBool::new(false),
-            back_since: Mutex::new(None),
         }
-    }
-
-    /// Everything was acknowledged: any outage is over.
-    pub(crate) fn outage_over(&self) {
-        if self.outage.swap(false, Relaxed) {
-            *self.back_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-    }
-
-    /// A broker was lost, answered again, and `grace` has passed since.
-    pub(crate) fn stuck_after_outage(&self, grace: Duration) -> bool {
-        self.outage.load(Relaxed)
-            && self
-                .back_since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some_and(|t| t.elapsed() >= grace)
     }
 }
 
@@ -264,22 +259,9 @@ impl ClientContext for ProducerCtx {
         log(&self.status, level, fac, msg)
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            code_of(&error),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-        ) {
-            self.outage.store(true, Relaxed);
-            *self.back_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
         on_error(&self.status, &error, reason)
     }
     fn stats_raw(&self, json: &[u8]) {
-        if self.outage.load(Relaxed) && any_broker_up(json) {
-            let mut b = self.back_since.lock().unwrap_or_else(|p| p.into_inner());
-            if b.is_none() {
-                *b = Some(Instant::now());
-            }
-        }
         on_stats(&self.status, json)
     }
 }
@@ -311,5 +293,22 @@ impl ProducerContext for ProducerCtx {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_group_join_state_from_statistics() {
+        // Trimmed from a librdkafka 2.12 consumer's statistics.
+        let joining = br#"{"name":"c#consumer-1","type":"consumer","brokers":{},
+            "cgrp":{"state":"up","stateage":4010,"join_state":"wait-join","rebalance_age":3950,
+            "rebalance_cnt":3,"rebalance_reason":"","assignment_size":0}}"#;
+        assert_eq!(group_join_state(joining).as_deref(), Some("wait-join"));
+        let producer = br#"{"name":"p#producer-1","type":"producer","brokers":{}}"#;
+        assert_eq!(group_join_state(producer), None);
+        assert_eq!(group_join_state(b"not json"), None);
     }
 }

@@ -167,6 +167,28 @@ impl CheckpointTransaction {
 }
 
 impl CheckpointCommitter for CheckpointTransaction {
+    fn fence_predecessors(&self) -> Result<(), ConnectorError> {
+        // `init_transactions` bumps the producer epoch of the id: every
+        // older producer's commit fails from now on, and one already in
+        // progress completes first (the broker answers
+        // CONCURRENT_TRANSACTIONS until it has).
+        let producer = create_producer(
+            &self.config,
+            &[
+                ("transactional.id", &self.transactional_id),
+                ("client.id", &self.transactional_id),
+            ],
+            &self.status,
+        )?;
+        producer
+            .init_transactions(self.config.startup_wait())
+            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        // This process's own producer of an earlier attempt is fenced too.
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::info!(transactional_id = %self.transactional_id, "kafka sink: predecessors fenced before reading the committed checkpoint");
+        Ok(())
+    }
+
     fn commit(
         &self,
         id: u64,
