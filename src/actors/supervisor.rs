@@ -583,7 +583,7 @@ impl JobSupervisor {
             }
             for c in committers {
                 let positions = positions.clone();
-                tokio::task::spawn_blocking(move || c.commit(id, &positions))
+                tokio::task::spawn_blocking(move || c.commit(attempt, id, &positions))
                     .await
                     .map_err(|e| format!("final checkpoint {id} commit: {e}"))?
                     .map_err(|e| format!("final checkpoint {id} not committed: {e}"))?;
@@ -711,7 +711,7 @@ impl JobSupervisor {
             let positions = Arc::new(positions);
             for c in committers {
                 let positions = positions.clone();
-                tokio::task::spawn_blocking(move || c.commit(id, &positions))
+                tokio::task::spawn_blocking(move || c.commit(attempt, id, &positions))
                     .await
                     .map_err(|e| format!("checkpoint {id} commit: {e}"))?
                     .map_err(|e| format!("checkpoint {id} not committed: {e}"))?;

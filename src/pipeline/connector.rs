@@ -75,11 +75,14 @@ pub enum CommittedCheckpoint {
 /// `n` become visible together, in one commit, after the checkpoint's
 /// state is stored; sinks write nothing of the next epoch until then.
 pub trait CheckpointCommitter: Send + Sync + 'static {
-    /// Commits everything written before barrier `id` with `positions`
-    /// (source positions by task). Blocking: called off the arbiters. An
-    /// error fails the job attempt, which restores the last committed one.
+    /// Commits everything job attempt `attempt` wrote before barrier `id`
+    /// with `positions` (source positions by task). Never commits another
+    /// attempt's writes: a commit of an attempt that was replaced meanwhile
+    /// fails. Blocking: called off the arbiters. An error fails the job
+    /// attempt, which restores the last committed one.
     fn commit(
         &self,
+        attempt: u32,
         id: u64,
         positions: &std::collections::BTreeMap<String, serde_json::Value>,
     ) -> Result<(), ConnectorError>;

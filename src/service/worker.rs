@@ -51,6 +51,10 @@ use crate::pipeline::CheckpointRecord;
 /// a zombie of an older epoch never writes the same `chk-<id>` as the new
 /// owner (a billion: 31 years of one checkpoint a second).
 const CHECKPOINT_IDS_PER_EPOCH: u64 = 1_000_000_000;
+
+/// How long a task whose write was fenced keeps running before it is
+/// aborted, unless its job's removal (a cancel) arrives first.
+const FENCED_GRACE: Duration = Duration::from_secs(1);
 use super::lease::Lease;
 use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
 use super::view::{SharedView, StageView, TaskView, WorkerView};
@@ -703,9 +707,9 @@ impl WorkerActor {
                     state,
                 })
                 .into_actor(self)
-                .map(move |res, act, _| match res {
+                .map(move |res, act, ctx| match res {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => act.on_write_failed(&token, &e),
+                    Ok(Err(e)) => act.on_write_failed(&token, &e, ctx),
                     Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
                 })
                 .spawn(ctx);
@@ -761,7 +765,7 @@ impl WorkerActor {
                     meta,
                 })
                 .into_actor(self)
-                .map(move |res, act, _| {
+                .map(move |res, act, ctx| {
                     let Some(task) = act.tasks.get_mut(&id) else {
                         return;
                     };
@@ -776,7 +780,7 @@ impl WorkerActor {
                             // landed): nothing older may replace it.
                             task.record.set(chk)
                         }
-                        Ok(Err(e)) => act.on_write_failed(&token, &e),
+                        Ok(Err(e)) => act.on_write_failed(&token, &e, ctx),
                         Err(e) => tracing::debug!(error = %e, "coordination actor unavailable"),
                     }
                 })
@@ -821,11 +825,11 @@ impl WorkerActor {
             self.coord
                 .send(msg)
                 .into_actor(self)
-                .map(move |res, act, _| {
+                .map(move |res, act, ctx| {
                     let outcome = match res {
                         Ok(Ok(())) => FailureReport::Done,
                         Ok(Err(e @ CoordError::Fenced { .. })) => {
-                            act.on_write_failed(&token, &e);
+                            act.on_write_failed(&token, &e, ctx);
                             FailureReport::Done
                         }
                         Ok(Err(e)) => {
@@ -847,17 +851,29 @@ impl WorkerActor {
         }
     }
 
-    fn on_write_failed(&mut self, token: &FenceToken, e: &CoordError) {
+    fn on_write_failed(&mut self, token: &FenceToken, e: &CoordError, ctx: &mut Context<Self>) {
         match e {
             CoordError::Fenced { .. } => {
-                if self
+                if !self
                     .tasks
                     .get(&token.task)
                     .is_some_and(|t| &t.token == token)
                 {
-                    tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away; aborting it here");
-                    self.stop_task(&token.task, StopMode::Abort, "fenced");
+                    return;
                 }
+                // A cancelled job's assignment goes before its tasks stop
+                // (as its stop request says): a write fenced meanwhile is no
+                // move. Give the job's removal a moment to arrive; a task
+                // that really moved away is aborted then. (Its writes are
+                // fenced meanwhile, in ZooKeeper and by the broker.)
+                tracing::warn!(task = %token.task, error = %e, "fenced: the task moved away or its job is being cancelled");
+                let token = token.clone();
+                ctx.run_later(FENCED_GRACE, move |act, _| {
+                    let still_here = act.tasks.get(&token.task).is_some_and(|t| t.token == token);
+                    if still_here && act.desired.contains_key(&token.job) {
+                        act.stop_task(&token.task, StopMode::Abort, "fenced: the task moved away");
+                    }
+                });
             }
             _ => {
                 tracing::warn!(task = %token.task, error = %e, "task state not published; will retry");
@@ -983,7 +999,7 @@ impl Handler<CoordEvent> for WorkerActor {
                 self.on_assignment(job, assignment, ctx)
             }
             CoordEvent::TaskStateWriteFailed { token, error } => {
-                self.on_write_failed(&token, &error)
+                self.on_write_failed(&token, &error, ctx)
             }
             CoordEvent::BecameLeader => tracing::info!("this worker is now the leader"),
             CoordEvent::LostLeadership => tracing::warn!("this worker is no longer the leader"),

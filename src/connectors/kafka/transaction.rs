@@ -191,18 +191,26 @@ impl CheckpointCommitter for CheckpointTransaction {
 
     fn commit(
         &self,
+        attempt: u32,
         id: u64,
         positions: &BTreeMap<String, serde_json::Value>,
     ) -> Result<(), ConnectorError> {
+        // Only the producer of the attempt that took the checkpoint: a
+        // later attempt's producer holds that attempt's own records (and
+        // its creation aborted this attempt's transaction), so committing
+        // it would publish the wrong records under this checkpoint's
+        // offsets. (Held past the lock, a replaced producer's commit fails:
+        // the new one fenced it.)
         let producer = self
             .producer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
+            .filter(|(a, _)| *a == attempt)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| {
                 ConnectorError::new(format!(
-                    "kafka sink {}: checkpoint {id} completed with no transaction open",
+                    "kafka sink {}: checkpoint {id} of job attempt {attempt} has no transaction open (the attempt was replaced)",
                     self.transactional_id
                 ))
             })?;
