@@ -854,10 +854,10 @@ impl WorkerActor {
     fn on_write_failed(&mut self, token: &FenceToken, e: &CoordError, ctx: &mut Context<Self>) {
         match e {
             CoordError::Fenced { .. } => {
-                if !self
+                if self
                     .tasks
                     .get(&token.task)
-                    .is_some_and(|t| &t.token == token)
+                    .is_none_or(|t| &t.token != token)
                 {
                     return;
                 }

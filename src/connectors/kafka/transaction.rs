@@ -38,6 +38,10 @@ use crate::pipeline::{CheckpointCommitter, CommittedCheckpoint, ConnectorError};
 /// take that job's checkpoint for its own).
 const CHECKPOINT_METADATA: &str = "weir-chk=";
 
+/// The attempt number of a producer `fence_predecessors` made, whose first
+/// transaction is begun by the attempt that takes it.
+const FENCED_NOT_BEGUN: u32 = u32::MAX;
+
 /// How long transaction calls may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -89,6 +93,15 @@ impl CheckpointTransaction {
         if let Some((a, p)) = current.as_ref() {
             if *a == attempt {
                 return Ok(p.clone());
+            }
+            if *a == FENCED_NOT_BEGUN {
+                // `fence_predecessors` made it for the attempt now starting.
+                let p = p.clone();
+                p.begin_transaction()
+                    .map_err(|e| KafkaConnectorError::client("begin_transaction", e))?;
+                tracing::info!(transactional_id = %self.transactional_id, attempt, "kafka sink: transactional producer ready (predecessors fenced)");
+                *current = Some((attempt, p.clone()));
+                return Ok(p);
             }
         }
         *current = None;
@@ -183,8 +196,12 @@ impl CheckpointCommitter for CheckpointTransaction {
         producer
             .init_transactions(self.config.startup_wait())
             .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
-        // This process's own producer of an earlier attempt is fenced too.
-        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // It becomes the producer of the attempt about to start (never
+        // dropped: another producer's `init_transactions` would only fence
+        // it again). This process's producer of an earlier attempt is
+        // fenced by it and let go.
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((FENCED_NOT_BEGUN, Arc::new(producer)));
         tracing::info!(transactional_id = %self.transactional_id, "kafka sink: predecessors fenced before reading the committed checkpoint");
         Ok(())
     }
