@@ -36,6 +36,8 @@ enum Shape {
     /// source → rebalance → window with uid `counts`: one stage more
     /// before the window, which would make it `2-window` without its uid.
     UidAfterRebalance,
+    /// source → rebalance → window (stage `2-window`).
+    Rebalanced,
 }
 
 fn counting_job_shaped(
@@ -78,6 +80,12 @@ fn counting_job_shaped(
             .window(Tumbling::event_time(Duration::from_secs(1)))
             .aggregate(Count)
             .uid("counts")
+            .sink(sink),
+        Shape::Rebalanced => job
+            .rebalance()
+            .key_by(|e: &(u64, u64)| e.0)
+            .window(Tumbling::event_time(Duration::from_secs(1)))
+            .aggregate(Count)
             .sink(sink),
     };
     (job, out)
@@ -209,20 +217,7 @@ fn a_window_with_a_uid_restores_after_a_stage_is_added_before_it() {
     let url = format!("file://{}", dir.path().display());
     let (job, _out) = counting_job_shaped(&url, 10_000.0, Shape::Plain);
     stop_after_checkpoints(job, dir.path(), 2);
-    let (sink, _out) = CollectSink::new();
-    let moved = Job::new("durable-count")
-        .parallelism(2)
-        .checkpointing(CheckpointConfig {
-            storage_url: Some(url.clone()),
-            ..CheckpointConfig::default()
-        })
-        .source(GeneratorSource::new(|i| (i % KEYS, i)).count(10))
-        .watermarks(Watermarks::ascending())
-        .rebalance()
-        .key_by(|e: &(u64, u64)| e.0)
-        .window(Tumbling::event_time(Duration::from_secs(1)))
-        .aggregate(Count)
-        .sink(sink);
+    let (moved, _out) = counting_job_shaped(&url, 1_000_000.0, Shape::Rebalanced);
     let report = match moved.run_local() {
         Err(weir::actors::RunError::Failed(report)) => report,
         other => panic!("the moved window restored someone else's state: {other:?}"),

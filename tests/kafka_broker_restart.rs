@@ -313,44 +313,57 @@ fn click_json(user: &str, ts: i64) -> String {
     format!(r#"{{"user": "{user}", "ts": {ts}}}"#)
 }
 
-/// `kafka_clicks` in consumer-group mode with windows firing all along,
-/// the broker SIGKILLed and restarted mid-stream: every (user, 10 s window)
-/// of the input is in the output with at least its true count (a window
-/// fired twice, before and after a replay, counts once at its largest), no
-/// window is made up, and no record was late. The idle timeout is longer
-/// than the test, so no partition stops holding the watermark while the
-/// broker is away (which could otherwise make records late by design).
-#[test]
-fn clicks_broker_killed_mid_stream_every_window_is_complete() {
-    let (_k, brokers) = begin();
-    let topics = JobTopics::create(&brokers, "kill-clicks");
-    let (input, output, dlq) = (
-        topics.input.clone(),
-        topics.output.clone(),
-        topics.dlq.clone(),
-    );
+/// What one `kafka_clicks` run through a broker kill saw.
+struct ClicksThroughAKill {
+    p: Proc,
+    /// Slices produced in all, and acknowledged before the kill and by the
+    /// time the broker answered again.
+    slices: u64,
+    before_kill: u64,
+    after_restart: u64,
+    /// The job's log length when the broker was killed.
+    log_before: usize,
+    gone: Duration,
+    /// (user, window start) -> clicks, computed here from what was produced.
+    want: BTreeMap<(String, i64), u64>,
+}
+
+/// Starts `kafka_clicks` on `topics` with `--parallelism 2`, an idle
+/// timeout longer than the test (no partition stops holding the watermark
+/// while the broker is away) and `extra` arguments; streams clicks; once 20
+/// windows are out, SIGKILLs the broker and starts it again; goes on until
+/// 30 more slices are acknowledged, then sends sentinels far ahead on
+/// every partition so every window of the input fires.
+fn clicks_through_a_broker_kill(
+    brokers: &str,
+    topics: &JobTopics,
+    extra: &[&str],
+) -> ClicksThroughAKill {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     let t0 = now - now % WINDOW_MS;
-    let mut p = topics.spawn(
-        "kafka_clicks",
-        &brokers,
-        &["--parallelism", "2", "--idle-timeout-ms", "600000"],
-    );
-    p.wait_for_log("assigned partitions", Duration::from_secs(60));
+    let mut args = vec!["--parallelism", "2", "--idle-timeout-ms", "600000"];
+    args.extend_from_slice(extra);
+    let mut p = topics.spawn("kafka_clicks", brokers, &args);
+    p.wait_for_log("job running", Duration::from_secs(60));
 
-    let feed = Feed::start(&brokers, &input, Duration::from_millis(100), move |k| {
-        clicks(t0, k)
-            .into_iter()
-            .map(|(pt, u, ts)| Rec::to(pt, click_json(&u, ts)))
-            .collect()
-    });
+    let feed = Feed::start(
+        brokers,
+        &topics.input,
+        Duration::from_millis(100),
+        move |k| {
+            clicks(t0, k)
+                .into_iter()
+                .map(|(pt, u, ts)| Rec::to(pt, click_json(&u, ts)))
+                .collect()
+        },
+    );
     // Windows fire before the kill...
     let early = read_topic_until(
-        &brokers,
-        &output,
+        brokers,
+        &topics.output,
         "read_committed",
         Duration::from_secs(90),
         Duration::ZERO,
@@ -377,7 +390,7 @@ fn clicks_broker_killed_mid_stream_every_window_is_complete() {
     let sentinels: Vec<Rec> = (0..4)
         .map(|pt| Rec::to(pt, click_json(SENTINEL, far)))
         .collect();
-    produce(&brokers, &input, &sentinels);
+    produce(brokers, &topics.input, &sentinels);
 
     let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
     for k in 0..slices {
@@ -385,6 +398,38 @@ fn clicks_broker_killed_mid_stream_every_window_is_complete() {
             *want.entry((u, ts - ts.rem_euclid(WINDOW_MS))).or_default() += 1;
         }
     }
+    ClicksThroughAKill {
+        p,
+        slices,
+        before_kill,
+        after_restart,
+        log_before,
+        gone,
+        want,
+    }
+}
+
+/// `kafka_clicks` in consumer-group mode with windows firing all along,
+/// the broker SIGKILLed and restarted mid-stream: every (user, 10 s window)
+/// of the input is in the output with at least its true count (a window
+/// fired twice, before and after a replay, counts once at its largest), no
+/// window is made up, and no record was late. The idle timeout is longer
+/// than the test, so no partition stops holding the watermark while the
+/// broker is away (which could otherwise make records late by design).
+#[test]
+fn clicks_broker_killed_mid_stream_every_window_is_complete() {
+    let (_k, brokers) = begin();
+    let topics = JobTopics::create(&brokers, "kill-clicks");
+    let (output, dlq) = (topics.output.clone(), topics.dlq.clone());
+    let ClicksThroughAKill {
+        mut p,
+        slices,
+        before_kill,
+        after_restart,
+        log_before,
+        gone,
+        want,
+    } = clicks_through_a_broker_kill(&brokers, &topics, &[]);
     let best = |got: &[Got]| {
         let mut m: BTreeMap<(String, i64), (u64, usize)> = BTreeMap::new();
         for g in got {
@@ -506,63 +551,16 @@ fn clicks_exactly_once_through_a_broker_kill_every_window_once_and_exact() {
     let (_k, brokers) = begin();
     let topics = JobTopics::create(&brokers, "kill-eos-clicks");
     create_topic(&brokers, &topics.dlq, 1);
-    let (input, output) = (topics.input.clone(), topics.output.clone());
+    let output = topics.output.clone();
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().display().to_string();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t0 = now - now % WINDOW_MS;
-    let mut p = topics.spawn(
-        "kafka_clicks",
-        &brokers,
-        &[
-            "--parallelism",
-            "2",
-            "--idle-timeout-ms",
-            "600000",
-            "--checkpoint-dir",
-            &dir_arg,
-        ],
-    );
-    p.wait_for_log("job running", Duration::from_secs(60));
-    let feed = Feed::start(&brokers, &input, Duration::from_millis(100), move |k| {
-        clicks(t0, k)
-            .into_iter()
-            .map(|(pt, u, ts)| Rec::to(pt, click_json(&u, ts)))
-            .collect()
-    });
-    let early = read_topic_until(
-        &brokers,
-        &output,
-        "read_committed",
-        Duration::from_secs(90),
-        Duration::ZERO,
-        |got| got.len() >= 20,
-    );
-    assert!(
-        early.len() >= 20,
-        "windows fire before the kill: {} outputs\n{}",
-        early.len(),
-        tail(&p.log_text())
-    );
-    let gone = kill_and_restart_kafka();
-    let after_restart = feed.slices();
-    wait_for_slices(&feed, after_restart + 30, &mut p);
-    let slices = feed.stop();
-    // Ten minutes ahead (see the at-least-once test) on every partition.
-    let far = t0 + (slices as i64 + 600) * 1000;
-    let sentinels: Vec<Rec> = (0..4)
-        .map(|pt| Rec::to(pt, click_json(SENTINEL, far)))
-        .collect();
-    produce(&brokers, &input, &sentinels);
-    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for k in 0..slices {
-        for (_, u, ts) in clicks(t0, k) {
-            *want.entry((u, ts - ts.rem_euclid(WINDOW_MS))).or_default() += 1;
-        }
-    }
+    let ClicksThroughAKill {
+        mut p,
+        slices,
+        gone,
+        want,
+        ..
+    } = clicks_through_a_broker_kill(&brokers, &topics, &["--checkpoint-dir", &dir_arg]);
     let windows = |got: &[Got]| {
         let mut m: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
         for g in got {

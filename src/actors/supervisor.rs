@@ -581,14 +581,7 @@ impl JobSupervisor {
                     .await
                     .map_err(|e| format!("final checkpoint {id} not stored: {e}"))?;
             }
-            for c in committers {
-                let positions = positions.clone();
-                tokio::task::spawn_blocking(move || c.commit(attempt, id, &positions))
-                    .await
-                    .map_err(|e| format!("final checkpoint {id} commit: {e}"))?
-                    .map_err(|e| format!("final checkpoint {id} not committed: {e}"))?;
-            }
-            Ok::<_, String>(())
+            commit_all(committers, attempt, id, positions, "final checkpoint").await
         };
         ctx.spawn(commit.into_actor(self).map(move |res, act, ctx| {
             if act.attempt != attempt || act.status().is_terminal() {
@@ -708,15 +701,7 @@ impl JobSupervisor {
                     tracing::warn!(job, error = %e, "old checkpoints not deleted");
                 }
             }
-            let positions = Arc::new(positions);
-            for c in committers {
-                let positions = positions.clone();
-                tokio::task::spawn_blocking(move || c.commit(attempt, id, &positions))
-                    .await
-                    .map_err(|e| format!("checkpoint {id} commit: {e}"))?
-                    .map_err(|e| format!("checkpoint {id} not committed: {e}"))?;
-            }
-            Ok::<_, String>(())
+            commit_all(committers, attempt, id, Arc::new(positions), "checkpoint").await
         };
         ctx.spawn(persist.into_actor(self).map(move |res, act, ctx| {
             act.uploading = false;
@@ -921,6 +906,26 @@ impl Handler<CheckpointTick> for JobSupervisor {
             s.do_send(SourceCommand::TriggerCheckpoint(id));
         }
     }
+}
+
+/// Commits checkpoint `id` of job attempt `attempt` through every
+/// committer, one after the other, off the arbiters (`spawn_blocking`);
+/// errors name the checkpoint as `label` `id`.
+async fn commit_all(
+    committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
+    attempt: u32,
+    id: u64,
+    positions: Arc<BTreeMap<String, serde_json::Value>>,
+    label: &'static str,
+) -> Result<(), String> {
+    for c in committers {
+        let positions = positions.clone();
+        tokio::task::spawn_blocking(move || c.commit(attempt, id, &positions))
+            .await
+            .map_err(|e| format!("{label} {id} commit: {e}"))?
+            .map_err(|e| format!("{label} {id} not committed: {e}"))?;
+    }
+    Ok(())
 }
 
 impl Handler<TaskEvent> for JobSupervisor {
