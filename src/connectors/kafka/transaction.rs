@@ -82,6 +82,24 @@ impl CheckpointTransaction {
         &self.transactional_id
     }
 
+    /// A new producer of the transactional id, initialised: its
+    /// `init_transactions` bumps the producer epoch, fencing every older
+    /// producer of the id (and aborting what it left open).
+    fn fencing_producer(&self) -> Result<BaseProducer<ProducerCtx>, KafkaConnectorError> {
+        let producer = create_producer(
+            &self.config,
+            &[
+                ("transactional.id", &self.transactional_id),
+                ("client.id", &self.transactional_id),
+            ],
+            &self.status,
+        )?;
+        producer
+            .init_transactions(self.config.startup_wait())
+            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        Ok(producer)
+    }
+
     /// The producer of job attempt `attempt`, with a transaction open: the
     /// first instance of an attempt creates it (fencing the previous
     /// attempt's or process's producer and aborting what it left open).
@@ -105,17 +123,7 @@ impl CheckpointTransaction {
             }
         }
         *current = None;
-        let producer = create_producer(
-            &self.config,
-            &[
-                ("transactional.id", &self.transactional_id),
-                ("client.id", &self.transactional_id),
-            ],
-            &self.status,
-        )?;
-        producer
-            .init_transactions(self.config.startup_wait())
-            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        let producer = self.fencing_producer()?;
         producer
             .begin_transaction()
             .map_err(|e| KafkaConnectorError::client("begin_transaction", e))?;
@@ -185,17 +193,7 @@ impl CheckpointCommitter for CheckpointTransaction {
         // older producer's commit fails from now on, and one already in
         // progress completes first (the broker answers
         // CONCURRENT_TRANSACTIONS until it has).
-        let producer = create_producer(
-            &self.config,
-            &[
-                ("transactional.id", &self.transactional_id),
-                ("client.id", &self.transactional_id),
-            ],
-            &self.status,
-        )?;
-        producer
-            .init_transactions(self.config.startup_wait())
-            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        let producer = self.fencing_producer()?;
         // It becomes the producer of the attempt about to start (never
         // dropped: another producer's `init_transactions` would only fence
         // it again). This process's producer of an earlier attempt is
