@@ -307,6 +307,8 @@ fn main() {
                 capacity: cap,
                 job_types: vec![],
                 version: "bench".into(),
+                stages: Default::default(),
+                brokers: String::new(),
             };
             let p = paths.clone();
             let join = async move {
@@ -355,6 +357,7 @@ fn main() {
                     job_type: "bench".into(),
                     parallelism: per_job,
                     config: Default::default(),
+                    stages: Vec::new(),
                 };
                 let (admin, paths) = (&admin, &paths);
                 async move { create_job(admin, paths, &spec).await }

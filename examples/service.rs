@@ -6,11 +6,17 @@
 //! weir submit etl --name payments --parallelism 6 --set input=payments --set output=payments-cents
 //! ```
 //!
-//! Each task of a job reads the input partitions `p` with `p % N == i` (task
-//! `i` of `N`) in the job's consumer group (`weir-job-<name>`, or `--set
-//! group=...`), so a task moved to another worker resumes from the offsets
-//! committed at its last checkpoint. Job parameters: `input`, `output`
-//! (both types), `group` (optional). SIGTERM drains every task (the sinks
+//! `etl` runs as one stage: task `i` of `N` reads the input partitions `p`
+//! with `p % N == i` in the job's consumer group (`weir-job-<name>`, or
+//! `--set group=...`), so a task moved to another worker resumes from the
+//! offsets committed at its last checkpoint. `clicks` runs as two stages
+//! (split at its `key_by(user)`): `parse` tasks read the input partitions
+//! as above and write each click to `weir-<name>-count-repartition` by its
+//! user's stable hash; `count` tasks read their partitions of that topic
+//! and count each user's clicks per 10 s window, so the result does not
+//! depend on how the input is partitioned (`weir submit clicks
+//! --parallelism 4 [--stage-parallelism count=2]`). Job parameters:
+//! `input`, `output` (both types), `group` (optional). SIGTERM drains every task (the sinks
 //! flush, offsets are committed), leaves the cluster and exits. Logs go to
 //! stderr (`RUST_LOG` filters).
 //!
@@ -27,12 +33,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir::actors::RestartPolicy;
-use weir::apps::clicks::{clicks_job, ClicksParams};
+use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
 use weir::apps::etl::{etl_job, EtlParams};
+use weir::connectors::kafka::repartition::ensure_repartition_topic;
+use weir::connectors::kafka::KafkaConfig;
 use weir::connectors::{BlackholeSink, GeneratorSource};
 use weir::pipeline::Job;
 use weir::service::kafka::{partition_count, KafkaLagProbe};
-use weir::service::registry::partitions_of_task;
+use weir::service::registry::{partitions_of_task, TaskFactory};
 use weir::service::{run_worker, JobTypeRegistry, TaskBuild, TaskEnv, WorkerConfig};
 
 #[derive(Parser, Debug)]
@@ -120,9 +128,17 @@ fn probe(
 }
 
 /// A task's own job name (its checkpoints and transactional id): the same
-/// on whichever worker it runs, distinct from its sibling tasks.
+/// on whichever worker it runs, distinct from its sibling tasks (and from
+/// the other stages' tasks).
 fn task_job_name(env: &TaskEnv) -> String {
-    format!("{}-task-{}-of-{}", env.spec.name, env.index, env.count)
+    if env.stage.is_empty() {
+        format!("{}-task-{}-of-{}", env.spec.name, env.index, env.count)
+    } else {
+        format!(
+            "{}-{}-task-{}-of-{}",
+            env.spec.name, env.stage, env.index, env.count
+        )
+    }
 }
 
 fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
@@ -144,22 +160,60 @@ fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
     })
 }
 
-fn clicks(env: &TaskEnv) -> Result<TaskBuild, String> {
+/// What both stages of `clicks` share: topics, stage sizes, this task's
+/// place, its lease, checkpoints; the repartition topic made if missing
+/// (with the count stage's parallelism as its partition count).
+fn stage_params(env: &TaskEnv) -> Result<StageParams, String> {
     let input = env.param("input")?.to_string();
     let output = env.param("output")?.to_string();
-    let parts = my_partitions(env, &input)?;
-    let mut p = ClicksParams::new(&env.brokers, &input, &output);
-    p.group = env.group();
-    p.parallelism = 1;
-    p.partitions = Some(parts.clone());
+    let mut p = StageParams::new(&env.brokers, &input, &output);
+    p.job = env.spec.name.clone();
+    p.instance = env.index as usize;
+    p.parse_instances = env.stage_count("parse") as usize;
+    p.count_instances = env.stage_count("count") as usize;
     p.fence = Some(env.guard.clone());
-    if let Some(url) = &env.checkpoint_url {
-        p.checkpoint_url = Some(url.clone());
-        p.job_name = task_job_name(env);
-    }
+    p.copy_name = Some(task_job_name(env));
+    p.late_topic = Some(format!("{input}.dlq"));
+    p.checkpoint_url = env.checkpoint_url.clone();
+    let config = KafkaConfig::new(&env.brokers);
+    p.repartition_partitions = ensure_repartition_topic(&config, &p.topic(), p.count_instances)
+        .map_err(|e| format!("repartition topic {}: {e}", p.topic()))?;
+    Ok(p)
+}
+
+/// Stage `parse` of `clicks`: its input partitions → the repartition topic by user.
+fn clicks_parse(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let mut p = stage_params(env)?;
+    let parts = my_partitions(env, &p.input)?;
+    p.input_partitions = partition_count(&env.brokers, &p.input, Duration::from_secs(10))? as usize;
+    p.group = Some(env.group());
     Ok(TaskBuild {
-        job: clicks_job(&p),
-        probe: probe(env, &input, &parts),
+        job: parse_job(&p),
+        probe: probe(env, &p.input, &parts),
+    })
+}
+
+/// Stage `count` of `clicks`: its repartition partitions → windows → output.
+fn clicks_count(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let mut p = stage_params(env)?;
+    let group = format!("{}-count", env.group());
+    p.group = Some(group.clone());
+    let parts = p.count_partitions();
+    if parts.is_empty() {
+        return Err(format!(
+            "repartition topic {} has {} partitions: count task {} of {} has none to read",
+            p.topic(),
+            p.repartition_partitions,
+            env.index,
+            env.count
+        ));
+    }
+    let probe = KafkaLagProbe::new(&env.brokers, &group, &p.topic(), parts)
+        .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
+        .ok();
+    Ok(TaskBuild {
+        job: count_job(&p),
+        probe,
     })
 }
 
@@ -205,7 +259,13 @@ fn main() -> anyhow::Result<()> {
         checkpoint_url,
     } = Args::parse().cmd;
     let mut registry = JobTypeRegistry::new();
-    registry.register("etl", etl).register("clicks", clicks);
+    registry.register("etl", etl).register_stages(
+        "clicks",
+        vec![
+            ("parse".into(), Arc::new(clicks_parse) as TaskFactory),
+            ("count".into(), Arc::new(clicks_count) as TaskFactory),
+        ],
+    );
     if test_job_types {
         let me = id.clone();
         registry.register("failing", move |env| failing(env, &me));

@@ -107,6 +107,8 @@ fn bad_submissions_and_malformed_nodes() {
             capacity: 4,
             job_types: vec!["clicks".into(), "etl".into()],
             version: "test".into(),
+            stages: Default::default(),
+            brokers: String::new(),
         };
         register(&client, &paths, &w, Duration::from_secs(1))
             .await

@@ -30,6 +30,7 @@ fn spec(name: &str) -> JobSpec {
         job_type: "etl".into(),
         parallelism: 2,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ fn spec(name: &str, parallelism: u32) -> JobSpec {
         job_type: "t".into(),
         parallelism,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     }
 }
 

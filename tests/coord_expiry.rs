@@ -58,6 +58,7 @@ async fn expired_worker_rejoins_and_its_tasks_are_reassigned() {
         job_type: "t".into(),
         parallelism: 4,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     };
     l.send(CreateJob(spec)).await.unwrap().unwrap();
     let read = |l: Addr<CoordActor>| async move {

@@ -22,6 +22,7 @@ fn spec(name: &str, p: u32) -> JobSpec {
         job_type: "t".into(),
         parallelism: p,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     }
 }
 

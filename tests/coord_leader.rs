@@ -44,6 +44,7 @@ async fn dead_workers_tasks_move_and_only_them() {
         job_type: "t".into(),
         parallelism: 9,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     };
     create_job(&leader_client, p, &spec).await.unwrap();
 
@@ -201,6 +202,7 @@ async fn running_leader_reacts_to_watches() {
         job_type: "t".into(),
         parallelism: 4,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     };
     create_job(&lc, &p, &spec).await.unwrap();
     let assigned_to = |n: usize| {

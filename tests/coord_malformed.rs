@@ -31,6 +31,7 @@ async fn malformed_spec_state_and_assignment_name_the_path() {
         job_type: "t".into(),
         parallelism: 2,
         config: BTreeMap::new(),
+        stages: Vec::new(),
     };
     create_job(&c, p, &spec).await.unwrap();
 

@@ -6,9 +6,11 @@
 //! exact count (computed here). And a worker frozen (SIGSTOP) past its
 //! session, its tasks moved, then thawed: it commits nothing more (its
 //! lease stops it, and the broker fences its transactional producers by
-//! their epoch), and the output is still exact. Clicks are keyed by user into partitions
-//! (each user's clicks in one partition, so one task holds each window:
-//! repartitioning between tasks is another issue's work).
+//! their epoch), and the output is still exact. Clicks land in the input's
+//! partitions without regard to their user (as producers without keys
+//! do): the job runs as two stages, `parse` and `count`, its clicks
+//! repartitioned by user through `weir-<job>-count-repartition`, so every
+//! window is still counted by one task.
 
 mod service_common;
 
@@ -18,6 +20,10 @@ use std::time::Duration;
 use service_common::*;
 
 const TIMEOUT_MS: u64 = 3000;
+/// Tasks of the job: 2 of stage `parse` and 2 of stage `count` (each parse
+/// task reads two of the input's 4 partitions, each count task two of the
+/// repartition topic's).
+const TASKS: usize = 4;
 /// A base time aligned to the 10 s windows.
 const T0: i64 = 1_700_000_000_000;
 
@@ -28,7 +34,12 @@ fn all_running(c: &Cluster, job: &str, n: usize) -> bool {
 
 type Windows = BTreeMap<(String, i64), u64>;
 
-/// `weir submit clicks --name ck --parallelism 4` on `input` and `output`.
+/// The topic between the job's two stages.
+fn repartition_topic(job: &str) -> String {
+    format!("weir-{job}-count-repartition")
+}
+
+/// `weir submit clicks --name ck --parallelism 2` on `input` and `output`.
 fn submit_clicks(c: &Cluster, job: &str, input: &str, output: &str) {
     let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
     c.weir_ok(&[
@@ -37,7 +48,7 @@ fn submit_clicks(c: &Cluster, job: &str, input: &str, output: &str) {
         "--name",
         job,
         "--parallelism",
-        "4",
+        "2",
         "--set",
         &set_in,
         "--set",
@@ -46,7 +57,7 @@ fn submit_clicks(c: &Cluster, job: &str, input: &str, output: &str) {
 }
 
 /// Three workers sharing checkpoint storage in `dir`, the `clicks` job `ck`
-/// (4 tasks) submitted and RUNNING; returns the cluster and its topics.
+/// (2 tasks per stage) submitted and RUNNING; returns the cluster and its topics.
 fn clicks_cluster(name: &str, job: &str, dir: &std::path::Path) -> (Cluster, String, String) {
     clicks_cluster_logging(name, job, dir, None)
 }
@@ -69,15 +80,18 @@ fn clicks_cluster_logging(
     let dlq = format!("{input}.dlq");
     create_topic(&c.brokers, &dlq, 1);
     c.topics.push(dlq);
+    // Made by the job; deleted here too should the test fail first.
+    c.topics.push(repartition_topic(job));
     submit_clicks(&c, job, &input, &output);
-    c.wait("4 tasks RUNNING", Duration::from_secs(60), |c| {
-        all_running(c, job, 4)
+    c.wait("every task RUNNING", Duration::from_secs(60), |c| {
+        all_running(c, job, TASKS)
     });
     (c, input, output)
 }
 
-/// 8,000 clicks of 12 users (in turn) over 200 s of event time, in 20 chunks; user u
-/// lives in partition u % 4; up to 900 ms out of order. Returns the chunks
+/// 8,000 clicks of 12 users (in turn) over 200 s of event time, in 20 chunks,
+/// each in a pseudo-random partition (whatever its user); up to 900 ms out
+/// of order. Returns the chunks
 /// and the true count of every (user, 10 s window).
 fn click_chunks() -> (Vec<Vec<Rec>>, Windows) {
     let mut want: Windows = BTreeMap::new();
@@ -93,7 +107,7 @@ fn click_chunks() -> (Vec<Vec<Rec>>, Windows) {
                 .entry((user.clone(), ts - ts.rem_euclid(10_000)))
                 .or_insert(0) += 1;
             chunk.push(Rec::to(
-                (u % 4) as i32,
+                ((i * 1_103_515_245 + 12_345) >> 8).rem_euclid(4) as i32,
                 format!(r#"{{"user": "{user}", "ts": {ts}}}"#),
             ));
         }
@@ -202,7 +216,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
     eprintln!("kill -9 {victim} (loads {loads:?})");
     c.workers.remove(&victim).unwrap().kill9();
     c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim)
+        all_running(c, JOB, TASKS) && c.placement(JOB).values().all(|(w, _)| *w != victim)
     });
     // Then a graceful stop (SIGTERM: its tasks stop with a savepoint).
     let other = c.workers.keys().next().cloned().expect("a worker left");
@@ -214,7 +228,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
     c.wait(
         "every task RUNNING on the last worker",
         Duration::from_secs(60),
-        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != other),
+        |c| all_running(c, JOB, TASKS) && c.placement(JOB).values().all(|(w, _)| *w != other),
     );
     producer.join().expect("producer");
     // `weir status` shows each task's latest checkpoint (published fenced
@@ -225,7 +239,7 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         |c| {
             c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
-                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
+                    ts.len() == TASKS && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
                 })
             })
         },
@@ -275,7 +289,25 @@ fn killed_and_stopped_workers_move_clicks_tasks_without_a_wrong_window() {
         text.contains("CHECKPOINT") && text.contains("s ago)"),
         "status shows checkpoint ids and ages:\n{text}"
     );
+    assert!(
+        text.contains("stages parse=2 -> count=2") && text.contains("count[1]"),
+        "status shows the job's stages and each task's:\n{text}"
+    );
     check_every_window_once(&c, &input, &output, &want);
+    // The repartition topic has the count stage's parallelism as its
+    // partition count; cancelling the job (not with a savepoint, whose
+    // positions point into it) deletes it.
+    let internal = repartition_topic(JOB);
+    assert_eq!(
+        service_common::kafka::partition_count(&c.brokers, &internal),
+        Some(2)
+    );
+    c.weir_ok(&["cancel", JOB, "--abort"]);
+    c.wait(
+        "the repartition topic deleted with the job",
+        Duration::from_secs(30),
+        |c| !service_common::kafka::topic_exists(&c.brokers, &internal),
+    );
 }
 
 fn signal(p: &Proc, sig: &str) {
@@ -315,7 +347,7 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
         |c| {
             c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
-                    ts.len() == 4 && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
+                    ts.len() == TASKS && ts.iter().all(|t| t["checkpoint"]["id"].as_u64() > Some(0))
                 })
             })
         },
@@ -339,7 +371,7 @@ fn a_frozen_and_thawed_worker_commits_nothing() {
     c.wait(
         "the frozen worker's tasks RUNNING elsewhere",
         Duration::from_secs(60),
-        |c| all_running(c, JOB, 4) && c.placement(JOB).values().all(|(w, _)| *w != victim),
+        |c| all_running(c, JOB, TASKS) && c.placement(JOB).values().all(|(w, _)| *w != victim),
     );
     let log_before = c.workers[&victim].log_text().len();
     signal(&c.workers[&victim], "-CONT");
@@ -467,28 +499,35 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
     );
     // Open windows stayed in the savepoint: the same job resumes them.
     submit_clicks(&c, JOB, &input, &output);
-    c.wait("4 tasks RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, JOB, 4)
+    c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
+        all_running(c, JOB, TASKS)
     });
     let rest: u64 = second.iter().map(|c| c.len() as u64).sum();
     for chunk in second {
         produce(&c.brokers, &input, chunk);
     }
-    // The second half read by the resumed tasks (as many records in as it
-    // holds) and checkpointed to its end (no lag: the offsets their
-    // transactions committed are the topic's end), then drain: the windows
-    // still open fire although no record closes them.
+    // The second half read by the resumed parse tasks (as many records in
+    // as it holds) and checkpointed to its end (no lag: the offsets their
+    // transactions committed are the topic's end), then drain: the parse
+    // tasks end, the count tasks read on to their end marks, and the
+    // windows still open fire although no record closes them.
     c.wait(
         "the second half read and checkpointed",
         Duration::from_secs(60),
         |c| {
             c.job(JOB).is_some_and(|j| {
                 j["tasks"].as_array().is_some_and(|ts| {
-                    ts.iter()
-                        .map(|t| t["records_in"].as_u64().unwrap_or(0))
-                        .sum::<u64>()
-                        >= rest
-                        && ts.iter().all(|t| t["lag"].as_u64() == Some(0))
+                    let parse: Vec<&serde_json::Value> = ts
+                        .iter()
+                        .filter(|t| t["stage"].as_str().is_some_and(|s| s.starts_with("parse[")))
+                        .collect();
+                    parse.len() == 2
+                        && parse
+                            .iter()
+                            .map(|t| t["records_in"].as_u64().unwrap_or(0))
+                            .sum::<u64>()
+                            >= rest
+                        && parse.iter().all(|t| t["lag"].as_u64() == Some(0))
                 })
             })
         },

@@ -17,10 +17,11 @@ use std::time::Duration;
 use super::clicks::{checkpointing, Click, UserCount, WINDOW_MS};
 use crate::actors::RestartPolicy;
 use crate::connectors::kafka::repartition::{
-    repartition_topic, RepartitionSink, RepartitionSource,
+    repartition_topic, RepartitionSink, RepartitionSource, UPSTREAM_DRAIN_WAIT,
 };
-use crate::connectors::kafka::{KafkaSink, KafkaSource};
-use crate::pipeline::{Count, Job, RunnableJob, Tumbling, Watermarks, Windowed};
+use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
+use crate::pipeline::{Count, Job, LateRecords, RunnableJob, Tumbling, Watermarks, Windowed};
+use crate::service::lease::{Fenced, LeaseGuard};
 
 /// What either stage needs.
 #[derive(Debug, Clone)]
@@ -42,6 +43,15 @@ pub struct StageParams {
     /// Partitions of the input topic (the parse stage's instance `i` reads
     /// those with `p % parse_instances == i`).
     pub input_partitions: usize,
+    /// Partitions of the repartition topic (the count stage's instance `j`
+    /// reads those with `p % count_instances == j`); 0: `count_instances`.
+    pub repartition_partitions: usize,
+    /// The name of this process's copy of its stage (checkpoints, group
+    /// and transactional id); `None`: [`StageParams::copy_name`].
+    pub copy_name: Option<String>,
+    /// Records too late for their window go here as JSON with header
+    /// `error: late`; `None`: they are only counted.
+    pub late_topic: Option<String>,
     /// Bounded out-of-orderness of `ts`.
     pub out_of_orderness: Duration,
     /// A quiet input partition stops holding the watermark after this.
@@ -50,6 +60,12 @@ pub struct StageParams {
     pub checkpoint_url: Option<String>,
     /// Stop by draining rather than with a savepoint.
     pub drain: bool,
+    /// The consumer group its source commits positions for; `None`: the
+    /// source's default (`weir-<copy name>`).
+    pub group: Option<String>,
+    /// Write lease of the coordinated service: the stage's sink refuses
+    /// to write once it is gone (zombie fencing). `None`: always write.
+    pub fence: Option<LeaseGuard>,
     /// Extra librdkafka options for the stage's producer (its sink), e.g.
     /// `transaction.timeout.ms`.
     pub producer_options: Vec<(String, String)>,
@@ -72,6 +88,11 @@ impl StageParams {
             parse_instances: 1,
             count_instances: 1,
             input_partitions: 4,
+            repartition_partitions: 0,
+            copy_name: None,
+            late_topic: None,
+            group: None,
+            fence: None,
             out_of_orderness: Duration::from_millis(2_000),
             idle_timeout: Duration::from_secs(10),
             checkpoint_url: None,
@@ -89,7 +110,23 @@ impl StageParams {
     /// The name of this process's copy of `stage` (checkpoints, group and
     /// transactional id): `<job>-<stage>-<instance>`.
     pub fn copy_name(&self, stage: &str) -> String {
-        format!("{}-{stage}-{}", self.job, self.instance)
+        self.copy_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{stage}-{}", self.job, self.instance))
+    }
+
+    /// The repartition topic's partitions this count instance reads.
+    pub fn count_partitions(&self) -> Vec<i32> {
+        let n = self.count_instances.max(1);
+        let total = if self.repartition_partitions == 0 {
+            n
+        } else {
+            self.repartition_partitions
+        };
+        (0..total)
+            .filter(|x| x % n == self.instance)
+            .map(|x| x as i32)
+            .collect()
     }
 }
 
@@ -100,6 +137,9 @@ fn stage_job(p: &StageParams, name: &str) -> Job {
     Job::new(name)
         .checkpointing(checkpointing(p.checkpoint_url.clone()))
         .drain_on_cancel(p.drain)
+        // A draining count stage reads on for its upstream's end marks
+        // (up to `UPSTREAM_DRAIN_WAIT`): give it the time.
+        .drain_timeout(UPSTREAM_DRAIN_WAIT + Duration::from_secs(10))
         .restart_policy(
             RestartPolicy::new(10, Duration::from_secs(300))
                 .with_backoff(Duration::from_millis(500), Duration::from_secs(15)),
@@ -120,10 +160,14 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
     for (k, v) in &p.producer_options {
         sink = sink.set(k, v);
     }
+    if let Some(g) = &p.group {
+        source = source.group(g);
+    }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
     }
+    let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
     stage_job(p, &name)
         .source(source)
         .watermarks(
@@ -138,16 +182,24 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
 pub fn count_job(p: &StageParams) -> RunnableJob {
     let name = p.copy_name("count");
     let mut source = RepartitionSource::<Click>::new(&p.brokers, p.topic(), p.parse_instances)
-        .partitions([p.instance as i32]);
+        .partitions(p.count_partitions());
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     for (k, v) in &p.producer_options {
         sink = sink.set(k, v);
     }
+    if let Some(g) = &p.group {
+        source = source.group(g);
+    }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
     }
+    let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
+    let late = match &p.late_topic {
+        Some(t) => LateRecords::to(KafkaLateSink::json(&p.brokers, t, p.topic())),
+        None => LateRecords::count_only(),
+    };
     stage_job(p, &name)
         .source(source)
         // The parse writers' watermarks already allow for disorder.
@@ -156,6 +208,7 @@ pub fn count_job(p: &StageParams) -> RunnableJob {
         .window(Tumbling::event_time(Duration::from_millis(
             WINDOW_MS as u64,
         )))
+        .late_records(late)
         .aggregate(Count)
         .map(|w: Windowed<String, u64>| UserCount {
             user: w.key,

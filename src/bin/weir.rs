@@ -65,6 +65,10 @@ enum Cmd {
         /// Submit even if no live worker advertises the job type.
         #[arg(long)]
         force: bool,
+        /// The parallelism of one stage of a staged job type, STAGE=N
+        /// (repeatable; the others get --parallelism).
+        #[arg(long, value_name = "STAGE=N")]
+        stage_parallelism: Vec<String>,
     },
     /// Show jobs, their tasks (worker, state, lag) and the live workers.
     Status {
@@ -99,6 +103,10 @@ enum Cmd {
         name: String,
         /// New parallelism.
         parallelism: u32,
+        /// Only this stage of a staged job (default: the job's parallelism,
+        /// and every stage that has it).
+        #[arg(long)]
+        stage: Option<String>,
     },
 }
 
@@ -168,9 +176,13 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
     // The base layout may not exist yet on a fresh cluster.
     weir::coord::store::ensure_layout(&client, &paths).await?;
     match cli.cmd {
-        Cmd::Submit { force, .. } => {
-            let spec = spec.expect("built above");
-            admin::submit(&client, &paths, &spec, force).await?;
+        Cmd::Submit {
+            force,
+            stage_parallelism,
+            ..
+        } => {
+            let mut spec = spec.expect("built above");
+            admin::submit(&client, &paths, &mut spec, &stage_parallelism, force).await?;
             if cli.json {
                 println!("{}", serde_json::json!({ "submitted": spec }));
             } else {
@@ -240,13 +252,19 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
             }
             Ok(0)
         }
-        Cmd::Rescale { name, parallelism } => {
-            let old = admin::rescale(&client, &paths, &name, parallelism).await?;
+        Cmd::Rescale {
+            name,
+            parallelism,
+            stage,
+        } => {
+            let old = admin::rescale(&client, &paths, &name, stage.as_deref(), parallelism).await?;
             if cli.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "job": name, "from": old, "to": parallelism })
+                    serde_json::json!({ "job": name, "stage": stage, "from": old, "to": parallelism })
                 );
+            } else if let Some(stage) = stage {
+                println!("job {name} stage {stage}: parallelism {old} -> {parallelism}");
             } else {
                 println!("job {name}: parallelism {old} -> {parallelism}");
             }

@@ -43,7 +43,8 @@
 //!     let worker = Worker { id: "w1".into() }.start();
 //!     let mut cfg = CoordConfig::new("127.0.0.1:2181");
 //!     cfg.worker = Some(WorkerInfo { id: "w1".into(), address: "127.0.0.1:9000".into(), capacity: 4,
-//!                                    job_types: vec![], version: "0.1.0".into() });
+//!                                    job_types: vec![], version: "0.1.0".into(),
+//!                                    stages: Default::default(), brokers: String::new() });
 //!     cfg.candidate = Some("w1".into());
 //!     let arbiter = Arbiter::new();
 //!     let recipient = worker.recipient();

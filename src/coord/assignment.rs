@@ -139,7 +139,7 @@ fn eligible(w: &WorkerInfo, t: &TaskRequest) -> bool {
 /// use std::collections::BTreeMap;
 /// use weir::coord::assignment::{assign, TaskRequest};
 /// use weir::coord::{TaskId, WorkerInfo};
-/// let w = |id: &str| WorkerInfo { id: id.into(), address: String::new(), capacity: 10, job_types: vec![], version: String::new() };
+/// let w = |id: &str| WorkerInfo { id: id.into(), address: String::new(), capacity: 10, job_types: vec![], version: String::new(), stages: Default::default(), brokers: String::new() };
 /// let mut tasks: Vec<TaskRequest> = (0..4).map(|i| TaskRequest::new(TaskId::new("j", i), None)).collect();
 /// let first = assign(&tasks, &[w("a")], &BTreeMap::new());
 /// assert_eq!(first.loads()["a"], 4);
@@ -500,6 +500,8 @@ mod tests {
             capacity,
             job_types: vec![],
             version: String::new(),
+            stages: Default::default(),
+            brokers: String::new(),
         }
     }
 

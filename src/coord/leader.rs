@@ -396,7 +396,7 @@ impl Leader {
                 .assignment
                 .tasks
                 .keys()
-                .filter(|t| t.index >= job.spec.parallelism)
+                .filter(|t| !job.spec.has_task(t.index))
                 .cloned()
                 .collect();
             changes.push(JobChange {
@@ -687,7 +687,7 @@ impl Leader {
                 let id: TaskId = child.parse().ok()?;
                 let held = assignment.tasks.get(&id)?;
                 (id.job == name
-                    && id.index < spec.parallelism
+                    && spec.has_task(id.index)
                     && held.worker == r.worker
                     && held.epoch == r.epoch)
                     .then(|| (id, (r.clone(), *v)))
@@ -710,7 +710,7 @@ impl Leader {
         let mut given_up: BTreeMap<TaskId, String> = assignment
             .given_up
             .iter()
-            .filter(|(t, _)| t.index < spec.parallelism)
+            .filter(|(t, _)| spec.has_task(t.index))
             .map(|(t, r)| (t.clone(), r.clone()))
             .collect();
         let mut giving_up = Vec::new();
@@ -721,7 +721,7 @@ impl Leader {
             .filter(|(_, a)| !a.failed_at_ms.is_empty())
             .map(|(t, _)| t)
             .chain(failures.keys())
-            .filter(|t| t.index < spec.parallelism)
+            .filter(|t| spec.has_task(t.index))
             .cloned()
             .collect::<BTreeSet<TaskId>>();
         for id in failing {

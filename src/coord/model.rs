@@ -65,6 +65,15 @@ pub struct WorkerInfo {
     /// Version of the weir binary.
     #[serde(default)]
     pub version: String,
+    /// The job types among `job_types` that run as several stages, with
+    /// their stage names in data-flow order (`weir submit` writes them into
+    /// the spec). Omitted when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, Vec<String>>,
+    /// The worker's Kafka `bootstrap.servers` (for `weir cancel`, which
+    /// deletes a staged job's repartition topics). Omitted when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub brokers: String,
 }
 
 impl WorkerInfo {
@@ -98,7 +107,42 @@ pub struct JobSpec {
     /// Free-form job configuration.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// The job's stages, in data-flow order, when its type runs as several
+    /// (split at each `key_by`, connected by repartition topics); empty for
+    /// a single-stage job, whose tasks are `0..parallelism`. Omitted from
+    /// the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSpec>,
 }
+
+/// One stage of a job: a name (a path segment, unique in the job) and its
+/// own parallelism.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    /// Stage name, e.g. `parse` or `count`.
+    pub name: String,
+    /// Tasks of this stage (1..=[`MAX_PARALLELISM`]).
+    pub parallelism: u32,
+}
+
+/// Where a task sits in its job: its stage (number, name; `""` for a
+/// single-stage job), its index within the stage and the stage's task count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskPlace<'a> {
+    /// Position of the stage in the job's data flow (0 for a single stage).
+    pub stage_number: u32,
+    /// The stage's name, `""` for a single-stage job.
+    pub stage: &'a str,
+    /// Index of the task within its stage, `0..count`.
+    pub index: u32,
+    /// Tasks of the stage.
+    pub count: u32,
+}
+
+/// A task's index in its job encodes its stage: `stage_number * STAGE_STRIDE
+/// + index_in_stage`, so a stage's task ids stay the same when another
+/// stage is rescaled, and a single-stage job's tasks are `0..parallelism`.
+pub const STAGE_STRIDE: u32 = MAX_PARALLELISM;
 
 impl JobSpec {
     /// Checks the name and job type charset and `1 <= parallelism <= MAX_PARALLELISM`;
@@ -106,7 +150,7 @@ impl JobSpec {
     ///
     /// ```
     /// use weir::coord::{CoordError, JobSpec};
-    /// let mut spec = JobSpec { name: "clicks".into(), job_type: "clicks".into(), parallelism: 0, config: Default::default() };
+    /// let mut spec = JobSpec { name: "clicks".into(), job_type: "clicks".into(), parallelism: 0, config: Default::default(), stages: vec![] };
     /// let err = spec.validate().unwrap_err();
     /// assert!(matches!(err, CoordError::Invalid { ref field, .. } if field == "JobSpec.parallelism"));
     /// spec.parallelism = 4;
@@ -121,14 +165,106 @@ impl JobSpec {
                 reason: format!("{} is not within 1..={MAX_PARALLELISM}", self.parallelism),
             });
         }
+        if self.stages.len() as u64 > (u32::MAX / STAGE_STRIDE) as u64 {
+            return Err(CoordError::Invalid {
+                field: "JobSpec.stages".into(),
+                reason: format!("{} stages are too many", self.stages.len()),
+            });
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            validate_name("JobSpec.stages.name", &st.name)?;
+            if self.stages[..i].iter().any(|o| o.name == st.name) {
+                return Err(CoordError::Invalid {
+                    field: "JobSpec.stages".into(),
+                    reason: format!("stage {:?} is named twice", st.name),
+                });
+            }
+            if st.parallelism == 0 || st.parallelism > MAX_PARALLELISM {
+                return Err(CoordError::Invalid {
+                    field: "JobSpec.stages.parallelism".into(),
+                    reason: format!(
+                        "stage {:?}: {} is not within 1..={MAX_PARALLELISM}",
+                        st.name, st.parallelism
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
-    /// The ids of this job's tasks: `<name>-0 .. <name>-<parallelism-1>`.
+    /// The ids of this job's tasks: `<name>-0 .. <name>-<parallelism-1>` for a
+    /// single stage; with stages, stage `s`'s tasks are
+    /// `<name>-<s * STAGE_STRIDE + i>` for `i` in `0..` its parallelism.
+    ///
+    /// ```
+    /// use weir::coord::model::{JobSpec, StageSpec};
+    /// let mut spec = JobSpec { name: "ck".into(), job_type: "clicks".into(), parallelism: 2, config: Default::default(), stages: vec![] };
+    /// let ids: Vec<String> = spec.task_ids().iter().map(|t| t.to_string()).collect();
+    /// assert_eq!(ids, ["ck-0", "ck-1"]);
+    /// spec.stages = vec![StageSpec { name: "parse".into(), parallelism: 1 }, StageSpec { name: "count".into(), parallelism: 2 }];
+    /// let ids: Vec<String> = spec.task_ids().iter().map(|t| t.to_string()).collect();
+    /// assert_eq!(ids, ["ck-0", "ck-10000", "ck-10001"]);
+    /// let place = spec.place(10001).unwrap();
+    /// assert_eq!((place.stage, place.index, place.count), ("count", 1, 2));
+    /// assert!(spec.place(1).is_none());
+    /// ```
     pub fn task_ids(&self) -> Vec<TaskId> {
-        (0..self.parallelism)
-            .map(|i| TaskId::new(&self.name, i))
+        if self.stages.is_empty() {
+            return (0..self.parallelism)
+                .map(|i| TaskId::new(&self.name, i))
+                .collect();
+        }
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(s, st)| {
+                (0..st.parallelism)
+                    .map(move |i| TaskId::new(&self.name, s as u32 * STAGE_STRIDE + i))
+            })
             .collect()
+    }
+
+    /// Number of tasks over all stages.
+    pub fn task_count(&self) -> u32 {
+        if self.stages.is_empty() {
+            self.parallelism
+        } else {
+            self.stages.iter().map(|s| s.parallelism).sum()
+        }
+    }
+
+    /// Where task `index` sits (stage, index in it, the stage's count), or
+    /// `None` when the job (as specified now) has no such task.
+    pub fn place(&self, index: u32) -> Option<TaskPlace<'_>> {
+        if self.stages.is_empty() {
+            return (index < self.parallelism).then_some(TaskPlace {
+                stage_number: 0,
+                stage: "",
+                index,
+                count: self.parallelism,
+            });
+        }
+        let (s, i) = (index / STAGE_STRIDE, index % STAGE_STRIDE);
+        let st = self.stages.get(s as usize)?;
+        (i < st.parallelism).then_some(TaskPlace {
+            stage_number: s,
+            stage: &st.name,
+            index: i,
+            count: st.parallelism,
+        })
+    }
+
+    /// Whether task `index` belongs to the job as specified now.
+    pub fn has_task(&self, index: u32) -> bool {
+        self.place(index).is_some()
+    }
+
+    /// The parallelism of stage `name`, if the job has it.
+    pub fn stage_parallelism(&self, name: &str) -> Option<u32> {
+        self.stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.parallelism)
     }
 }
 
@@ -500,6 +636,7 @@ mod tests {
             job_type: "t".into(),
             parallelism: 1,
             config: BTreeMap::new(),
+            stages: Vec::new(),
         };
         assert!(
             matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.name")
@@ -509,6 +646,7 @@ mod tests {
             job_type: "".into(),
             parallelism: 1,
             config: BTreeMap::new(),
+            stages: Vec::new(),
         };
         assert!(
             matches!(spec.validate(), Err(CoordError::Invalid { field, .. }) if field == "JobSpec.job_type")
@@ -518,6 +656,7 @@ mod tests {
             job_type: "t".into(),
             parallelism: 3,
             config: BTreeMap::new(),
+            stages: Vec::new(),
         };
         assert_eq!(
             spec.task_ids()
@@ -532,6 +671,8 @@ mod tests {
             capacity: 0,
             job_types: vec![],
             version: "1".into(),
+            stages: Default::default(),
+            brokers: String::new(),
         };
         assert!(
             matches!(w.validate(), Err(CoordError::Invalid { field, .. }) if field == "WorkerInfo.capacity")

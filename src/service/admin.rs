@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zookeeper_client::Client;
 
+use crate::coord::model::StageSpec;
 use crate::coord::session::{connect_once, SessionConfig, ZkAuth};
 use crate::coord::store::{self, JobView};
 use crate::coord::{CoordError, JobSpec, StopMode, TaskError, TaskStatus, WorkerInfo, ZkPaths};
@@ -102,6 +103,7 @@ pub fn build_spec(
         job_type: job_type.to_string(),
         parallelism,
         config,
+        stages: Vec::new(),
     };
     spec.validate().map_err(|e| match e {
         CoordError::Invalid { field, reason } => ServiceError::Invalid {
@@ -118,16 +120,96 @@ pub fn build_spec(
     Ok(spec)
 }
 
+/// Gives `spec` the stages its job type runs as (advertised by a live
+/// worker in `workers`), each with the job's parallelism unless
+/// `stage_parallelism` (`STAGE=N` strings) says otherwise. A single-stage
+/// type keeps no stages; naming a stage it does not have is an error.
+pub fn plan_stages(
+    workers: &[WorkerInfo],
+    spec: &mut JobSpec,
+    stage_parallelism: &[String],
+) -> ServiceResult<()> {
+    let names = workers
+        .iter()
+        .filter(|w| w.accepts(&spec.job_type))
+        .find_map(|w| w.stages.get(&spec.job_type))
+        .cloned()
+        .unwrap_or_default();
+    spec.stages = names
+        .iter()
+        .map(|n| StageSpec {
+            name: n.clone(),
+            parallelism: spec.parallelism,
+        })
+        .collect();
+    for s in stage_parallelism {
+        let bad = |reason: String| ServiceError::Invalid {
+            field: "--stage-parallelism".into(),
+            reason,
+        };
+        let (name, n) = s
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{s:?} is not STAGE=N")))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{s:?}: {n:?} is not a number")))?;
+        let stage = spec
+            .stages
+            .iter_mut()
+            .find(|st| st.name == name.trim())
+            .ok_or_else(|| {
+                bad(format!(
+                    "job type {:?} has no stage {name:?} (its stages: [{}])",
+                    spec.job_type,
+                    names.join(", ")
+                ))
+            })?;
+        stage.parallelism = n;
+    }
+    spec.validate().map_err(|e| match e {
+        CoordError::Invalid { reason, .. } => ServiceError::Invalid {
+            field: "--stage-parallelism".into(),
+            reason,
+        },
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// The repartition topics between `spec`'s stages (Kafka Streams'
+/// internal topics): `weir-<job>-<stage>-repartition` for every stage but
+/// the first. Empty for a single-stage job.
+///
+/// ```
+/// use weir::coord::model::{JobSpec, StageSpec};
+/// let mut spec = JobSpec { name: "ck".into(), job_type: "clicks".into(), parallelism: 2, config: Default::default(), stages: vec![] };
+/// assert!(weir::service::admin::internal_topics(&spec).is_empty());
+/// spec.stages = vec![StageSpec { name: "parse".into(), parallelism: 2 }, StageSpec { name: "count".into(), parallelism: 2 }];
+/// assert_eq!(weir::service::admin::internal_topics(&spec), ["weir-ck-count-repartition"]);
+/// ```
+pub fn internal_topics(spec: &JobSpec) -> Vec<String> {
+    spec.stages
+        .iter()
+        .skip(1)
+        .map(|s| format!("weir-{}-{}-repartition", spec.name, s.name))
+        .collect()
+}
+
 /// Submits `spec`, after checking that a live worker advertises its job type (unless
-/// `force`) and that no job has its name.
+/// `force`) and that no job has its name. The spec gets the stages the
+/// type runs as ([`plan_stages`]); with `force` and no such worker it runs
+/// as one stage.
 pub async fn submit(
     client: &Client,
     paths: &ZkPaths,
-    spec: &JobSpec,
+    spec: &mut JobSpec,
+    stage_parallelism: &[String],
     force: bool,
 ) -> ServiceResult<()> {
+    let workers = store::list_workers(client, paths).await?;
+    plan_stages(&workers, spec, stage_parallelism)?;
     if !force {
-        let workers = store::list_workers(client, paths).await?;
         if !workers.iter().any(|w| w.accepts(&spec.job_type)) {
             let known: Vec<&String> = workers.iter().flat_map(|w| w.job_types.iter()).collect();
             let known = if workers.is_empty() {
@@ -189,6 +271,14 @@ pub async fn cancel(
         // How the tasks stop, first: workers read it when the job goes.
         store::write_stop_mode(client, paths, job, mode).await?;
     }
+    // An aborted job's repartition topics go with it. A savepoint's
+    // positions point into them (a job submitted again under the name
+    // resumes from what they hold), and a drain reads them to their end
+    // after the znodes are gone: those keep them.
+    let doomed_topics = match store::read_json::<JobSpec>(client, &paths.spec(job)).await {
+        Ok(Some((spec, _))) if mode == StopMode::Abort => internal_topics(&spec),
+        _ => Vec::new(),
+    };
     match store::cancel_job(client, paths, job).await {
         Ok(()) => {}
         Err(CoordError::NoNode { .. }) => {
@@ -213,6 +303,9 @@ pub async fn cancel(
         match client.check_stat(&dir).await {
             Ok(None) => {
                 store::delete_stop_mode(client, paths, job).await?;
+                if !doomed_topics.is_empty() {
+                    delete_internal_topics(client, paths, job, &doomed_topics).await?;
+                }
                 return Ok(true);
             }
             Ok(Some(_)) => {}
@@ -225,8 +318,58 @@ pub async fn cancel(
     }
 }
 
-/// Changes the parallelism of `job` to `n`; returns the old one.
-pub async fn rescale(client: &Client, paths: &ZkPaths, job: &str, n: u32) -> ServiceResult<u32> {
+/// Deletes a cancelled job's repartition topics through the brokers a
+/// live worker advertises.
+async fn delete_internal_topics(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    topics: &[String],
+) -> ServiceResult<()> {
+    let failed = |reason: String| ServiceError::InternalTopics {
+        job: job.to_string(),
+        topics: topics.join(", "),
+        reason,
+    };
+    let workers = store::list_workers(client, paths).await?;
+    let Some(brokers) = workers
+        .iter()
+        .map(|w| w.brokers.clone())
+        .find(|b| !b.is_empty())
+    else {
+        return Err(failed("no live worker advertises its Kafka brokers".into()));
+    };
+    #[cfg(feature = "kafka")]
+    {
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let config = crate::connectors::kafka::KafkaConfig::new(&brokers);
+            for t in &topics {
+                crate::connectors::kafka::repartition::delete_repartition_topic(&config, t)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = brokers;
+        Err(failed("built without the kafka feature".into()))
+    }
+}
+
+/// Changes the parallelism of `job` to `n` (of its stage `stage` when
+/// given: the job must have it); returns the old one.
+pub async fn rescale(
+    client: &Client,
+    paths: &ZkPaths,
+    job: &str,
+    stage: Option<&str>,
+    n: u32,
+) -> ServiceResult<u32> {
     if n == 0 {
         return Err(ServiceError::Invalid {
             field: "N".into(),
@@ -240,8 +383,34 @@ pub async fn rescale(client: &Client, paths: &ZkPaths, job: &str, n: u32) -> Ser
     let (mut spec, _) = store::read_json::<JobSpec>(client, &path)
         .await?
         .ok_or_else(|| ServiceError::NoSuchJob(job.to_string()))?;
-    let old = spec.parallelism;
-    spec.parallelism = n;
+    let old = match stage {
+        None if spec.stages.is_empty() => std::mem::replace(&mut spec.parallelism, n),
+        // Every stage that still has the job's parallelism follows it.
+        None => {
+            let old = spec.parallelism;
+            for st in spec.stages.iter_mut().filter(|s| s.parallelism == old) {
+                st.parallelism = n;
+            }
+            spec.parallelism = n;
+            old
+        }
+        Some(name) => {
+            let names: Vec<String> = spec.stages.iter().map(|s| s.name.clone()).collect();
+            let st = spec
+                .stages
+                .iter_mut()
+                .find(|s| s.name == name)
+                .ok_or_else(|| ServiceError::Invalid {
+                    field: "--stage".into(),
+                    reason: format!(
+                        "job {job:?} has no stage {name:?} (its stages: [{}])",
+                        names.join(", ")
+                    ),
+                })?;
+            std::mem::replace(&mut st.parallelism, n)
+        }
+    };
+    spec.validate()?;
     store::update_job(client, paths, &spec).await?;
     Ok(old)
 }
@@ -251,6 +420,9 @@ pub async fn rescale(client: &Client, paths: &ZkPaths, job: &str, n: u32) -> Ser
 pub struct TaskRow {
     /// Task id.
     pub task: String,
+    /// Its stage and index in it (`"count[2]"`); absent for a single-stage job.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
     /// Worker it is assigned to (`null`: unassigned, or given up on by the leader).
     pub worker: Option<String>,
     /// State: a [`TaskStatus`] name, or `UNASSIGNED`. A task the leader gave up on (it
@@ -293,6 +465,9 @@ pub struct JobStatus {
     pub job_type: String,
     /// Parallelism.
     pub parallelism: u32,
+    /// Its stages and their parallelism (empty: one stage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSpec>,
     /// Parameters.
     pub config: BTreeMap<String, String>,
     /// Summary state: FAILED, RESTARTING, SCHEDULED, RUNNING, FINISHED, or ERROR.
@@ -368,8 +543,15 @@ fn job_status(view: &JobView) -> JobStatus {
             Some(s) if state == "RUNNING" => s.records_in_per_s,
             _ => 0,
         };
+        let stage = view
+            .spec
+            .place(id.index)
+            .filter(|p| !p.stage.is_empty())
+            .map(|p| format!("{}[{}]", p.stage, p.index))
+            .unwrap_or_default();
         tasks.push(TaskRow {
             task: id.to_string(),
+            stage,
             worker: assigned.map(|a| a.worker.clone()),
             state,
             epoch: assigned.map(|a| a.epoch).unwrap_or(0),
@@ -401,6 +583,7 @@ fn job_status(view: &JobView) -> JobStatus {
         name: view.spec.name.clone(),
         job_type: view.spec.job_type.clone(),
         parallelism: view.spec.parallelism,
+        stages: view.spec.stages.clone(),
         config: view.spec.config.clone(),
         state: state.to_string(),
         epoch: assignment.epoch,
@@ -459,6 +642,7 @@ pub async fn status(
                 name,
                 job_type: String::new(),
                 parallelism: 0,
+                stages: Vec::new(),
                 config: BTreeMap::new(),
                 state: "ERROR".into(),
                 epoch: 0,
@@ -531,11 +715,21 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             continue;
         }
         let cfg: Vec<String> = j.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parallelism = if j.stages.is_empty() {
+            j.parallelism.to_string()
+        } else {
+            let st: Vec<String> = j
+                .stages
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.parallelism))
+                .collect();
+            format!("{}  stages {}", j.parallelism, st.join(" -> "))
+        };
         out.push_str(&format!(
             "job {}  type {}  parallelism {}  state {}  epoch {}  lag {}  in {}  out {}{}\n",
             j.name,
             j.job_type,
-            j.parallelism,
+            parallelism,
             j.state,
             j.epoch,
             j.lag,
@@ -548,8 +742,9 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
             }
         ));
         out.push_str(&format!(
-            "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
+            "  {:<24} {:<12} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
             "TASK",
+            "STAGE",
             "WORKER",
             "STATE",
             "EPOCH",
@@ -568,8 +763,9 @@ pub fn render_status(s: &ClusterStatus, only: bool) -> String {
                 format!("{} ({:.1}s ago)", c.id, age_ms as f64 / 1000.0)
             });
             out.push_str(&format!(
-                "  {:<24} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
+                "  {:<24} {:<12} {:<16} {:<11} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16}  {}\n",
                 t.task,
+                if t.stage.is_empty() { "-" } else { &t.stage },
                 t.worker.as_deref().unwrap_or("-"),
                 t.state,
                 t.epoch,

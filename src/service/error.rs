@@ -56,6 +56,16 @@ pub enum ServiceError {
         reason: String,
     },
     /// A coordination error (ZooKeeper), with the znode involved.
+    /// A cancelled job's repartition topics could not be deleted.
+    #[error("job {job:?} is cancelled, but its repartition topics ({topics}) could not be deleted: {reason}")]
+    InternalTopics {
+        /// The job.
+        job: String,
+        /// Its repartition topics.
+        topics: String,
+        /// Why.
+        reason: String,
+    },
     #[error(transparent)]
     Coord(#[from] CoordError),
     /// I/O (HTTP listener, signals).

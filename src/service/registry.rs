@@ -8,6 +8,12 @@
 //! (partition `p` of the input belongs to task `p % N`).
 //! Must never: start anything (factories only assemble jobs), or talk to
 //! ZooKeeper.
+//!
+//! A job type runs as one stage ([`JobTypeRegistry::register`]) or as
+//! several ([`JobTypeRegistry::register_stages`]: one factory per stage, in
+//! data-flow order, connected by repartition topics the factories name);
+//! the worker advertises each type's stage names so `weir submit` writes
+//! them into the spec, and the leader places every stage's tasks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,9 +28,11 @@ use super::lease::LeaseGuard;
 pub struct TaskEnv {
     /// The submitted job (name, type, parallelism, `--set` parameters).
     pub spec: JobSpec,
-    /// This task's index in `0..count`.
+    /// This task's stage (`""` for a single-stage job type).
+    pub stage: String,
+    /// This task's index in `0..count`, within its stage.
     pub index: u32,
-    /// Number of tasks of the job (its parallelism).
+    /// Number of tasks of the stage (the job's parallelism for a single stage).
     pub count: u32,
     /// Kafka `bootstrap.servers` of this worker.
     pub brokers: String,
@@ -48,6 +56,12 @@ impl TaskEnv {
                     self.spec.name
                 )
             })
+    }
+
+    /// The parallelism of stage `name` of this job (1 when the job has no
+    /// such stage).
+    pub fn stage_count(&self, name: &str) -> u32 {
+        self.spec.stage_parallelism(name).unwrap_or(1)
     }
 
     /// The Kafka consumer group of the job: one group per job, so a task moved to another
@@ -110,7 +124,9 @@ pub type TaskFactory = Arc<dyn Fn(&TaskEnv) -> Result<TaskBuild, String> + Send 
 /// ```
 #[derive(Clone, Default)]
 pub struct JobTypeRegistry {
-    types: BTreeMap<String, TaskFactory>,
+    /// Job type → its stages' names and factories, in data-flow order
+    /// (one unnamed stage for a single-stage type).
+    types: BTreeMap<String, Vec<(String, TaskFactory)>>,
 }
 
 impl JobTypeRegistry {
@@ -124,13 +140,70 @@ impl JobTypeRegistry {
     where
         F: Fn(&TaskEnv) -> Result<TaskBuild, String> + Send + Sync + 'static,
     {
-        self.types.insert(name.to_string(), Arc::new(factory));
+        self.types
+            .insert(name.to_string(), vec![(String::new(), Arc::new(factory))]);
         self
     }
 
-    /// The factory of `name`.
+    /// Registers (or replaces) job type `name` as stages, in data-flow
+    /// order: each stage's tasks are built by its own factory (their
+    /// [`TaskEnv::stage`], `index` and `count` say which), and the leader
+    /// places every stage's tasks as it places any task.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weir::service::registry::{JobTypeRegistry, TaskBuild, TaskFactory};
+    /// use weir::pipeline::Job;
+    /// use weir::connectors::{VecSource, BlackholeSink};
+    /// let stage: TaskFactory = Arc::new(|_env| {
+    ///     Ok(TaskBuild::from(Job::new("s").source(VecSource::new(vec![1u32])).sink(BlackholeSink::new())))
+    /// });
+    /// let mut reg = JobTypeRegistry::new();
+    /// reg.register_stages("two", vec![("parse".into(), stage.clone()), ("count".into(), stage)]);
+    /// assert_eq!(reg.stages("two"), vec!["parse".to_string(), "count".to_string()]);
+    /// assert!(reg.get_stage("two", "count").is_some());
+    /// assert!(reg.get_stage("two", "").is_none());
+    /// ```
+    pub fn register_stages(&mut self, name: &str, stages: Vec<(String, TaskFactory)>) -> &mut Self {
+        self.types.insert(name.to_string(), stages);
+        self
+    }
+
+    /// The factory of single-stage job type `name`.
     pub fn get(&self, name: &str) -> Option<TaskFactory> {
-        self.types.get(name).cloned()
+        self.get_stage(name, "")
+    }
+
+    /// The factory of stage `stage` (`""` for a single-stage type) of job type `name`.
+    pub fn get_stage(&self, name: &str, stage: &str) -> Option<TaskFactory> {
+        self.types
+            .get(name)?
+            .iter()
+            .find(|(s, _)| s == stage)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// The stage names of job type `name`, in data-flow order; empty for a
+    /// single-stage (or unknown) type.
+    pub fn stages(&self, name: &str) -> Vec<String> {
+        match self.types.get(name) {
+            Some(stages) if !(stages.len() == 1 && stages[0].0.is_empty()) => {
+                stages.iter().map(|(s, _)| s.clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every staged job type with its stage names (advertised in the
+    /// worker's ZooKeeper node, so `weir submit` can write the stages).
+    pub fn staged_types(&self) -> BTreeMap<String, Vec<String>> {
+        self.types
+            .keys()
+            .filter_map(|t| {
+                let stages = self.stages(t);
+                (!stages.is_empty()).then(|| (t.clone(), stages))
+            })
+            .collect()
     }
 
     /// Registered names, sorted (advertised in the worker's ZooKeeper node).

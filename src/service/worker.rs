@@ -302,6 +302,8 @@ impl WorkerActor {
             capacity: cfg.capacity,
             job_types: registry.names(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            stages: registry.staged_types(),
+            brokers: cfg.brokers.clone(),
         };
         info.validate()?;
         ccfg.worker = Some(info);
@@ -451,7 +453,7 @@ impl WorkerActor {
                 if self.tasks.contains_key(id) || self.stopping.iter().any(|(s, _)| s == id) {
                     continue;
                 }
-                if spec.parallelism <= id.index {
+                if !spec.has_task(id.index) {
                     continue; // assignment newer than the spec we read; wait for the re-read
                 }
                 to_start.push((tok.clone(), spec.clone()));
@@ -481,12 +483,22 @@ impl WorkerActor {
             record: CheckpointRecord::default(),
             recording: false,
         };
-        let Some(factory) = self.registry.get(&spec.job_type) else {
-            let msg = format!(
-                "job type {:?} is not registered in this worker (it runs: {})",
-                spec.job_type,
-                self.registry.names().join(", ")
-            );
+        let place = spec.place(id.index);
+        let stage = place.map(|p| p.stage.to_string()).unwrap_or_default();
+        let Some(factory) = self.registry.get_stage(&spec.job_type, &stage) else {
+            let msg = match self.registry.stages(&spec.job_type) {
+                stages if !stages.is_empty() || !stage.is_empty() => format!(
+                    "job type {:?} runs here as stages [{}], but the job's task {id} is of stage {stage:?} \
+                     (resubmit the job so its spec names the type's stages)",
+                    spec.job_type,
+                    stages.join(", ")
+                ),
+                _ => format!(
+                    "job type {:?} is not registered in this worker (it runs: {})",
+                    spec.job_type,
+                    self.registry.names().join(", ")
+                ),
+            };
             tracing::error!(task = %id, "{msg}");
             task.phase = Phase::BuildFailed(
                 TaskError {
@@ -502,8 +514,9 @@ impl WorkerActor {
         self.tasks.insert(id.clone(), task);
         let env = TaskEnv {
             spec: spec.clone(),
-            index: id.index,
-            count: spec.parallelism,
+            stage,
+            index: place.map_or(id.index, |p| p.index),
+            count: place.map_or(spec.parallelism, |p| p.count),
             brokers: self.cfg.brokers.clone(),
             guard,
             checkpoint_url: self.cfg.checkpoint_url.clone(),

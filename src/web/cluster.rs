@@ -136,6 +136,10 @@ pub struct ClusterView {
 pub struct TaskDetail {
     /// Task id.
     pub task: String,
+    /// The job stage it runs and its index there (`"count[2]"`); empty for
+    /// a single-stage job.
+    #[serde(default)]
+    pub job_stage: String,
     /// Assigned worker (`null`: none).
     pub worker: Option<String>,
     /// Whether that worker is registered and its API answered.
@@ -237,6 +241,10 @@ pub struct JobDetail {
     pub summary: JobSummary,
     /// Parameters.
     pub config: BTreeMap<String, String>,
+    /// The job's stages (split at its `key_by`s, each run as its own
+    /// tasks) with their parallelism; empty for a single-stage job.
+    #[serde(default)]
+    pub job_stages: Vec<crate::coord::model::StageSpec>,
     /// Tasks.
     pub tasks: Vec<TaskDetail>,
     /// Stages, summed over the live tasks.
@@ -349,7 +357,7 @@ impl ClusterReader {
     /// Sets the parallelism of `job`; the old one.
     pub async fn rescale(&self, job: &str, n: u32) -> ServiceResult<u32> {
         let c = self.client().await?;
-        let r = admin::rescale(&c, &self.paths, job, n).await;
+        let r = admin::rescale(&c, &self.paths, job, None, n).await;
         self.after(r).await
     }
 
@@ -478,6 +486,7 @@ impl ClusterReader {
             admin,
             summary: job_summary(&job, &lives),
             config: job.config.clone(),
+            job_stages: job.stages.clone(),
             stages: stages(&live_tasks),
             history: history(&live_tasks, now),
             tasks,
@@ -628,6 +637,7 @@ fn job_summary(j: &JobStatus, lives: &Lives) -> JobSummary {
 fn task_detail(row: &TaskRow, live: Option<&TaskView>, reachable: bool) -> TaskDetail {
     let mut d = TaskDetail {
         task: row.task.clone(),
+        job_stage: row.stage.clone(),
         worker: row.worker.clone(),
         worker_reachable: reachable,
         state: row.state.clone(),

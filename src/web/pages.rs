@@ -371,10 +371,15 @@ epoch {e} &middot; {r}/{tt} tasks running &middot; <span id=\"job-rate-in\">{ri}
         };
         let _ = write!(
             h,
-            "<tr data-task=\"{id}\" class=\"{live}\"><td>{id}</td><td class=\"worker\" data-worker=\"{wid}\">{worker}</td>\
+            "<tr data-task=\"{id}\" class=\"{live}\"><td>{id}{stage}</td><td class=\"worker\" data-worker=\"{wid}\">{worker}</td>\
 <td class=\"state\" data-state=\"{sraw}\">{st}</td><td>{e}</td><td class=\"rate-in\">{ri}</td><td class=\"rate-out\">{ro}</td>\
 <td>{i}</td><td>{o}</td><td class=\"lag\">{l}</td><td>{bp:.1} s</td><td>{wm}</td><td>{late}</td><td>{dl}</td><td>{rs}</td><td class=\"err\" title=\"{errt}\">{err}</td></tr>",
             id = esc(&t.task),
+            stage = if t.job_stage.is_empty() {
+                String::new()
+            } else {
+                format!(" <small class=\"stage\">{}</small>", esc(&t.job_stage))
+            },
             live = if t.live { "live" } else { "zk" },
             wid = esc(t.worker.as_deref().unwrap_or("")),
             sraw = esc(&t.state),
@@ -626,6 +631,7 @@ mod tests {
             admin: false,
             summary: summary.clone(),
             config: Default::default(),
+            job_stages: Vec::new(),
             tasks: Vec::new(),
             stages: Vec::new(),
             errors: Vec::new(),

@@ -122,6 +122,17 @@ pub fn partition_count(brokers: &str, topic: &str) -> Option<usize> {
     (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
 }
 
+/// Whether `topic` exists, from the whole cluster's metadata (asking for
+/// the topic by name could create it).
+pub fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let p: BaseProducer = base_config(brokers).create().expect("producer");
+    let md = p
+        .client()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("cluster metadata");
+    md.topics().iter().any(|t| t.name() == topic)
+}
+
 /// Deletes topics (best effort: the broker may already have lost them).
 pub fn delete_topics(brokers: &str, topics: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = match base_config(brokers).create() {

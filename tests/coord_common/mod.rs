@@ -96,6 +96,8 @@ pub fn worker(id: &str, capacity: u32) -> WorkerInfo {
         capacity,
         job_types: vec![],
         version: "test".into(),
+        stages: Default::default(),
+        brokers: String::new(),
     }
 }
 

@@ -30,7 +30,8 @@ pub(crate) use marks::UpstreamMarks;
 pub(crate) use record::control_of;
 pub use record::{control_payload, Repartitioned, Stamped, CONTROL_HEADER};
 pub use sink::{ByKey, RepartitionSink, RepartitionWriter};
-pub use source::{RepartitionReader, RepartitionSource};
+pub use source::{RepartitionReader, RepartitionSource, UPSTREAM_DRAIN_WAIT};
 pub use topic::{
-    create_repartition_topic, delete_repartition_topic, repartition_topic, topic_partitions,
+    create_repartition_topic, delete_repartition_topic, ensure_repartition_topic,
+    repartition_topic, topic_partitions,
 };

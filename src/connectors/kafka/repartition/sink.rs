@@ -82,7 +82,11 @@ where
 {
     /// Records to `topic`, placed by the key `key` borrows from each.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, key: F) -> Self {
-        let inner = KafkaSink::<T>::with_format(brokers, topic, Repartitioned::new(0));
+        // A deleted repartition topic (its job cancelled) must not come
+        // back with the broker's default partition count because a writer
+        // still flushing asked for its metadata.
+        let inner = KafkaSink::<T>::with_format(brokers, topic, Repartitioned::new(0))
+            .set("allow.auto.create.topics", "false");
         RepartitionSink {
             inner: inner.with_key(ByKey(key, PhantomData)),
             first_writer: 0,

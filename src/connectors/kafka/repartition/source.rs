@@ -18,7 +18,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::record::{Repartitioned, Stamped};
 use crate::connectors::kafka::{KafkaConfig, KafkaReader, KafkaSource, KafkaStatus};
@@ -123,6 +123,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
         Ok(RepartitionReader {
             inner: self.inner.open(ctx)?,
             last: ReaderWatermark::Held,
+            drain_until: None,
         })
     }
 }
@@ -132,7 +133,15 @@ pub struct RepartitionReader<T: DeserializeOwned + Send + 'static> {
     inner: InnerReader<T>,
     /// The last watermark reported (logged when it changes).
     last: ReaderWatermark,
+    /// Draining: read on until every upstream writer has ended (they drain
+    /// too when their job is cancelled with `--drain`), at most until then.
+    drain_until: Option<Instant>,
 }
+
+/// How long a draining downstream stage reads on for its upstream
+/// writers' end marks before it ends anyway (an upstream that is not
+/// draining, e.g. one worker's own stop, never sends them).
+pub const UPSTREAM_DRAIN_WAIT: Duration = Duration::from_secs(20);
 
 /// Hands a stamped record's value on, with its time.
 struct Unstamp<'a, E>(&'a mut E);
@@ -148,7 +157,8 @@ impl<T: DeserializeOwned + Send + 'static> SourceReader for RepartitionReader<T>
     type Out = T;
 
     fn poll(&mut self, out: &mut Batch<T>, max: usize) -> Result<SourceStatus, ConnectorError> {
-        self.inner.poll_emit(&mut Unstamp(out), max).map(|(s, _)| s)
+        self.poll_into(&mut Batch::default(), out, max)
+            .map(|(s, _)| s)
     }
 
     #[inline]
@@ -158,11 +168,23 @@ impl<T: DeserializeOwned + Send + 'static> SourceReader for RepartitionReader<T>
         out: &mut E,
         max: usize,
     ) -> Result<(SourceStatus, usize), ConnectorError> {
+        if self.drain_until.is_some_and(|d| Instant::now() >= d) {
+            tracing::warn!(
+                wait_s = UPSTREAM_DRAIN_WAIT.as_secs(),
+                "repartition source: draining without every upstream writer's end"
+            );
+            return Ok((SourceStatus::Finished, 0));
+        }
         self.inner.poll_emit(&mut Unstamp(out), max)
     }
 
+    /// A downstream stage drains with its upstream: what the upstream
+    /// writers wrote before their end marks is read and counted first
+    /// (bounded by [`UPSTREAM_DRAIN_WAIT`]), so a job drained as a whole
+    /// fires windows with every record its first stage read.
     fn drain(&mut self) -> bool {
-        self.inner.drain()
+        self.drain_until = Some(Instant::now() + UPSTREAM_DRAIN_WAIT);
+        false
     }
 
     fn position(&self) -> Option<Value> {

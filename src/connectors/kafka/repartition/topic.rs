@@ -51,14 +51,36 @@ pub fn create_repartition_topic(
     topic: &str,
     partitions: usize,
 ) -> Result<(), KafkaConnectorError> {
+    create(config, topic, partitions, false).map(|_| ())
+}
+
+/// Creates `topic` with `partitions` partitions if it does not exist, and
+/// returns the partition count it has: an existing topic keeps its own
+/// (the cluster's count stage reads partitions `p % tasks == task`, so a
+/// rescaled stage reads a topic created for another parallelism).
+pub fn ensure_repartition_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: usize,
+) -> Result<usize, KafkaConnectorError> {
+    create(config, topic, partitions, true)
+}
+
+fn create(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: usize,
+    any_count: bool,
+) -> Result<usize, KafkaConnectorError> {
     let admin = admin(config)?;
     let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
     let results = futures::executor::block_on(admin.create_topics(&[new], &options(config)))
         .map_err(|e| KafkaConnectorError::client("create_topics", e))?;
+    let mut existed = false;
     for r in results {
         match r {
             Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
             Err((t, code)) => {
                 return Err(KafkaConnectorError::Client {
                     op: "create_topics",
@@ -71,6 +93,7 @@ pub fn create_repartition_topic(
     let deadline = Instant::now() + config.startup_wait();
     loop {
         match wait_for_topic(admin.inner(), config, topic, &status) {
+            Ok(n) if existed && any_count => return Ok(n),
             Ok(n) if n == partitions => break,
             Ok(n) if Instant::now() >= deadline => {
                 return Err(KafkaConnectorError::UnknownPartition {
@@ -84,7 +107,7 @@ pub fn create_repartition_topic(
         }
     }
     tracing::info!(topic, partitions, "repartition topic ready");
-    Ok(())
+    Ok(partitions)
 }
 
 /// Deletes repartition topic `topic`; a topic already gone is fine.
