@@ -209,23 +209,22 @@ pub async fn submit(
 ) -> ServiceResult<()> {
     let workers = store::list_workers(client, paths).await?;
     plan_stages(&workers, spec, stage_parallelism)?;
-    if !force {
-        if !workers.iter().any(|w| w.accepts(&spec.job_type)) {
-            let known: Vec<&String> = workers.iter().flat_map(|w| w.job_types.iter()).collect();
-            let known = if workers.is_empty() {
-                "no worker is running, so no job type is known (start workers first, or pass --force)".to_string()
-            } else {
-                format!(
-                    "the {} live worker(s) run: {}",
-                    workers.len(),
-                    super::registry::describe_types(known)
-                )
-            };
-            return Err(ServiceError::UnknownJobType {
-                job_type: spec.job_type.clone(),
-                known,
-            });
-        }
+    if !force && !workers.iter().any(|w| w.accepts(&spec.job_type)) {
+        let known: Vec<&String> = workers.iter().flat_map(|w| w.job_types.iter()).collect();
+        let known = if workers.is_empty() {
+            "no worker is running, so no job type is known (start workers first, or pass --force)"
+                .to_string()
+        } else {
+            format!(
+                "the {} live worker(s) run: {}",
+                workers.len(),
+                super::registry::describe_types(known)
+            )
+        };
+        return Err(ServiceError::UnknownJobType {
+            job_type: spec.job_type.clone(),
+            known,
+        });
     }
     match store::create_job(client, paths, spec).await {
         // A stop request left by an earlier job of this name (cancelled
