@@ -15,8 +15,11 @@
 //! user's stable hash; `count` tasks read their partitions of that topic
 //! and count each user's clicks per 10 s window, so the result does not
 //! depend on how the input is partitioned (`weir submit clicks
-//! --parallelism 4 [--stage-parallelism count=2]`). Job parameters:
-//! `input`, `output` (both types), `group` (optional). SIGTERM drains every task (the sinks
+//! --parallelism 4 [--stage-parallelism count=2]`). `clicks-totals` adds a
+//! third stage: `count` writes its per-user counts to
+//! `weir-<name>-total-repartition` by window, and `total` writes one
+//! `{"window_start", "clicks"}` per window over all users. Job parameters:
+//! `input`, `output` (every type), `group` (optional). SIGTERM drains every task (the sinks
 //! flush, offsets are committed), leaves the cluster and exits. Logs go to
 //! stderr (`RUST_LOG` filters).
 //!
@@ -35,6 +38,7 @@ use clap::{Parser, Subcommand};
 use weir::actors::RestartPolicy;
 use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
 use weir::apps::etl::{etl_job, EtlParams};
+use weir::apps::window_totals::{count_to_totals_job, totals_job, TotalsParams};
 use weir::connectors::kafka::repartition::ensure_repartition_topic;
 use weir::connectors::kafka::KafkaConfig;
 use weir::connectors::{BlackholeSink, GeneratorSource};
@@ -217,6 +221,44 @@ fn clicks_count(env: &TaskEnv) -> Result<TaskBuild, String> {
     })
 }
 
+/// The three-stage `clicks-totals`' params: the two-stage ones plus the
+/// `total` stage's size and its repartition topic (made if missing).
+fn totals_params(env: &TaskEnv) -> Result<TotalsParams, String> {
+    let stage = stage_params(env)?;
+    let mut p = TotalsParams {
+        stage,
+        total_instances: env.stage_count("total") as usize,
+        total_partitions: 0,
+    };
+    let config = KafkaConfig::new(&env.brokers);
+    p.total_partitions = ensure_repartition_topic(&config, &p.totals_topic(), p.total_instances)
+        .map_err(|e| format!("repartition topic {}: {e}", p.totals_topic()))?;
+    Ok(p)
+}
+
+/// Stage `count` of `clicks-totals`: as `clicks`' count, into the totals topic.
+fn totals_count(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let mut p = totals_params(env)?;
+    p.stage.group = Some(format!("{}-count", env.group()));
+    Ok(TaskBuild::from(count_to_totals_job(&p)))
+}
+
+/// Stage `total` of `clicks-totals`: clicks per window over all users.
+fn totals_total(env: &TaskEnv) -> Result<TaskBuild, String> {
+    let mut p = totals_params(env)?;
+    if p.total_partitions_of_instance().is_empty() {
+        return Err(format!(
+            "repartition topic {} has {} partitions: total task {} of {} has none to read",
+            p.totals_topic(),
+            p.total_partitions,
+            env.index,
+            env.count
+        ));
+    }
+    p.stage.group = Some(format!("{}-total", env.group()));
+    Ok(TaskBuild::from(totals_job(&p)))
+}
+
 /// Test-only (`--test-job-types`): a generator of numbers at 200 records/s into a blackhole,
 /// whose map panics on every record when this worker is the job's `fail_on` parameter (`*`:
 /// on every worker).
@@ -264,6 +306,14 @@ fn main() -> anyhow::Result<()> {
         vec![
             ("parse".into(), Arc::new(clicks_parse) as TaskFactory),
             ("count".into(), Arc::new(clicks_count) as TaskFactory),
+        ],
+    );
+    registry.register_stages(
+        "clicks-totals",
+        vec![
+            ("parse".into(), Arc::new(clicks_parse) as TaskFactory),
+            ("count".into(), Arc::new(totals_count) as TaskFactory),
+            ("total".into(), Arc::new(totals_total) as TaskFactory),
         ],
     );
     if test_job_types {

@@ -20,7 +20,7 @@ use crate::connectors::kafka::repartition::{
     repartition_topic, RepartitionSink, RepartitionSource, UPSTREAM_DRAIN_WAIT,
 };
 use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
-use crate::pipeline::{Count, Job, LateRecords, RunnableJob, Tumbling, Watermarks, Windowed};
+use crate::pipeline::{Count, Job, LateRecords, RunnableJob, Sink, Tumbling, Watermarks, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
 
 /// What either stage needs.
@@ -133,7 +133,7 @@ impl StageParams {
 /// A stage's job named `name`: checkpoints, drain, and the clicks job's
 /// patience with brokers (10 restarts within 5 minutes, backoff 0.5 s
 /// doubling to 15 s).
-fn stage_job(p: &StageParams, name: &str) -> Job {
+pub(crate) fn stage_job(p: &StageParams, name: &str) -> Job {
     Job::new(name)
         .checkpointing(checkpointing(p.checkpoint_url.clone()))
         .drain_on_cancel(p.drain)
@@ -180,20 +180,29 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
 /// Stage `count`: repartition topic → 10 s tumbling count per user →
 /// output topic.
 pub fn count_job(p: &StageParams) -> RunnableJob {
-    let name = p.copy_name("count");
-    let mut source = RepartitionSource::<Click>::new(&p.brokers, p.topic(), p.parse_instances)
-        .partitions(p.count_partitions());
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     for (k, v) in &p.producer_options {
         sink = sink.set(k, v);
     }
+    if p.checkpoint_url.is_some() {
+        sink = sink.exactly_once(format!("weir-{}", p.copy_name("count")));
+    }
+    count_job_into(p, sink)
+}
+
+/// Stage `count` writing its per-user window counts to `sink` (made
+/// exactly-once by the caller when `p` has checkpoint storage; fenced
+/// here with `p.fence`).
+pub fn count_job_into<S: Sink<In = UserCount>>(p: &StageParams, sink: S) -> RunnableJob {
+    let name = p.copy_name("count");
+    let mut source = RepartitionSource::<Click>::new(&p.brokers, p.topic(), p.parse_instances)
+        .partitions(p.count_partitions());
     if let Some(g) = &p.group {
         source = source.group(g);
     }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
-        sink = sink.exactly_once(format!("weir-{name}"));
     }
     let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
     let late = match &p.late_topic {

@@ -1,7 +1,8 @@
 //! Ready-made pipelines: the jobs behind the example binaries.
 //!
 //! Owns the pipeline builders ([`etl::etl_job`], [`clicks::clicks_job`],
-//! [`clicks_stages::parse_job`] and [`clicks_stages::count_job`])
+//! [`clicks_stages::parse_job`] and [`clicks_stages::count_job`],
+//! [`window_totals::count_to_totals_job`] and [`window_totals::totals_job`])
 //! and their parameter and record types, so the example binaries stay
 //! small and the coordinated worker service can register the very same
 //! pipelines as job types. Each builder only assembles a
@@ -14,6 +15,8 @@ pub mod clicks;
 pub mod clicks_stages;
 #[cfg(feature = "kafka")]
 pub mod etl;
+#[cfg(feature = "kafka")]
+pub mod window_totals;
 
 /// The checkpoint storage URL of `--checkpoint-dir DIR` (created, made
 /// absolute: `file:///abs/DIR`) or `--checkpoint-url URL` (as given); at

@@ -1,0 +1,154 @@
+//! A three-stage job on the cluster: `clicks-totals` (parse → key_by user →
+//! count per user and window → key_by window → total per window), each
+//! stage its own tasks, connected by two repartition topics, exactly-once
+//! with checkpoints shared by three workers. Half of the input is a
+//! backlog produced before the job is submitted, clicks land in the input
+//! partitions without regard to their user, and the worker running the
+//! most tasks is SIGKILLed while the rest streams in. Read
+//! `read_committed`, every window's total is in the output exactly once
+//! and equals the clicks produced into it (computed here).
+
+mod service_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use service_common::*;
+
+/// A base time aligned to the 10 s windows.
+const T0: i64 = 1_700_000_000_000;
+/// 2 tasks in each of the 3 stages.
+const TASKS: usize = 6;
+
+fn all_running(c: &Cluster, job: &str) -> bool {
+    let p = c.placement(job);
+    p.len() == TASKS && p.values().all(|(w, s)| !w.is_empty() && s == "RUNNING")
+}
+
+/// 6,000 clicks of 9 users over 150 s of event time in 12 chunks, each in a
+/// pseudo-random partition of 4, up to 900 ms out of order; and the true
+/// total of every 10 s window.
+fn clicks() -> (Vec<Vec<Rec>>, BTreeMap<i64, u64>) {
+    let mut totals = BTreeMap::new();
+    let mut chunks = Vec::new();
+    for k in 0..12i64 {
+        let mut chunk = Vec::new();
+        for j in 0..500i64 {
+            let i = k * 500 + j;
+            let ts = T0 + i * 25 + (i * 37) % 900;
+            *totals.entry(ts - ts.rem_euclid(10_000)).or_insert(0) += 1;
+            chunk.push(Rec::to(
+                ((i * 1_103_515_245 + 12_345) >> 8).rem_euclid(4) as i32,
+                format!(r#"{{"user": "u{}", "ts": {ts}}}"#, (i * 5) % 9),
+            ));
+        }
+        chunks.push(chunk);
+    }
+    (chunks, totals)
+}
+
+#[test]
+fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_kill() {
+    const JOB: &str = "totals3";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut c = Cluster::new("stages3", 3000);
+    for w in ["s1", "s2", "s3"] {
+        c.start_worker_with(w, &["--checkpoint-url", &url]);
+    }
+    let input = c.topic("totals-in", 4);
+    let output = c.topic("totals-out", 4);
+    for t in [
+        format!("{input}.dlq"),
+        format!("weir-{JOB}-count-repartition"),
+        format!("weir-{JOB}-total-repartition"),
+    ] {
+        c.topics.push(t);
+    }
+    let (mut chunks, want) = clicks();
+    let live = chunks.split_off(chunks.len() / 2);
+    for chunk in &chunks {
+        produce(&c.brokers, &input, chunk);
+    }
+    let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
+    c.weir_ok(&[
+        "submit",
+        "clicks-totals",
+        "--name",
+        JOB,
+        "--parallelism",
+        "2",
+        "--set",
+        &set_in,
+        "--set",
+        &set_out,
+    ]);
+    c.wait("every task RUNNING", Duration::from_secs(60), |c| {
+        all_running(c, JOB)
+    });
+    let text = c.weir_ok(&["status", JOB]);
+    assert!(
+        text.contains("stages parse=2 -> count=2 -> total=2") && text.contains("total[1]"),
+        "status shows the three stages:\n{text}"
+    );
+    let (brokers, topic) = (c.brokers.clone(), input.clone());
+    let producer = std::thread::spawn(move || {
+        for chunk in live {
+            produce(&brokers, &topic, &chunk);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    // Some of the backlog through all three stages first: windows totalled.
+    read_topic(
+        &c.brokers,
+        &output,
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    let loads = c.loads(JOB);
+    let victim = loads
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(w, _)| w.clone())
+        .expect("a worker with tasks");
+    eprintln!("kill -9 {victim} (loads {loads:?})");
+    c.workers.remove(&victim).unwrap().kill9();
+    c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
+        all_running(c, JOB) && c.placement(JOB).values().all(|(w, _)| *w != victim)
+    });
+    producer.join().expect("producer");
+    // A sentinel a minute past the clicks in every partition closes every
+    // window in all three stages.
+    let sentinels: Vec<Rec> = (0..4)
+        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
+        .collect();
+    produce(&c.brokers, &input, &sentinels);
+    let got = read_topic(
+        &c.brokers,
+        &output,
+        want.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    let mut seen: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for g in &got {
+        let v = g.json();
+        seen.entry(v["window_start"].as_i64().expect("window_start"))
+            .or_default()
+            .push(v["clicks"].as_u64().expect("clicks"));
+    }
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(w, n)| seen.get(*w).map(Vec::as_slice) != Some(&[**n][..]))
+        .map(|(w, n)| format!("{w}: want [{n}], got {:?}", seen.get(w)))
+        .collect();
+    assert!(
+        wrong.is_empty() && seen.len() == want.len(),
+        "every window's total once and exact; wrong or missing: {wrong:?}; {} windows of {}\n{}\n{}",
+        seen.len(),
+        want.len(),
+        c.weir_ok(&["status", JOB]),
+        c.logs()
+    );
+}
