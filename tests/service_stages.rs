@@ -91,6 +91,25 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
         text.contains("stages parse=2 -> count=2 -> total=2") && text.contains("total[1]"),
         "status shows the three stages:\n{text}"
     );
+    // The API and /metrics know the stages too.
+    let any = c.workers.keys().next().cloned().expect("a worker");
+    let api = get_json(&c.http_of(&any), &format!("/api/jobs/{JOB}"));
+    assert_eq!(
+        api["job_stages"].as_array().map(Vec::len),
+        Some(3),
+        "/api/jobs/{JOB}: {api:#}"
+    );
+    let metrics: String = c
+        .workers
+        .keys()
+        .filter_map(|w| http_get(&c.http_of(w), "/metrics"))
+        .collect();
+    for stage in ["parse", "count", "total"] {
+        assert!(
+            metrics.contains(&format!("job_stage=\"{stage}\"")),
+            "/metrics labels the {stage} tasks:\n{metrics}"
+        );
+    }
     let (brokers, topic) = (c.brokers.clone(), input.clone());
     let producer = std::thread::spawn(move || {
         for chunk in live {

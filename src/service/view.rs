@@ -68,6 +68,10 @@ pub struct TaskView {
     pub job: String,
     /// Job type.
     pub job_type: String,
+    /// The job stage the task runs (`parse`, `count`, ..); empty for a
+    /// single-stage job.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job_stage: String,
     /// State as published.
     pub state: TaskStatus,
     /// Assignment epoch held.
@@ -124,6 +128,7 @@ impl TaskView {
             task: task.to_string(),
             job: job.to_string(),
             job_type: job_type.to_string(),
+            job_stage: String::new(),
             state,
             epoch,
             records_in: 0,

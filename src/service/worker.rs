@@ -188,6 +188,9 @@ impl Task {
             self.status().unwrap_or(TaskStatus::Scheduled),
             self.token.epoch,
         );
+        if let Some(place) = self.spec.place(self.token.task.index) {
+            v.job_stage = place.stage.to_string();
+        }
         v.lag = self.progress.lag;
         v.offsets = self.progress.offsets.clone();
         v.restarts = self.carried.restarts;

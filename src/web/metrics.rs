@@ -5,7 +5,7 @@
 //! [`ViewCollector`], reads the [`SharedView`] at each scrape) and the metric
 //! names: per worker `weir_session_connected`, `weir_leader`,
 //! `weir_lease_remaining_seconds`, `weir_tasks`; per task (labels `worker`,
-//! `job`, `task`) records in/out, batches, backpressure, lag, late records,
+//! `job`, `task`, and `job_stage` for a staged job's tasks) records in/out, batches, backpressure, lag, late records,
 //! dead letters, watermark, restarts, state and checkpoints
 //! (`weir_task_*`); per stage of a task (label `stage` too) every
 //! `TaskMetrics` counter (`weir_stage_*`).
@@ -264,12 +264,17 @@ impl Collector for ViewCollector {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             encode_value(value, m.encode_family(&w)?)?;
         }
+        // A staged job's tasks also name their job stage.
         let task_labels = |t: &TaskView| {
-            [
+            let mut l = vec![
                 ("worker", v.worker.clone()),
                 ("job", t.job.clone()),
                 ("task", t.task.clone()),
-            ]
+            ];
+            if !t.job_stage.is_empty() {
+                l.push(("job_stage", t.job_stage.clone()));
+            }
+            l
         };
         for (name, help, kind, get) in TASK_SERIES {
             let mut m = encoder.encode_descriptor(name, help, None, *kind)?;
@@ -288,12 +293,8 @@ impl Collector for ViewCollector {
                 MetricType::Gauge,
             )?;
             for t in &v.tasks {
-                let labels = [
-                    ("worker", v.worker.clone()),
-                    ("job", t.job.clone()),
-                    ("task", t.task.clone()),
-                    ("state", status_name(t.state).to_string()),
-                ];
+                let mut labels = task_labels(t);
+                labels.push(("state", status_name(t.state).to_string()));
                 encode_value(Value::Gauge(1), m.encode_family(&labels)?)?;
             }
         }
@@ -302,12 +303,8 @@ impl Collector for ViewCollector {
             for t in &v.tasks {
                 for s in &t.stages {
                     if let Some(value) = get(s) {
-                        let labels = [
-                            ("worker", v.worker.clone()),
-                            ("job", t.job.clone()),
-                            ("task", t.task.clone()),
-                            ("stage", s.stage.clone()),
-                        ];
+                        let mut labels = task_labels(t);
+                        labels.push(("stage", s.stage.clone()));
                         encode_value(value, m.encode_family(&labels)?)?;
                     }
                 }
