@@ -155,8 +155,9 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
         .partitions(mine)
         .with_timestamps(|c: &Click| c.ts);
-    let mut sink =
-        RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user).first_writer(p.instance);
+    let mut sink = RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user)
+        .first_writer(p.instance)
+        .writers(p.parse_instances);
     for (k, v) in &p.producer_options {
         sink = sink.set(k, v);
     }

@@ -77,7 +77,8 @@ pub fn count_to_totals_job(p: &TotalsParams) -> RunnableJob {
     let mut sink = RepartitionSink::new(&s.brokers, p.totals_topic(), |u: &UserCount| {
         &u.window_start
     })
-    .first_writer(s.instance);
+    .first_writer(s.instance)
+    .writers(s.count_instances);
     for (k, v) in &s.producer_options {
         sink = sink.set(k, v);
     }

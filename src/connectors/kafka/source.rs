@@ -947,10 +947,21 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         &mut self,
         p: i32,
         off: i64,
-        control: Result<(usize, Mark), String>,
+        control: Result<(repartition::Writer, Mark), String>,
         now: Instant,
     ) {
         let writers = self.upstream.unwrap_or(0);
+        if let Ok((w, _)) = &control {
+            if w.of.is_some_and(|n| n != writers) {
+                // A mark of the upstream stage's earlier (or later) layout:
+                // its writer indices mean other partitions of the input.
+                tracing::debug!(task = %self.task, partition = p, offset = off, writer = w.index, of = ?w.of, writers, "repartition source: control record of another writer layout (ignored)");
+                let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
+                state.next = off + 1;
+                state.last_record = now;
+                return;
+            }
+        }
         let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
         state.next = off + 1;
         state.last_record = now;
@@ -959,7 +970,8 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
             .upstream
             .get_or_insert_with(|| UpstreamMarks::new(writers));
         match control {
-            Ok((writer, mark)) => {
+            Ok((w, mark)) => {
+                let writer = w.index;
                 if !marks.apply(writer, mark) {
                     tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, writer, writers, "repartition source: control record from a writer outside the configured count (ignored)");
                 }

@@ -142,6 +142,11 @@ impl UpstreamMarks {
         let Some(saved) = saved.as_array() else {
             return;
         };
+        if saved.len() != self.writers.len() {
+            // Saved under another upstream layout (a rescale): its writer
+            // indices read other input partitions; hold for the new ones.
+            return;
+        }
         for ((wm, state), s) in self.writers.iter_mut().zip(saved) {
             let t = s.get(0).and_then(Value::as_i64);
             let st = s
@@ -196,6 +201,12 @@ mod tests {
         let mut none = UpstreamMarks::new(0);
         none.restore(&json!("junk"));
         assert!(none.quiet());
+        // Saved for 3 writers, restored for 2 (the upstream was rescaled):
+        // nothing is taken over, every new writer holds until heard.
+        let mut rescaled = UpstreamMarks::new(2);
+        rescaled.restore(&saved);
+        assert_eq!(rescaled, UpstreamMarks::new(2));
+        assert_eq!(rescaled.watermark(), i64::MIN);
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod topic;
 pub use marks::Mark;
 pub(crate) use marks::UpstreamMarks;
 pub(crate) use record::control_of;
-pub use record::{control_payload, Repartitioned, Stamped, CONTROL_HEADER};
+pub use record::{control_payload, Repartitioned, Stamped, Writer, CONTROL_HEADER};
 pub use sink::{ByKey, RepartitionSink, RepartitionWriter};
 pub use source::{RepartitionReader, RepartitionSource, UPSTREAM_DRAIN_WAIT};
 pub use topic::{

@@ -119,27 +119,49 @@ impl<T: DeserializeOwned + Send + 'static> KafkaDecode for Repartitioned<T> {
     }
 }
 
-/// The writer index and mark of a control record, `None` for a data
+/// A control record's writer: its index, and how many writers its stage
+/// had when it wrote (`None`: not said).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    /// Index in `0..of`.
+    pub index: usize,
+    /// The upstream stage's writer count when it wrote.
+    pub of: Option<usize>,
+}
+
+/// The writer and mark of a control record, `None` for a data
 /// record (no `weir.ctl` header), `Some(Err)` for a malformed one.
 #[inline]
-pub fn control_of<M: Message>(msg: &M) -> Option<Result<(usize, Mark), String>> {
+pub fn control_of<M: Message>(msg: &M) -> Option<Result<(Writer, Mark), String>> {
     let headers = msg.headers()?;
     let h = headers.iter().find(|h| h.key == CONTROL_HEADER)?;
     Some(parse_control(h.value, msg.payload().unwrap_or(&[])))
 }
 
-fn parse_control(writer: Option<&[u8]>, payload: &[u8]) -> Result<(usize, Mark), String> {
-    let writer = writer
+fn parse_control(writer: Option<&[u8]>, payload: &[u8]) -> Result<(Writer, Mark), String> {
+    let bad = || format!("control record with writer {writer:?}");
+    let text = writer
         .and_then(|w| std::str::from_utf8(w).ok())
-        .and_then(|w| w.parse::<usize>().ok())
-        .ok_or_else(|| format!("control record with writer {writer:?}"))?;
+        .ok_or_else(bad)?;
+    let (index, of) = match text.split_once('/') {
+        Some((i, n)) => (i, Some(n.parse::<usize>().map_err(|_| bad())?)),
+        None => (text, None),
+    };
+    let index = index.parse::<usize>().map_err(|_| bad())?;
     let mark = postcard::from_bytes(payload).map_err(|e| format!("control record: {e}"))?;
-    Ok((writer, mark))
+    Ok((Writer { index, of }, mark))
 }
 
-/// The headers and payload of writer `writer`'s control record `mark`.
-pub fn control_payload(writer: usize, mark: Mark) -> (OwnedHeaders, Vec<u8>) {
-    let id = writer.to_string();
+/// The headers and payload of writer `writer`'s control record `mark`:
+/// header `weir.ctl` = `"<index>"`, or `"<index>/<writers>"` when the
+/// writer count is known (a reader configured for another count ignores
+/// it: marks of a stage's earlier layout must not move the watermark of
+/// its new one).
+pub fn control_payload(writer: Writer, mark: Mark) -> (OwnedHeaders, Vec<u8>) {
+    let id = match writer.of {
+        Some(n) => format!("{}/{n}", writer.index),
+        None => writer.index.to_string(),
+    };
     let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
         key: CONTROL_HEADER,
         value: Some(id.as_bytes()),
@@ -162,9 +184,21 @@ mod tests {
         assert_eq!(c.decode(&ok).unwrap().ts, -5);
         assert!(parse_control(Some(b"x"), &[]).is_err());
         assert!(parse_control(None, &[]).is_err());
+        let idle = postcard::to_allocvec(&Mark::Idle).unwrap();
         assert_eq!(
-            parse_control(Some(b"3"), &postcard::to_allocvec(&Mark::Idle).unwrap()),
-            Ok((3, Mark::Idle))
+            parse_control(Some(b"3"), &idle),
+            Ok((Writer { index: 3, of: None }, Mark::Idle))
         );
+        assert_eq!(
+            parse_control(Some(b"3/4"), &idle),
+            Ok((
+                Writer {
+                    index: 3,
+                    of: Some(4)
+                },
+                Mark::Idle
+            ))
+        );
+        assert!(parse_control(Some(b"3/x"), &idle).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::marks::Mark;
-use super::record::{control_payload, Repartitioned};
+use super::record::{control_payload, Repartitioned, Writer};
 use crate::connectors::kafka::{KafkaConfig, KafkaSink, KafkaStatus, KafkaWriter, KeyFn};
 use crate::pipeline::keyed::{key_hash, key_partition};
 use crate::pipeline::{
@@ -72,6 +72,8 @@ where
 pub struct RepartitionSink<T, K> {
     inner: KafkaSink<T, Repartitioned<T>, K>,
     first_writer: usize,
+    /// The upstream stage's writer count, written into control records.
+    writers: Option<usize>,
     control_interval: Duration,
 }
 
@@ -90,6 +92,7 @@ where
         RepartitionSink {
             inner: inner.with_key(ByKey(key, PhantomData)),
             first_writer: 0,
+            writers: None,
             control_interval: Duration::from_millis(200),
         }
     }
@@ -101,6 +104,14 @@ impl<T, K> RepartitionSink<T, K> {
     /// upstream stage, and the downstream source is told `n`.
     pub fn first_writer(mut self, first: usize) -> Self {
         self.first_writer = first;
+        self
+    }
+
+    /// How many writers the upstream stage has in all (its parallelism):
+    /// written into every control record, so a reader configured for
+    /// another count (a layout before or after a rescale) ignores them.
+    pub fn writers(mut self, n: usize) -> Self {
+        self.writers = Some(n);
         self
     }
 
@@ -155,8 +166,11 @@ where
 
     fn open(&self, ctx: &TaskContext) -> Result<Self::Writer, ConnectorError> {
         let inner = self.inner.open(ctx)?;
-        let writer = self.first_writer + ctx.subtask;
-        tracing::info!(task = %ctx.task_name(), writer, partitions = inner.partitions(), "repartition sink: writing");
+        let writer = Writer {
+            index: self.first_writer + ctx.subtask,
+            of: self.writers,
+        };
+        tracing::info!(task = %ctx.task_name(), writer = writer.index, writers = ?writer.of, partitions = inner.partitions(), "repartition sink: writing");
         Ok(RepartitionWriter {
             inner,
             writer,
@@ -172,8 +186,8 @@ where
 /// One instance's writer of a [`RepartitionSink`].
 pub struct RepartitionWriter<T, K> {
     inner: KafkaWriter<T, Repartitioned<T>, K>,
-    /// This instance's writer index.
-    writer: usize,
+    /// This instance's writer index (and its stage's writer count).
+    writer: Writer,
     interval: Duration,
     /// The last mark written.
     sent: Option<Mark>,
@@ -203,7 +217,7 @@ where
         let (headers, payload) = control_payload(self.writer, mark);
         self.inner.send_to_every_partition(&headers, &payload)?;
         tracing::debug!(
-            writer = self.writer,
+            writer = self.writer.index,
             ?mark,
             "repartition sink: control record"
         );
