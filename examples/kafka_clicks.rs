@@ -57,6 +57,11 @@ struct Args {
     /// with the `s3` feature).
     #[arg(long, value_name = "URL")]
     checkpoint_url: Option<String>,
+    /// The output's delivery guarantee: exactly-once (needs checkpoint
+    /// storage; the default with it), at-least-once (the default without),
+    /// or none (checkpoints wait for no acknowledgement).
+    #[arg(long, value_name = "GUARANTEE")]
+    delivery: Option<weir::apps::Delivery>,
     /// On Ctrl-C / SIGTERM, drain (fire every open window) even with
     /// durable checkpoints.
     #[arg(long)]
@@ -74,6 +79,14 @@ fn main() -> anyhow::Result<()> {
     params.checkpoint_url = weir::apps::checkpoint_url(
         args.checkpoint_dir.as_deref(),
         args.checkpoint_url.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    params.delivery = args.delivery;
+    // Refused before anything starts: exactly-once without storage.
+    weir::apps::delivery_guarantee(
+        params.delivery,
+        params.checkpoint_url.is_some(),
+        String::new(),
     )
     .map_err(anyhow::Error::msg)?;
     params.drain = args.drain;

@@ -1,14 +1,15 @@
 //! Library-level tests of the Kafka source and sink against the real
 //! broker: positions, commit and seek; explicit partition assignment;
 //! per-partition watermarks with idle partitions; transactions; delivery
-//! failures; and configuration errors that name what is wrong.
+//! failures; delivery guarantees; and configuration errors that name what
+//! is wrong.
 
 mod common;
 
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use weir::connectors::kafka::{KafkaSink, KafkaSource};
+use weir::connectors::kafka::{DeliveryGuarantee, KafkaSink, KafkaSource};
 use weir::pipeline::{
     Batch, ReaderWatermark, Sink, SinkWriter, Source, SourceReader, SourceStatus, TaskContext,
     Watermarks,
@@ -440,5 +441,51 @@ fn unknown_topic_is_reported_when_not_auto_created() {
                 "broker auto-creates topics on metadata requests: unknown topic not reportable"
             );
         }
+    }
+}
+
+/// A sink's delivery guarantee: at least once, a checkpoint (`flush`) waits
+/// until the broker acknowledged every record written before it; with
+/// `None` it waits for nothing (the records linger in the producer for
+/// 10 s, so none is acknowledged when it returns). End of input (`close`)
+/// delivers everything either way.
+#[test]
+fn delivery_guarantee_none_does_not_wait_at_checkpoints() {
+    let brokers = ensure_kafka();
+    let topic = unique("delivery");
+    create_topic(&brokers, &topic, 1);
+    let _g = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![topic.clone()],
+    };
+    for (guarantee, waits) in [
+        (DeliveryGuarantee::AtLeastOnce, true),
+        (DeliveryGuarantee::None, false),
+    ] {
+        let sink = KafkaSink::<u64>::json(&brokers, &topic)
+            .set("linger.ms", "10000")
+            .delivery(guarantee.clone());
+        let mut w = sink.open(&ctx(0, 1)).expect("open writer");
+        let mut b = Batch::with_capacity(100);
+        for i in 0..100u64 {
+            b.push(i, 0);
+        }
+        w.write(&mut b).expect("write");
+        w.flush().expect("checkpoint flush");
+        let at_checkpoint = w.acknowledged();
+        if waits {
+            assert_eq!(at_checkpoint, 100, "{guarantee:?}: the checkpoint waited");
+        } else {
+            assert_eq!(
+                at_checkpoint, 0,
+                "{guarantee:?}: the checkpoint did not wait"
+            );
+        }
+        w.close().expect("close");
+        assert_eq!(
+            w.acknowledged(),
+            100,
+            "{guarantee:?}: end of input delivers all"
+        );
     }
 }

@@ -267,3 +267,34 @@ fn etl_sigterm_commits_so_a_restart_reads_only_new_records() {
         tail(&log)
     );
 }
+
+/// `--delivery exactly-once` without checkpoint storage is refused before
+/// anything starts, naming the flag and what it needs; a guarantee it does
+/// not know is refused naming the three it does.
+#[test]
+fn delivery_flag_is_checked_before_the_job_starts() {
+    let bin = repo_root().join("target/debug/examples/kafka_etl");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--brokers", "127.0.0.1:1", "--input", "a", "--output", "b"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(&bin)
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run kafka_etl")
+    };
+    let out = run(&["--delivery", "exactly-once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--delivery exactly-once needs durable checkpoints (--checkpoint-dir or --checkpoint-url)"),
+        "{err}"
+    );
+    let out = run(&["--delivery", "sometimes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("want exactly-once, at-least-once or none"),
+        "{err}"
+    );
+}

@@ -81,6 +81,9 @@ pub struct ClicksParams {
     /// its transactional id, so it must be unique per running copy (one
     /// per task in the cluster).
     pub job_name: String,
+    /// The output's delivery guarantee (`--delivery`); `None`: exactly-once
+    /// with checkpoint storage, at least once without.
+    pub delivery: Option<super::Delivery>,
 }
 
 impl ClicksParams {
@@ -105,6 +108,7 @@ impl ClicksParams {
             checkpoint_url: None,
             drain: false,
             job_name: "kafka-clicks".into(),
+            delivery: None,
         }
     }
 
@@ -143,10 +147,23 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     }
     let late = KafkaLateSink::json_with_positions(&p.brokers, p.dead_letter_topic(), &p.input)
         .with_config(late_config);
-    if p.checkpoint_url.is_some() {
+    let guarantee = super::delivery_guarantee(
+        p.delivery,
+        p.checkpoint_url.is_some(),
+        format!("{}-{}", p.group, p.job_name),
+    )
+    .unwrap_or_else(|e| {
+        // Checked by the binaries before they build the job.
+        tracing::warn!("{e}: running at least once");
+        crate::connectors::kafka::DeliveryGuarantee::AtLeastOnce
+    });
+    if matches!(
+        guarantee,
+        crate::connectors::kafka::DeliveryGuarantee::ExactlyOnce { .. }
+    ) {
         source = source.exactly_once();
-        sink = sink.exactly_once(format!("{}-{}", p.group, p.job_name));
     }
+    sink = sink.delivery(guarantee);
     let fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
     let sink = Fenced::new(sink, fence);
     Job::new(p.job_name.as_str())

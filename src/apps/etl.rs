@@ -85,6 +85,9 @@ pub struct EtlParams {
     /// transactional id, so it must be unique per running copy (one per
     /// task in the cluster).
     pub job_name: String,
+    /// The output's delivery guarantee (`--delivery`); `None`: exactly-once
+    /// with checkpoint storage, at least once without.
+    pub delivery: Option<super::Delivery>,
 }
 
 impl EtlParams {
@@ -105,6 +108,7 @@ impl EtlParams {
             fence: None,
             checkpoint_url: None,
             job_name: "kafka-etl".into(),
+            delivery: None,
         }
     }
 }
@@ -121,10 +125,23 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
     if let Some(parts) = &p.partitions {
         source = source.partitions(parts.clone());
     }
-    if p.checkpoint_url.is_some() {
+    let guarantee = super::delivery_guarantee(
+        p.delivery,
+        p.checkpoint_url.is_some(),
+        format!("{}-{}", p.group, p.job_name),
+    )
+    .unwrap_or_else(|e| {
+        // Checked by the binaries before they build the job.
+        tracing::warn!("{e}: running at least once");
+        crate::connectors::kafka::DeliveryGuarantee::AtLeastOnce
+    });
+    if matches!(
+        guarantee,
+        crate::connectors::kafka::DeliveryGuarantee::ExactlyOnce { .. }
+    ) {
         source = source.exactly_once();
-        sink = sink.exactly_once(format!("{}-{}", p.group, p.job_name));
     }
+    sink = sink.delivery(guarantee);
     Job::new(p.job_name.as_str())
         .checkpointing(super::clicks::checkpointing(p.checkpoint_url.clone()))
         .parallelism(p.parallelism)

@@ -46,3 +46,63 @@ pub fn checkpoint_url(
         }
     }
 }
+
+/// The `--delivery` flag of the Kafka example binaries: `exactly-once`,
+/// `at-least-once` or `none`; absent, exactly-once with checkpoint storage
+/// and at least once without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Transactions bound to durable checkpoints.
+    ExactlyOnce,
+    /// Checkpoints wait for every acknowledgement.
+    AtLeastOnce,
+    /// Checkpoints wait for nothing.
+    None,
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exactly-once" => Ok(Delivery::ExactlyOnce),
+            "at-least-once" => Ok(Delivery::AtLeastOnce),
+            "none" => Ok(Delivery::None),
+            other => Err(format!(
+                "{other:?}: want exactly-once, at-least-once or none"
+            )),
+        }
+    }
+}
+
+/// The output sink's guarantee for `--delivery` (`None`: the default) with
+/// or without durable checkpoint storage; exactly-once uses
+/// `transactional_id` and needs the storage.
+///
+/// ```
+/// use weir::apps::{delivery_guarantee, Delivery};
+/// use weir::connectors::kafka::DeliveryGuarantee;
+/// assert_eq!(delivery_guarantee(None, false, "t".into()), Ok(DeliveryGuarantee::AtLeastOnce));
+/// assert_eq!(
+///     delivery_guarantee(None, true, "t".into()),
+///     Ok(DeliveryGuarantee::ExactlyOnce { transactional_id: "t".into() })
+/// );
+/// assert_eq!(delivery_guarantee(Some(Delivery::None), true, "t".into()), Ok(DeliveryGuarantee::None));
+/// assert!(delivery_guarantee(Some(Delivery::ExactlyOnce), false, "t".into()).is_err());
+/// ```
+#[cfg(feature = "kafka")]
+pub fn delivery_guarantee(
+    choice: Option<Delivery>,
+    durable: bool,
+    transactional_id: String,
+) -> Result<crate::connectors::kafka::DeliveryGuarantee, String> {
+    use crate::connectors::kafka::DeliveryGuarantee as G;
+    match (choice, durable) {
+        (Some(Delivery::ExactlyOnce), false) => Err(
+            "--delivery exactly-once needs durable checkpoints (--checkpoint-dir or --checkpoint-url)"
+                .into(),
+        ),
+        (Some(Delivery::ExactlyOnce), true) | (None, true) => Ok(G::ExactlyOnce { transactional_id }),
+        (Some(Delivery::AtLeastOnce), _) | (None, false) => Ok(G::AtLeastOnce),
+        (Some(Delivery::None), _) => Ok(G::None),
+    }
+}

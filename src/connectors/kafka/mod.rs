@@ -34,7 +34,7 @@ pub use error::KafkaConnectorError;
 pub use format::{
     Bytes, FromKafka, Json, JsonValue, KafkaDecode, KafkaEncode, Text, TextValue, WithPositions,
 };
-pub use sink::{KafkaSink, KafkaWriter, KeyBy, KeyFn, KeyInto, RoundRobin};
+pub use sink::{DeliveryGuarantee, KafkaSink, KafkaWriter, KeyBy, KeyFn, KeyInto, RoundRobin};
 pub use source::{Assignment, KafkaReader, KafkaSource};
 pub use status::KafkaStatus;
 pub use transaction::CheckpointTransaction;

@@ -88,6 +88,58 @@ where
     }
 }
 
+/// What a [`KafkaSink`] promises about its records when the job fails
+/// (Flink's `DeliveryGuarantee`), chosen per sink with
+/// [`KafkaSink::delivery`].
+///
+/// ```
+/// use weir::connectors::kafka::{DeliveryGuarantee, KafkaSink};
+/// # #[derive(serde::Serialize)] struct Out { n: u64 }
+/// let eos = KafkaSink::<Out>::json("127.0.0.1:9092", "out")
+///     .delivery(DeliveryGuarantee::ExactlyOnce { transactional_id: "weir-my-job".into() });
+/// let fast = KafkaSink::<Out>::json("127.0.0.1:9092", "metrics")
+///     .delivery(DeliveryGuarantee::None);
+/// assert_eq!("at-least-once".parse::<DeliveryGuarantee>(), Ok(DeliveryGuarantee::AtLeastOnce));
+/// # let _ = (eos, fast);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DeliveryGuarantee {
+    /// Each record once for `read_committed` readers: the records of a
+    /// checkpoint period go in one transaction, committed when the
+    /// checkpoint completes ([`KafkaSink::exactly_once`]). Needs durable
+    /// checkpoint storage and an exactly-once source.
+    ExactlyOnce {
+        /// Stable across restarts of the job, unique to it.
+        transactional_id: String,
+    },
+    /// Every record at least once: each checkpoint waits until the broker
+    /// acknowledged every record written before it. The default.
+    #[default]
+    AtLeastOnce,
+    /// No promise: checkpoints do not wait for acknowledgements, so records
+    /// in flight when the process dies may be lost (end of input and a
+    /// drain still deliver everything, and a failure the producer reports
+    /// still fails the task).
+    None,
+}
+
+impl std::str::FromStr for DeliveryGuarantee {
+    type Err = String;
+
+    /// `at-least-once` or `none`; `exactly-once` needs a transactional id,
+    /// so it is not parsed here (the binaries derive it from the job).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "at-least-once" => Ok(DeliveryGuarantee::AtLeastOnce),
+            "none" => Ok(DeliveryGuarantee::None),
+            other => Err(format!(
+                "{other:?} is not a delivery guarantee this parser takes (at-least-once, none; \
+                 exactly-once comes with its transactional id)"
+            )),
+        }
+    }
+}
+
 /// Writes records to a Kafka topic.
 ///
 /// ```no_run
@@ -107,6 +159,9 @@ pub struct KafkaSink<T, E = JsonValue, K = RoundRobin> {
     transactional: Option<String>,
     /// Exactly-once: the `transactional.id` of the job's transaction.
     exactly_once: Option<String>,
+    /// Whether a checkpoint waits for every acknowledgement (false:
+    /// [`DeliveryGuarantee::None`]).
+    wait_at_checkpoint: bool,
     /// The transaction, made from the final settings on first use.
     txn: OnceLock<Arc<CheckpointTransaction>>,
     status: KafkaStatus,
@@ -142,6 +197,7 @@ impl<T> KafkaSink<T, JsonValue, RoundRobin> {
             key: RoundRobin,
             transactional: None,
             exactly_once: None,
+            wait_at_checkpoint: true,
             txn: OnceLock::new(),
             _t: PhantomData,
         }
@@ -174,6 +230,7 @@ impl<T, E, K> KafkaSink<T, E, K> {
             key,
             transactional: self.transactional,
             exactly_once: self.exactly_once,
+            wait_at_checkpoint: self.wait_at_checkpoint,
             txn: self.txn,
             status: self.status,
             _t: PhantomData,
@@ -233,6 +290,26 @@ impl<T, E, K> KafkaSink<T, E, K> {
     /// [`KafkaSource`](super::KafkaSource) and durable checkpoint storage.
     pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
         self.exactly_once = Some(transactional_id.into());
+        self
+    }
+
+    /// Chooses the sink's delivery guarantee (replacing an earlier
+    /// [`exactly_once`](Self::exactly_once)).
+    pub fn delivery(mut self, guarantee: DeliveryGuarantee) -> Self {
+        match guarantee {
+            DeliveryGuarantee::ExactlyOnce { transactional_id } => {
+                self.exactly_once = Some(transactional_id);
+                self.wait_at_checkpoint = true;
+            }
+            DeliveryGuarantee::AtLeastOnce => {
+                self.exactly_once = None;
+                self.wait_at_checkpoint = true;
+            }
+            DeliveryGuarantee::None => {
+                self.exactly_once = None;
+                self.wait_at_checkpoint = false;
+            }
+        }
         self
     }
 
@@ -329,6 +406,7 @@ impl<T, E: Clone, K: Clone> KafkaSink<T, E, K> {
             keybuf: Vec::with_capacity(64),
             transactional,
             in_txn: false,
+            wait_at_checkpoint: self.wait_at_checkpoint || transactional,
             status: self.status.clone(),
             future_stamps: 0,
             _t: PhantomData,
@@ -349,6 +427,8 @@ pub struct KafkaWriter<T, E, K> {
     keybuf: Vec<u8>,
     transactional: bool,
     in_txn: bool,
+    /// Whether `flush` (a checkpoint) waits for every acknowledgement.
+    wait_at_checkpoint: bool,
     status: KafkaStatus,
     /// Records whose event time was too far ahead to stamp.
     future_stamps: u64,
@@ -498,6 +578,11 @@ where
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
+        if !self.wait_at_checkpoint {
+            // DeliveryGuarantee::None: report what failed so far, wait for nothing.
+            self.producer.poll(Duration::ZERO);
+            return Ok(self.check_deliveries()?);
+        }
         Ok(self.deliver_all()?)
     }
 
