@@ -1,6 +1,7 @@
 //! The worker runtime: runs the tasks ZooKeeper assigns to this process.
 //!
-//! Owns: [`WorkerActor`], which subscribes to the [`CoordActor`]'s events,
+//! Owns: [`WorkerActor`] (here; its [`WorkerConfig`] in `config.rs`, one
+//! task's record and views in `task.rs`), which subscribes to the [`CoordActor`]'s events,
 //! starts and stops task jobs on a [`LocalRuntime`] (one `RunnableJob` per
 //! task, built by the [`JobTypeRegistry`]), publishes each task's
 //! [`TaskState`] (on change and at most once per `publish_interval`; restarts
@@ -27,12 +28,11 @@
 //!   registers again; assignments arrive anew on it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::{JobHandle, JobStatus, LocalRuntime};
+use crate::actors::{JobHandle, LocalRuntime};
 use crate::coord::actor::{
     Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadStopMode, ReadTaskState,
     ReportFailure, Shutdown, WriteCheckpoint, WriteTaskState,
@@ -40,10 +40,19 @@ use crate::coord::actor::{
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
-    JobSpec, SessionEvent, StopMode, TaskError, TaskId, TaskState, TaskStatus, WorkerInfo,
+    JobSpec, SessionEvent, StopMode, TaskError, TaskId, TaskStatus, WorkerInfo,
 };
 
+mod config;
+mod task;
+
+pub use config::WorkerConfig;
+use task::{Carried, FailureReport, Phase, Task};
+
 use super::error::{ServiceError, ServiceResult};
+use super::lease::Lease;
+use super::registry::{JobTypeRegistry, Progress, TaskEnv};
+use super::view::{SharedView, WorkerView};
 use crate::pipeline::CheckpointRecord;
 
 /// Checkpoint ids a task takes in one assignment epoch: epoch `e` takes ids
@@ -55,210 +64,6 @@ const CHECKPOINT_IDS_PER_EPOCH: u64 = 1_000_000_000;
 /// How long a task whose write was fenced keeps running before it is
 /// aborted, unless its job's removal (a cancel) arrives first.
 const FENCED_GRACE: Duration = Duration::from_secs(1);
-use super::lease::Lease;
-use super::registry::{JobTypeRegistry, Progress, ProgressProbe, TaskEnv};
-use super::view::{SharedView, StageView, TaskView, WorkerView};
-
-/// How a worker process runs.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Worker id (unique in the cluster; a path segment).
-    pub id: String,
-    /// ZooKeeper `host:port[,host:port...][/chroot]`.
-    pub zk: String,
-    /// ZooKeeper digest credentials (protect the tree; see `coord::store`'s ACLs).
-    pub zk_auth: Option<crate::coord::session::ZkAuth>,
-    /// Root of the znode tree (default `/weir`).
-    pub root: String,
-    /// Kafka `bootstrap.servers` handed to task factories.
-    pub brokers: String,
-    /// ZooKeeper session timeout.
-    pub session_timeout: Duration,
-    /// Most tasks at once.
-    pub capacity: u32,
-    /// Threads of the local runtime.
-    pub threads: usize,
-    /// Address advertised in the worker's znode (its HTTP endpoint), if any.
-    pub address: String,
-    /// Progress publication period per task (state changes go at once).
-    pub publish_interval: Duration,
-    /// How long SIGTERM waits for tasks to drain before aborting them.
-    pub drain_grace: Duration,
-    /// How long a task that could not even be built stays FAILED here before it is reported
-    /// to the leader (which moves it): a bad job bounces between workers at most this often.
-    pub build_failure_delay: Duration,
-    /// Durable checkpoint storage shared by every worker of the cluster
-    /// (`file:///shared/dir`, `s3://..`), handed to task factories.
-    pub checkpoint_url: Option<String>,
-    /// Whether the HTTP endpoint accepts cancel and rescale (`--http-admin`);
-    /// without it the dashboard and its API are read-only.
-    pub http_admin: bool,
-}
-
-impl WorkerConfig {
-    /// Defaults: root `/weir`, 6 s session, capacity 64, 2 threads, 1 s publication,
-    /// 6 s drain grace.
-    pub fn new(id: &str, zk: &str, brokers: &str) -> Self {
-        WorkerConfig {
-            id: id.to_string(),
-            zk: zk.to_string(),
-            zk_auth: None,
-            root: crate::coord::paths::DEFAULT_ROOT.to_string(),
-            brokers: brokers.to_string(),
-            session_timeout: Duration::from_secs(6),
-            capacity: 64,
-            threads: 2,
-            address: String::new(),
-            publish_interval: Duration::from_secs(1),
-            drain_grace: Duration::from_secs(6),
-            build_failure_delay: Duration::from_secs(1),
-            checkpoint_url: None,
-            http_admin: false,
-        }
-    }
-
-    /// The lease's safety margin: a fifth of the session timeout, at least 200 ms.
-    pub fn lease_margin(&self) -> Duration {
-        (self.session_timeout / 5).max(Duration::from_millis(200))
-    }
-}
-
-enum Phase {
-    /// The factory is building it on a blocking thread.
-    Starting,
-    /// Running (or restarting, or terminal) under its supervisor.
-    Running(JobHandle),
-    /// Could not be built or started (and since when).
-    BuildFailed(TaskError, Instant),
-}
-
-/// Where the report of a FAILED task to the leader stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FailureReport {
-    NotSent,
-    InFlight,
-    Done,
-}
-
-/// What the task had published before it started here (moved in, or restarted in place).
-#[derive(Debug, Clone, Default)]
-struct Carried {
-    restarts: u32,
-    last_error: Option<TaskError>,
-}
-
-struct Task {
-    token: FenceToken,
-    spec: JobSpec,
-    phase: Phase,
-    probe: Option<Arc<dyn ProgressProbe>>,
-    probing: bool,
-    last_probe: Option<Instant>,
-    progress: Progress,
-    published: Option<(TaskStatus, Instant)>,
-    carried: Carried,
-    report: FailureReport,
-    /// The checkpoint recorded for this task in ZooKeeper (read at start,
-    /// advanced by each fenced write; the job restores from it).
-    record: CheckpointRecord,
-    /// A checkpoint record write is in flight.
-    recording: bool,
-}
-
-impl Task {
-    fn status(&self) -> Option<TaskStatus> {
-        match &self.phase {
-            Phase::Starting => None,
-            Phase::BuildFailed(..) => Some(TaskStatus::Failed),
-            Phase::Running(h) => Some(match h.status() {
-                JobStatus::Created | JobStatus::Running => TaskStatus::Running,
-                JobStatus::Restarting => TaskStatus::Restarting,
-                JobStatus::Failed => TaskStatus::Failed,
-                JobStatus::Finished => TaskStatus::Finished,
-                JobStatus::Cancelled => TaskStatus::Cancelled,
-            }),
-        }
-    }
-
-    fn view(&self) -> TaskView {
-        let mut v = TaskView::new(
-            &self.token.task.to_string(),
-            &self.token.job,
-            &self.spec.job_type,
-            self.status().unwrap_or(TaskStatus::Scheduled),
-            self.token.epoch,
-        );
-        if let Some(place) = self.spec.place(self.token.task.index) {
-            v.job_stage = place.stage.to_string();
-        }
-        v.lag = self.progress.lag;
-        v.offsets = self.progress.offsets.clone();
-        v.restarts = self.carried.restarts;
-        v.last_error = self.carried.last_error.clone();
-        match &self.phase {
-            Phase::Starting => {}
-            Phase::BuildFailed(e, _) => v.last_error = Some(e.clone()),
-            Phase::Running(h) => {
-                let r = h.report();
-                let prefix = format!("{}/", r.name);
-                for (name, m) in &r.tasks {
-                    if name.contains("-source#") {
-                        v.records_in += m.records_out.max(m.records_in);
-                        v.batches += m.batches_out;
-                    }
-                    if name.contains("-sink#") {
-                        v.records_out += m.records_out;
-                    }
-                    v.backpressure_ms += m.backpressure_ms;
-                    v.late_records += m.late_records;
-                    let watermark = (m.watermark != i64::MIN).then_some(m.watermark);
-                    if let Some(w) = watermark {
-                        v.watermark = Some(v.watermark.map_or(w, |x| x.min(w)));
-                    }
-                    v.stages.push(StageView {
-                        stage: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
-                        records_in: m.records_in,
-                        records_out: m.records_out,
-                        batches_in: m.batches_in,
-                        batches_out: m.batches_out,
-                        late_records: m.late_records,
-                        dead_letters: m.dead_letters,
-                        backpressure_ms: m.backpressure_ms,
-                        watermark,
-                    });
-                }
-                v.dead_letters = r.dead_letters;
-                v.restarts += r.restarts;
-                v.checkpoint = r.checkpoints.last.clone();
-                v.checkpoint_failures = r.checkpoints.failed;
-                if let Some(e) = r.last_error {
-                    v.last_error = Some(TaskError {
-                        message: e.message,
-                        at_ms: e.at_ms,
-                    });
-                }
-            }
-        }
-        v
-    }
-
-    fn state(&self, v: &TaskView) -> TaskState {
-        TaskState {
-            state: v.state,
-            worker: self.token.worker.clone(),
-            epoch: self.token.epoch,
-            records_in: v.records_in,
-            records_out: v.records_out,
-            offsets: v.offsets.clone(),
-            lag: v.lag,
-            restarts: v.restarts,
-            last_error: v.last_error.clone(),
-            updated_at_ms: crate::coord::model::now_ms(),
-            checkpoint: v.checkpoint.clone(),
-            records_in_per_s: v.records_in_per_s.round() as u64,
-        }
-    }
-}
 
 #[derive(Default)]
 struct Desire {
