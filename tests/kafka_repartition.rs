@@ -407,7 +407,11 @@ impl MarkReader {
             let Some(writer) = m.headers().and_then(|h| {
                 h.iter()
                     .find(|h| h.key == CONTROL_HEADER)
-                    .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<usize>().ok())
+                    // "<index>/<writers>": the writer's index.
+                    .and_then(|h| {
+                        let text = std::str::from_utf8(h.value?).ok()?;
+                        text.split('/').next()?.parse::<usize>().ok()
+                    })
             }) else {
                 continue;
             };
