@@ -307,3 +307,43 @@ impl ConsumerContext for SourceCtx {
         }
     }
 }
+
+/// A consumer closed on a thread of its own when dropped. Closing a group
+/// member waits until it has left its group (librdkafka serves the final
+/// revocation first); after a broker restart, with the coordinator slow to
+/// settle, that was seen to take minutes, and done on the source actor's
+/// arbiter it held every actor there, the next attempt's reader among
+/// them: that reader never subscribed, so its instance held the job's
+/// watermark and no window fired again.
+pub(super) struct ClosedElsewhere(Option<BaseConsumer<SourceCtx>>);
+
+impl ClosedElsewhere {
+    pub(super) fn new(consumer: BaseConsumer<SourceCtx>) -> Self {
+        ClosedElsewhere(Some(consumer))
+    }
+}
+
+impl std::ops::Deref for ClosedElsewhere {
+    type Target = BaseConsumer<SourceCtx>;
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the consumer is there until dropped")
+    }
+}
+
+impl Drop for ClosedElsewhere {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let closing = std::thread::Builder::new()
+            .name("weir-kafka-close".into())
+            .spawn(move || drop(consumer));
+        if let Err(e) = closing {
+            // No thread to spare: close here, as before.
+            tracing::warn!(error = %e, "kafka source: closing the consumer on the actor's thread");
+        }
+    }
+}

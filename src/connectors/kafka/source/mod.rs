@@ -463,7 +463,7 @@ where
             clock.bound_ms = Some(0);
         }
         Ok(KafkaReader {
-            consumer,
+            consumer: ClosedElsewhere::new(consumer),
             st: ReaderState {
                 config: self.config.clone(),
                 topic: self.topic.clone(),

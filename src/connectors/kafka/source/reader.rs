@@ -10,7 +10,7 @@ use super::*;
 
 /// One instance's reader of a [`KafkaSource`].
 pub struct KafkaReader<D, F> {
-    pub(super) consumer: BaseConsumer<SourceCtx>,
+    pub(super) consumer: ClosedElsewhere,
     pub(super) st: ReaderState<D, F>,
 }
 
