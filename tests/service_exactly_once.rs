@@ -116,21 +116,6 @@ fn click_chunks() -> (Vec<Vec<Rec>>, Windows) {
     (chunks, want)
 }
 
-/// Produces the chunks 0.5 s apart on a thread.
-fn produce_slowly(
-    brokers: &str,
-    topic: &str,
-    chunks: Vec<Vec<Rec>>,
-) -> std::thread::JoinHandle<()> {
-    let (brokers, topic) = (brokers.to_string(), topic.to_string());
-    std::thread::spawn(move || {
-        for chunk in chunks {
-            produce(&brokers, &topic, &chunk);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    })
-}
-
 /// Sentinels a minute past the clicks in every partition close every
 /// window; then the output, read `read_committed`, must hold every window
 /// of `want` exactly once with its exact count.

@@ -20,9 +20,58 @@ const T0: i64 = 1_700_000_000_000;
 /// 2 tasks in each of the 3 stages.
 const TASKS: usize = 6;
 
-fn all_running(c: &Cluster, job: &str) -> bool {
+/// Every placed task of `job` RUNNING, `n` of them.
+fn running(c: &Cluster, job: &str, n: usize) -> bool {
     let p = c.placement(job);
-    p.len() == TASKS && p.values().all(|(w, s)| !w.is_empty() && s == "RUNNING")
+    p.len() == n && p.values().all(|(w, s)| !w.is_empty() && s == "RUNNING")
+}
+
+/// Sentinels a minute past the clicks in every input partition close every
+/// window in every stage; then the output, read `read_committed`, must hold
+/// each window of `want` (its key from `key_of`, its value in `field`)
+/// exactly once with its exact value.
+fn assert_every_window_once<K: Ord + std::fmt::Debug>(
+    c: &Cluster,
+    job: &str,
+    (input, output): (&str, &str),
+    want: &BTreeMap<K, u64>,
+    key_of: impl Fn(&serde_json::Value) -> K,
+    field: &str,
+) {
+    let sentinels: Vec<Rec> = (0..4)
+        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
+        .collect();
+    produce(&c.brokers, input, &sentinels);
+    let got = read_topic(
+        &c.brokers,
+        output,
+        want.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    let mut seen: BTreeMap<K, Vec<u64>> = BTreeMap::new();
+    for g in &got {
+        let v = g.json();
+        seen.entry(key_of(&v)).or_default().push(
+            v[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field} in {v}")),
+        );
+    }
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, n)| seen.get(*k).map(Vec::as_slice) != Some(&[**n][..]))
+        .take(10)
+        .map(|(k, n)| format!("{k:?}: want [{n}], got {:?}", seen.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty() && seen.len() == want.len(),
+        "every window once and exact; wrong or missing (first 10): {wrong:?}; {} of {}\n{}\n{}",
+        seen.len(),
+        want.len(),
+        c.weir_ok(&["status", job]),
+        c.logs()
+    );
 }
 
 /// 6,000 clicks of 9 users over 150 s of event time in 12 chunks, each in a
@@ -84,7 +133,7 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
         &set_out,
     ]);
     c.wait("every task RUNNING", Duration::from_secs(60), |c| {
-        all_running(c, JOB)
+        running(c, JOB, TASKS)
     });
     let text = c.weir_ok(&["status", JOB]);
     assert!(
@@ -110,13 +159,7 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
             "/metrics labels the {stage} tasks:\n{metrics}"
         );
     }
-    let (brokers, topic) = (c.brokers.clone(), input.clone());
-    let producer = std::thread::spawn(move || {
-        for chunk in live {
-            produce(&brokers, &topic, &chunk);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+    let producer = produce_slowly(&c.brokers, &input, live);
     // Some of the backlog through all three stages first: windows totalled.
     read_topic(
         &c.brokers,
@@ -134,48 +177,17 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
     eprintln!("kill -9 {victim} (loads {loads:?})");
     c.workers.remove(&victim).unwrap().kill9();
     c.wait("every task RUNNING again", Duration::from_secs(60), |c| {
-        all_running(c, JOB) && c.placement(JOB).values().all(|(w, _)| *w != victim)
+        running(c, JOB, TASKS) && c.placement(JOB).values().all(|(w, _)| *w != victim)
     });
     producer.join().expect("producer");
-    // A sentinel a minute past the clicks in every partition closes every
-    // window in all three stages.
-    let sentinels: Vec<Rec> = (0..4)
-        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
-        .collect();
-    produce(&c.brokers, &input, &sentinels);
-    let got = read_topic(
-        &c.brokers,
-        &output,
-        want.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
+    assert_every_window_once(
+        &c,
+        JOB,
+        (&input, &output),
+        &want,
+        |v| v["window_start"].as_i64().expect("window_start"),
+        "clicks",
     );
-    let mut seen: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-    for g in &got {
-        let v = g.json();
-        seen.entry(v["window_start"].as_i64().expect("window_start"))
-            .or_default()
-            .push(v["clicks"].as_u64().expect("clicks"));
-    }
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(w, n)| seen.get(*w).map(Vec::as_slice) != Some(&[**n][..]))
-        .map(|(w, n)| format!("{w}: want [{n}], got {:?}", seen.get(w)))
-        .collect();
-    assert!(
-        wrong.is_empty() && seen.len() == want.len(),
-        "every window's total once and exact; wrong or missing: {wrong:?}; {} windows of {}\n{}\n{}",
-        seen.len(),
-        want.len(),
-        c.weir_ok(&["status", JOB]),
-        c.logs()
-    );
-}
-
-/// Every placed task of `job` RUNNING, `n` of them.
-fn running(c: &Cluster, job: &str, n: usize) -> bool {
-    let p = c.placement(job);
-    p.len() == n && p.values().all(|(w, s)| !w.is_empty() && s == "RUNNING")
 }
 
 /// The stateless `parse` stage of `clicks` rescaled twice while clicks
@@ -236,13 +248,7 @@ fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
             ))
             .or_insert(0) += 1;
     }
-    let (brokers, topic) = (c.brokers.clone(), input.clone());
-    let producer = std::thread::spawn(move || {
-        for chunk in chunks {
-            produce(&brokers, &topic, &chunk);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+    let producer = produce_slowly(&c.brokers, &input, chunks);
     for (n, tasks) in [("2", 4), ("3", 5)] {
         std::thread::sleep(Duration::from_secs(3));
         let text = c.weir_ok(&["rescale", JOB, n, "--stage", "parse"]);
@@ -254,39 +260,17 @@ fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
         );
     }
     producer.join().expect("producer");
-    let sentinels: Vec<Rec> = (0..4)
-        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
-        .collect();
-    produce(&c.brokers, &input, &sentinels);
-    let got = read_topic(
-        &c.brokers,
-        &output,
-        want.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    );
-    let mut seen: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
-    for g in &got {
-        let v = g.json();
-        seen.entry((
-            v["user"].as_str().expect("user").to_string(),
-            v["window_start"].as_i64().expect("window_start"),
-        ))
-        .or_default()
-        .push(v["count"].as_u64().expect("count"));
-    }
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, n)| seen.get(*k).map(Vec::as_slice) != Some(&[**n][..]))
-        .take(10)
-        .map(|(k, n)| format!("{k:?}: want [{n}], got {:?}", seen.get(k)))
-        .collect();
-    assert!(
-        wrong.is_empty() && seen.len() == want.len(),
-        "every window once and exact; wrong or missing (first 10): {wrong:?}; {} of {}\n{}\n{}",
-        seen.len(),
-        want.len(),
-        c.weir_ok(&["status", JOB]),
-        c.logs()
+    assert_every_window_once(
+        &c,
+        JOB,
+        (&input, &output),
+        &want,
+        |v| {
+            (
+                v["user"].as_str().expect("user").to_string(),
+                v["window_start"].as_i64().expect("window_start"),
+            )
+        },
+        "count",
     );
 }

@@ -147,16 +147,11 @@ pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
     }
     let late = KafkaLateSink::json_with_positions(&p.brokers, p.dead_letter_topic(), &p.input)
         .with_config(late_config);
-    let guarantee = super::delivery_guarantee(
+    let guarantee = super::output_guarantee(
         p.delivery,
         p.checkpoint_url.is_some(),
         format!("{}-{}", p.group, p.job_name),
-    )
-    .unwrap_or_else(|e| {
-        // Checked by the binaries before they build the job.
-        tracing::warn!("{e}: running at least once");
-        crate::connectors::kafka::DeliveryGuarantee::AtLeastOnce
-    });
+    );
     if matches!(
         guarantee,
         crate::connectors::kafka::DeliveryGuarantee::ExactlyOnce { .. }

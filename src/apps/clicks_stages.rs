@@ -22,6 +22,7 @@ use crate::connectors::kafka::repartition::{
 use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
 use crate::pipeline::{Count, Job, LateRecords, RunnableJob, Sink, Tumbling, Watermarks, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
+use crate::service::registry::partitions_of_task;
 
 /// What either stage needs.
 #[derive(Debug, Clone)]
@@ -117,16 +118,16 @@ impl StageParams {
 
     /// The repartition topic's partitions this count instance reads.
     pub fn count_partitions(&self) -> Vec<i32> {
-        let n = self.count_instances.max(1);
         let total = if self.repartition_partitions == 0 {
-            n
+            self.count_instances.max(1)
         } else {
             self.repartition_partitions
         };
-        (0..total)
-            .filter(|x| x % n == self.instance)
-            .map(|x| x as i32)
-            .collect()
+        partitions_of_task(
+            total as u32,
+            self.instance as u32,
+            self.count_instances as u32,
+        )
     }
 }
 
@@ -149,9 +150,11 @@ pub(crate) fn stage_job(p: &StageParams, name: &str) -> Job {
 /// Stage `parse`: input topic → key by user → repartition topic.
 pub fn parse_job(p: &StageParams) -> RunnableJob {
     let name = p.copy_name("parse");
-    let mine: Vec<i32> = (0..p.input_partitions as i32)
-        .filter(|x| *x as usize % p.parse_instances.max(1) == p.instance)
-        .collect();
+    let mine = partitions_of_task(
+        p.input_partitions as u32,
+        p.instance as u32,
+        p.parse_instances as u32,
+    );
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
         .partitions(mine)
         .with_timestamps(|c: &Click| c.ts);

@@ -125,16 +125,11 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
     if let Some(parts) = &p.partitions {
         source = source.partitions(parts.clone());
     }
-    let guarantee = super::delivery_guarantee(
+    let guarantee = super::output_guarantee(
         p.delivery,
         p.checkpoint_url.is_some(),
         format!("{}-{}", p.group, p.job_name),
-    )
-    .unwrap_or_else(|e| {
-        // Checked by the binaries before they build the job.
-        tracing::warn!("{e}: running at least once");
-        crate::connectors::kafka::DeliveryGuarantee::AtLeastOnce
-    });
+    );
     if matches!(
         guarantee,
         crate::connectors::kafka::DeliveryGuarantee::ExactlyOnce { .. }

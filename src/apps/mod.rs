@@ -106,3 +106,18 @@ pub fn delivery_guarantee(
         (Some(Delivery::None), _) => Ok(G::None),
     }
 }
+
+/// [`delivery_guarantee`] for a job builder, which cannot fail: a choice it
+/// refuses (checked by the binaries before they build the job) runs at
+/// least once, with a warning.
+#[cfg(feature = "kafka")]
+pub(crate) fn output_guarantee(
+    choice: Option<Delivery>,
+    durable: bool,
+    transactional_id: String,
+) -> crate::connectors::kafka::DeliveryGuarantee {
+    delivery_guarantee(choice, durable, transactional_id).unwrap_or_else(|e| {
+        tracing::warn!("{e}: running at least once");
+        crate::connectors::kafka::DeliveryGuarantee::AtLeastOnce
+    })
+}

@@ -24,6 +24,7 @@ use crate::connectors::kafka::repartition::{
 use crate::connectors::kafka::KafkaSink;
 use crate::pipeline::{RunnableJob, Sum, Timestamp, Tumbling, Watermarks, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
+use crate::service::registry::partitions_of_task;
 
 /// One output record: every user's clicks in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,16 +58,16 @@ impl TotalsParams {
 
     /// The totals topic's partitions this `total` instance reads.
     pub fn total_partitions_of_instance(&self) -> Vec<i32> {
-        let n = self.total_instances.max(1);
         let all = if self.total_partitions == 0 {
-            n
+            self.total_instances.max(1)
         } else {
             self.total_partitions
         };
-        (0..all)
-            .filter(|x| x % n == self.stage.instance)
-            .map(|x| x as i32)
-            .collect()
+        partitions_of_task(
+            all as u32,
+            self.stage.instance as u32,
+            self.total_instances as u32,
+        )
     }
 }
 

@@ -189,11 +189,20 @@ pub fn plan_stages(
 /// assert_eq!(weir::service::admin::internal_topics(&spec), ["weir-ck-count-repartition"]);
 /// ```
 pub fn internal_topics(spec: &JobSpec) -> Vec<String> {
-    spec.stages
-        .iter()
-        .skip(1)
-        .map(|s| format!("weir-{}-{}-repartition", spec.name, s.name))
-        .collect()
+    #[cfg(feature = "kafka")]
+    {
+        spec.stages
+            .iter()
+            .skip(1)
+            .map(|s| crate::connectors::kafka::repartition::repartition_topic(&spec.name, &s.name))
+            .collect()
+    }
+    // Without Kafka there are no repartition topics.
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = spec;
+        Vec::new()
+    }
 }
 
 /// Submits `spec`, after checking that a live worker advertises its job type (unless

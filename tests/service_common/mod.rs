@@ -438,3 +438,19 @@ pub fn get_json(addr: &str, path: &str) -> Value {
     );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{addr}{path}: {e}: {body}"))
 }
+
+/// Produces the chunks 0.5 s apart on a thread (input streaming in while a
+/// test kills, freezes or rescales).
+pub fn produce_slowly(
+    brokers: &str,
+    topic: &str,
+    chunks: Vec<Vec<Rec>>,
+) -> std::thread::JoinHandle<()> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            produce(&brokers, &topic, &chunk);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
+}

@@ -176,32 +176,29 @@ impl<D: KafkaDecode, F: Fn(&D::Out) -> Timestamp> ReaderState<D, F> {
         now: Instant,
     ) {
         let writers = self.upstream.unwrap_or(0);
-        if let Ok((w, _)) = &control {
-            if w.of.is_some_and(|n| n != writers) {
-                // A mark of the upstream stage's earlier (or later) layout:
-                // its writer indices mean other partitions of the input.
-                tracing::debug!(task = %self.task, partition = p, offset = off, writer = w.index, of = ?w.of, writers, "repartition source: control record of another writer layout (ignored)");
-                let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
-                state.next = off + 1;
-                state.last_record = now;
-                return;
-            }
-        }
         let state = self.parts.entry(p).or_insert_with(|| PartState::new(now));
         state.next = off + 1;
         state.last_record = now;
-        state.caught_up = false;
-        let marks = state
-            .upstream
-            .get_or_insert_with(|| UpstreamMarks::new(writers));
         match control {
+            Ok((w, _)) if w.of.is_some_and(|n| n != writers) => {
+                // A mark of the upstream stage's earlier (or later) layout:
+                // its writer indices mean other partitions of the input.
+                tracing::debug!(task = %self.task, partition = p, offset = off, writer = w.index, of = ?w.of, writers, "repartition source: control record of another writer layout (ignored)");
+            }
             Ok((w, mark)) => {
-                let writer = w.index;
-                if !marks.apply(writer, mark) {
-                    tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, writer, writers, "repartition source: control record from a writer outside the configured count (ignored)");
+                state.caught_up = false;
+                let marks = state
+                    .upstream
+                    .get_or_insert_with(|| UpstreamMarks::new(writers));
+                if !marks.apply(w.index, mark) {
+                    tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, writer = w.index, writers, "repartition source: control record from a writer outside the configured count (ignored)");
                 }
             }
             Err(reason) => {
+                state.caught_up = false;
+                state
+                    .upstream
+                    .get_or_insert_with(|| UpstreamMarks::new(writers));
                 tracing::warn!(task = %self.task, topic = %self.topic, partition = p, offset = off, reason, "repartition source: malformed control record (ignored)");
             }
         }
