@@ -19,7 +19,13 @@
 //! third stage: `count` writes its per-user counts to
 //! `weir-<name>-total-repartition` by window, and `total` writes one
 //! `{"window_start", "clicks"}` per window over all users. Job parameters:
-//! `input`, `output` (every type), `group` (optional). SIGTERM drains every task (the sinks
+//! `input`, `output` (every type), `group` (optional),
+//! `repartition_partitions` (staged types, optional: repartition topics are
+//! made with this many partitions when it exceeds their downstream stage's
+//! parallelism, so that stage can be rescaled up to it). With
+//! `--checkpoint-url`, a rescaled task takes its partitions over from the
+//! tasks that had them, with their checkpoints (keyed state split by the
+//! repartition topic's placement), their writers fenced first. SIGTERM drains every task (the sinks
 //! flush, offsets are committed), leaves the cluster and exits. Logs go to
 //! stderr (`RUST_LOG` filters).
 //!
@@ -133,15 +139,19 @@ fn probe(
 
 /// A task's own job name (its checkpoints and transactional id): the same
 /// on whichever worker it runs, distinct from its sibling tasks (and from
-/// the other stages' tasks).
+/// the other stages' tasks): `<task name prefix><index>-of-<count>`.
 fn task_job_name(env: &TaskEnv) -> String {
+    format!("{}{}-of-{}", task_name_prefix(env), env.index, env.count)
+}
+
+/// What the names of a stage's tasks start with, whatever its
+/// parallelism: a rescaled task takes partitions over from the tasks so
+/// named (`<job>-task-`, or `<job>-<stage>-task-` for a staged job).
+fn task_name_prefix(env: &TaskEnv) -> String {
     if env.stage.is_empty() {
-        format!("{}-task-{}-of-{}", env.spec.name, env.index, env.count)
+        format!("{}-task-", env.spec.name)
     } else {
-        format!(
-            "{}-{}-task-{}-of-{}",
-            env.spec.name, env.stage, env.index, env.count
-        )
+        format!("{}-{}-task-", env.spec.name, env.stage)
     }
 }
 
@@ -157,11 +167,25 @@ fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
     if let Some(url) = &env.checkpoint_url {
         p.checkpoint_url = Some(url.clone());
         p.job_name = task_job_name(env);
+        p.take_over_from = Some(task_name_prefix(env));
     }
     Ok(TaskBuild {
         job: etl_job(&p),
         probe: probe(env, &input, &parts),
     })
+}
+
+/// Partitions of a repartition topic made for a stage of `parallelism`
+/// tasks: the job parameter `repartition_partitions` when it is larger
+/// (room to rescale that stage up to it, its keyed state moving with its
+/// partitions), else `parallelism`. An existing topic keeps its count.
+fn repartition_partitions(env: &TaskEnv, parallelism: usize) -> Result<usize, String> {
+    match env.spec.config.get("repartition_partitions") {
+        None => Ok(parallelism),
+        Some(v) => v.parse::<usize>().map(|n| n.max(parallelism)).map_err(|_| {
+            format!("job parameter repartition_partitions={v:?}: want a number of partitions")
+        }),
+    }
 }
 
 /// What both stages of `clicks` share: topics, stage sizes, this task's
@@ -177,10 +201,12 @@ fn stage_params(env: &TaskEnv) -> Result<StageParams, String> {
     p.count_instances = env.stage_count("count") as usize;
     p.fence = Some(env.guard.clone());
     p.copy_name = Some(task_job_name(env));
+    p.take_over_from = Some(task_name_prefix(env));
     p.late_topic = Some(format!("{input}.dlq"));
     p.checkpoint_url = env.checkpoint_url.clone();
     let config = KafkaConfig::new(&env.brokers);
-    p.repartition_partitions = ensure_repartition_topic(&config, &p.topic(), p.count_instances)
+    let partitions = repartition_partitions(env, p.count_instances)?;
+    p.repartition_partitions = ensure_repartition_topic(&config, &p.topic(), partitions)
         .map_err(|e| format!("repartition topic {}: {e}", p.topic()))?;
     Ok(p)
 }
@@ -231,7 +257,8 @@ fn totals_params(env: &TaskEnv) -> Result<TotalsParams, String> {
         total_partitions: 0,
     };
     let config = KafkaConfig::new(&env.brokers);
-    p.total_partitions = ensure_repartition_topic(&config, &p.totals_topic(), p.total_instances)
+    let partitions = repartition_partitions(env, p.total_instances)?;
+    p.total_partitions = ensure_repartition_topic(&config, &p.totals_topic(), partitions)
         .map_err(|e| format!("repartition topic {}: {e}", p.totals_topic()))?;
     Ok(p)
 }

@@ -274,3 +274,128 @@ fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
         "count",
     );
 }
+
+/// Every `stage` task of `job` has recorded a checkpoint taken under its
+/// current layout (`n` tasks: stored under `<job>-<stage>-task-<i>-of-<n>/`).
+fn stage_checkpointed(c: &Cluster, job: &str, stage: &str, n: usize) -> bool {
+    let Some(j) = c.job(job) else { return false };
+    let suffix = format!("-of-{n}/");
+    let tasks: Vec<&serde_json::Value> = j["tasks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| {
+                    t["stage"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(&format!("{stage}[")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    tasks.len() == n
+        && tasks.iter().all(|t| {
+            t["recorded_checkpoint"]["state_paths"]
+                .as_object()
+                .is_some_and(|m| {
+                    m.values()
+                        .any(|p| p.as_str().is_some_and(|p| p.contains(&suffix)))
+                })
+        })
+}
+
+/// The stateful `count` stage of `clicks` rescaled up and down (2 → 3 → 2
+/// tasks over a 6-partition repartition topic) while its windows are open:
+/// each new task takes its partitions over from the tasks that had them,
+/// with their checkpoints, and of their window state the users its
+/// partitions hold (the old tasks' writers fenced first). A third of the
+/// clicks is a backlog produced before the job is submitted, the rest
+/// streams in around the rescales; read `read_committed`, every (user,
+/// window) count is there exactly once and exact. (Started afresh, the new
+/// tasks emitted the windows open at each rescale partially, and twice.)
+#[test]
+fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
+    const JOB: &str = "recount";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut c = Cluster::new("stages-recount", 3000);
+    for w in ["k1", "k2", "k3"] {
+        c.start_worker_with(w, &["--checkpoint-url", &url]);
+    }
+    let input = c.topic("recount-in", 4);
+    let output = c.topic("recount-out", 4);
+    c.topics.push(format!("{input}.dlq"));
+    c.topics.push(format!("weir-{JOB}-count-repartition"));
+    let (chunks, _) = clicks();
+    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for r in chunks.iter().flatten() {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("click JSON");
+        let ts = v["ts"].as_i64().unwrap();
+        let user = v["user"].as_str().unwrap().to_string();
+        *want.entry((user, ts - ts.rem_euclid(10_000))).or_insert(0) += 1;
+    }
+    let mut chunks = chunks.into_iter();
+    for chunk in chunks.by_ref().take(4) {
+        produce(&c.brokers, &input, &chunk);
+    }
+    let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
+    c.weir_ok(&[
+        "submit",
+        "clicks",
+        "--name",
+        JOB,
+        "--parallelism",
+        "2",
+        "--set",
+        &set_in,
+        "--set",
+        &set_out,
+        "--set",
+        "repartition_partitions=6",
+    ]);
+    c.wait("4 tasks RUNNING", Duration::from_secs(60), |c| {
+        running(c, JOB, 4)
+    });
+    for (n, tasks) in [(3, 5), (2, 4)] {
+        for chunk in chunks.by_ref().take(2) {
+            produce(&c.brokers, &input, &chunk);
+        }
+        let before = if n == 3 { 2 } else { 3 };
+        c.wait(
+            &format!("count's {before} tasks checkpointed"),
+            Duration::from_secs(60),
+            |c| stage_checkpointed(c, JOB, "count", before),
+        );
+        let text = c.weir_ok(&["rescale", JOB, &n.to_string(), "--stage", "count"]);
+        assert!(text.contains("stage count"), "{text}");
+        for chunk in chunks.by_ref().take(2) {
+            produce(&c.brokers, &input, &chunk);
+        }
+        c.wait(
+            &format!("count at {n}: {tasks} tasks RUNNING, checkpointed"),
+            Duration::from_secs(90),
+            |c| running(c, JOB, tasks) && stage_checkpointed(c, JOB, "count", n),
+        );
+    }
+    for chunk in chunks {
+        produce(&c.brokers, &input, &chunk);
+    }
+    assert!(
+        c.full_logs()
+            .contains("taking over other copies' checkpoints"),
+        "the rescaled count tasks took their partitions' checkpoints over\n{}",
+        c.logs()
+    );
+    assert_every_window_once(
+        &c,
+        JOB,
+        (&input, &output),
+        &want,
+        |v| {
+            (
+                v["user"].as_str().expect("user").to_string(),
+                v["window_start"].as_i64().expect("window_start"),
+            )
+        },
+        "count",
+    );
+}

@@ -15,6 +15,15 @@ use super::messages::{SourceCommand, Stop, TaskEvent};
 use super::supervisor::CompletedCheckpoint;
 use crate::pipeline::{DeadLetters, JobConfig, TaskContext, TaskMetrics};
 
+/// An operator instance's state to restore.
+#[derive(Debug, Clone)]
+pub enum RestoredState {
+    /// Its own snapshot.
+    Whole(Vec<u8>),
+    /// Snapshots of other copies of the job, to split by key (a rescale).
+    Keys(Vec<Vec<u8>>, Option<crate::pipeline::KeyGroups>),
+}
+
 /// The handles of one launched attempt.
 pub struct Launch<'a> {
     pub(crate) job: &'a str,
@@ -69,9 +78,12 @@ impl Launch<'_> {
     /// The checkpointed operator state of task `name`, when restoring, if
     /// it was taken by an operator of type `operator` (a state of another
     /// type is recorded as a restore error, naming both).
-    pub fn restored_state(&mut self, name: &str, operator: &str) -> Option<Vec<u8>> {
+    pub fn restored_state(&mut self, name: &str, operator: &str) -> Option<RestoredState> {
         let c = self.restore.as_ref()?;
-        let state = c.states.get(name)?;
+        let state = match &c.adopted {
+            Some(a) => RestoredState::Keys(a.states.get(name)?.clone(), a.keys.clone()),
+            None => RestoredState::Whole(c.states.get(name)?.clone()),
+        };
         self.restored.insert(name.to_string());
         let operator = crate::checkpoint::format::operator_signature(operator);
         match c.operators.get(name) {
@@ -81,7 +93,7 @@ impl Launch<'_> {
                 ));
                 None
             }
-            _ => Some(state.clone()),
+            _ => Some(state),
         }
     }
 
@@ -90,7 +102,8 @@ impl Launch<'_> {
     pub(crate) fn restore_problems(&self) -> Vec<String> {
         let mut problems = self.restore_errors.clone();
         if let Some(c) = &self.restore {
-            for task in c.states.keys() {
+            let adopted = c.adopted.iter().flat_map(|a| a.states.keys());
+            for task in c.states.keys().chain(adopted) {
                 if !self.restored.contains(task) {
                     problems.push(format!(
                         "task {task}: the checkpoint holds state for it, the job has no such task (another graph or parallelism)"

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::aligner::BarrierAligner;
 use super::edge::{Edge, Partitioner};
 use super::inputs::{SignalEffect, TaskInputs};
+use super::launch::RestoredState;
 use super::messages::{Deliver, Stop, TaskEvent};
 use super::task::{after_emit, guarded, yield_arbiter, TaskActor, TaskHandle};
 use crate::pipeline::{Batch, Operator, Signal, MAX_WATERMARK};
@@ -24,7 +25,7 @@ pub struct OperatorActor<Op: Operator, P> {
     edge: Edge<Op::Out, P>,
     task: TaskHandle,
     inputs: TaskInputs,
-    restore: Option<Vec<u8>>,
+    restore: Option<RestoredState>,
     out: Batch<Op::Out>,
     done: bool,
     /// Inputs held at a barrier (exactly-once mode).
@@ -47,7 +48,7 @@ impl<Op: Operator, P: Partitioner<Op::Out>> OperatorActor<Op, P> {
         edge: Edge<Op::Out, P>,
         task: TaskHandle,
         inputs: usize,
-        restore: Option<Vec<u8>>,
+        restore: Option<RestoredState>,
         aligned: bool,
     ) -> Self {
         OperatorActor {
@@ -182,7 +183,11 @@ impl<Op: Operator, P: Partitioner<Op::Out>> Actor for OperatorActor<Op, P> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(state) = self.restore.take() {
             let op = &mut self.op;
-            if let Err(f) = guarded(|| op.restore(&state)) {
+            let restored = guarded(|| match &state {
+                RestoredState::Whole(s) => op.restore(s),
+                RestoredState::Keys(states, keys) => op.restore_keys(states, keys.as_ref()),
+            });
+            if let Err(f) = restored {
                 self.done = true;
                 self.task.fail(f, false);
                 return ctx.stop();

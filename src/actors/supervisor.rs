@@ -299,6 +299,10 @@ pub struct CompletedCheckpoint {
     pub operators: BTreeMap<String, String>,
     /// Completion time, milliseconds since the Unix epoch.
     pub completed_at_ms: u64,
+    /// Taken over from other copies of the job (a rescale): each
+    /// operator's states, to split by key; `states` is then empty.
+    #[serde(skip)]
+    pub adopted: Option<Adoption>,
 }
 
 impl PendingCheckpoint {
@@ -348,6 +352,111 @@ impl CompletedCheckpoint {
                 .collect(),
             states: states.into_iter().map(|s| (s.task, s.state)).collect(),
             completed_at_ms: meta.completed_at_ms,
+            adopted: None,
+        }
+    }
+
+    /// The checkpoint a copy named `job` restores from the `loaded`
+    /// checkpoints of other copies (`from[i]` loaded as `loaded[i]`), each
+    /// for the partitions `from[i]` lists: their task names renamed to
+    /// `job`'s, source positions merged partition by partition (see
+    /// [`merge_adopted_position`]), every operator's states kept side by
+    /// side for [`Operator::restore_keys`](crate::pipeline::Operator::restore_keys)
+    /// to split by `keys`.
+    pub(crate) fn adopt(
+        job: &str,
+        from: &[crate::pipeline::AdoptedCheckpoint],
+        loaded: Vec<CompletedCheckpoint>,
+        keys: Option<crate::pipeline::KeyGroups>,
+    ) -> Self {
+        let rename = |owner: &str, task: &str| match task.strip_prefix(owner) {
+            Some(rest) if rest.starts_with('/') => format!("{job}{rest}"),
+            _ => task.to_string(),
+        };
+        let mut positions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut states: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut operators = BTreeMap::new();
+        let mut completed_at_ms = 0;
+        for (a, chk) in from.iter().zip(loaded) {
+            completed_at_ms = completed_at_ms.max(chk.completed_at_ms);
+            for (task, pos) in chk.positions {
+                let merged = positions
+                    .entry(rename(&a.job, &task))
+                    .or_insert(serde_json::Value::Null);
+                merge_adopted_position(merged, pos, &a.partitions);
+            }
+            for (task, state) in chk.states {
+                states.entry(rename(&a.job, &task)).or_default().push(state);
+            }
+            for (task, op) in chk.operators {
+                operators.entry(rename(&a.job, &task)).or_insert(op);
+            }
+        }
+        CompletedCheckpoint {
+            id: 0,
+            positions,
+            states: BTreeMap::new(),
+            operators,
+            completed_at_ms,
+            adopted: Some(Adoption { states, keys }),
+        }
+    }
+}
+
+/// What a copy of a job takes over from others after a rescale: each
+/// operator task's snapshots from every previous owner, and which keys are
+/// this copy's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    /// Snapshots by (renamed) task name.
+    pub(crate) states: BTreeMap<String, Vec<Vec<u8>>>,
+    /// The keys this copy owns (`None`: not partitioned by key).
+    pub(crate) keys: Option<crate::pipeline::KeyGroups>,
+}
+
+/// Merges `from`, a source position another copy saved, into `into` for
+/// `partitions` only. The convention partitioned sources keep: a position
+/// is a JSON object whose per-partition facts live in objects keyed by the
+/// partition number (Kafka's `offsets`, `event_time`, `upstream`); such
+/// keys are taken only for `partitions`, everything else from whichever
+/// position has it first.
+///
+/// ```text
+/// into {}  from {"topic":"t","offsets":{"0":5,"1":7}}  partitions [1]
+///   -> {"topic":"t","offsets":{"1":7}}
+/// ```
+pub(crate) fn merge_adopted_position(
+    into: &mut serde_json::Value,
+    from: serde_json::Value,
+    partitions: &[i32],
+) {
+    use serde_json::Value;
+    match from {
+        Value::Object(map) => {
+            if !into.is_object() {
+                *into = Value::Object(Default::default());
+            }
+            let Value::Object(target) = into else {
+                unreachable!("made an object above")
+            };
+            for (k, v) in map {
+                match k.parse::<i32>() {
+                    Ok(p) if !partitions.contains(&p) => {}
+                    Ok(_) => {
+                        target.insert(k, v);
+                    }
+                    Err(_) => merge_adopted_position(
+                        target.entry(k).or_insert(Value::Null),
+                        v,
+                        partitions,
+                    ),
+                }
+            }
+        }
+        other => {
+            if into.is_null() {
+                *into = other;
+            }
         }
     }
 }
@@ -568,6 +677,7 @@ impl JobSupervisor {
             states: BTreeMap::new(),
             operators: BTreeMap::new(),
             completed_at_ms: now_ms(),
+            adopted: None,
         };
         let (meta, states) = done.to_stored(&self.shared.name);
         let storage = self.storage.clone();
@@ -668,6 +778,7 @@ impl JobSupervisor {
             states,
             operators,
             completed_at_ms: now_ms(),
+            adopted: None,
         });
         let storage = self.storage.clone();
         let committers = self.committers.clone();
@@ -818,6 +929,15 @@ impl JobSupervisor {
                 },
                 CommittedCheckpoint::Nothing => None,
                 CommittedCheckpoint::At(id) => Some(id),
+                CommittedCheckpoint::Adopted { from, keys } => {
+                    let mut loaded = Vec::with_capacity(from.len());
+                    for a in &from {
+                        let (meta, states) = storage.load(&a.job, a.id).await?;
+                        loaded.push(CompletedCheckpoint::from_stored(meta, states));
+                    }
+                    let chk = CompletedCheckpoint::adopt(&job, &from, loaded, keys);
+                    return Ok((Some(chk), stored));
+                }
             };
             let found = match id {
                 Some(id) if in_memory.as_ref().is_some_and(|c| c.id == id) => {
@@ -835,6 +955,10 @@ impl JobSupervisor {
             Ok((found, stored)) => {
                 act.next_checkpoint = act.next_checkpoint.max(stored.unwrap_or(0) + 1);
                 act.latest = found.map(|chk| {
+                    if chk.adopted.is_some() {
+                        tracing::info!(job = %act.shared.name, "taking over other copies' checkpoints (rescaled)");
+                        return Arc::new(chk);
+                    }
                     tracing::info!(job = %act.shared.name, id = chk.id, "resuming from checkpoint {}", chk.id);
                     let mut stats = act
                         .shared
@@ -1081,5 +1205,57 @@ impl Handler<Cancel> for JobSupervisor {
                 ctx.stop();
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn adopted_positions_take_each_partition_from_its_owner() {
+        let from = vec![
+            crate::pipeline::AdoptedCheckpoint {
+                job: "j-count-task-0-of-2".into(),
+                id: 7,
+                transactional_id: None,
+                partitions: vec![2],
+            },
+            crate::pipeline::AdoptedCheckpoint {
+                job: "j-count-task-1-of-2".into(),
+                id: 9,
+                transactional_id: None,
+                partitions: vec![1],
+            },
+        ];
+        let chk = |job: &str, offsets: serde_json::Value, state: u8| CompletedCheckpoint {
+            id: 1,
+            positions: [(
+                format!("{job}/source#0"),
+                json!({"topic": "t", "offsets": offsets, "upstream": {"0": [[5, "active"]]}}),
+            )]
+            .into(),
+            states: [(format!("{job}/window#0"), vec![state])].into(),
+            operators: [(format!("{job}/window#0"), "W".to_string())].into(),
+            completed_at_ms: 1,
+            adopted: None,
+        };
+        let loaded = vec![
+            chk("j-count-task-0-of-2", json!({"0": 10, "2": 20}), 1),
+            chk("j-count-task-1-of-2", json!({"1": 11, "3": 31}), 2),
+        ];
+        let c = CompletedCheckpoint::adopt("j-count-task-1-of-3", &from, loaded, None);
+        assert_eq!(
+            c.positions["j-count-task-1-of-3/source#0"],
+            json!({"topic": "t", "offsets": {"1": 11, "2": 20}, "upstream": {}})
+        );
+        let a = c.adopted.unwrap();
+        assert_eq!(
+            a.states["j-count-task-1-of-3/window#0"],
+            vec![vec![1], vec![2]]
+        );
+        assert_eq!(c.operators["j-count-task-1-of-3/window#0"], "W");
+        assert!(c.states.is_empty());
     }
 }

@@ -59,6 +59,11 @@ pub struct StageParams {
     pub idle_timeout: Duration,
     /// Durable checkpoint storage: exactly-once when given.
     pub checkpoint_url: Option<String>,
+    /// The other copies of this process's stage share this name prefix
+    /// (`<job>-<stage>-task-`): a rescale hands their partitions, with
+    /// their checkpoints and keyed state, to this copy (see
+    /// [`KafkaSource::take_over_from`]). `None`: it never takes over.
+    pub take_over_from: Option<String>,
     /// Stop by draining rather than with a savepoint.
     pub drain: bool,
     /// The consumer group its source commits positions for; `None`: the
@@ -97,6 +102,7 @@ impl StageParams {
             out_of_orderness: Duration::from_millis(2_000),
             idle_timeout: Duration::from_secs(10),
             checkpoint_url: None,
+            take_over_from: None,
             drain: false,
             producer_options: Vec::new(),
         }
@@ -170,6 +176,9 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
+        if let Some(prefix) = &p.take_over_from {
+            source = source.take_over_from(prefix);
+        }
     }
     let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
     stage_job(p, &name)
@@ -207,6 +216,9 @@ pub fn count_job_into<S: Sink<In = UserCount>>(p: &StageParams, sink: S) -> Runn
     }
     if p.checkpoint_url.is_some() {
         source = source.exactly_once();
+        if let Some(prefix) = &p.take_over_from {
+            source = source.take_over_from(prefix);
+        }
     }
     let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
     let late = match &p.late_topic {

@@ -88,6 +88,10 @@ pub struct EtlParams {
     /// The output's delivery guarantee (`--delivery`); `None`: exactly-once
     /// with checkpoint storage, at least once without.
     pub delivery: Option<super::Delivery>,
+    /// The job's other copies share this name prefix: a rescale hands
+    /// their partitions and checkpoints to this copy (see
+    /// [`KafkaSource::take_over_from`]). `None`: it never takes over.
+    pub take_over_from: Option<String>,
 }
 
 impl EtlParams {
@@ -109,6 +113,7 @@ impl EtlParams {
             checkpoint_url: None,
             job_name: "kafka-etl".into(),
             delivery: None,
+            take_over_from: None,
         }
     }
 }
@@ -135,6 +140,9 @@ pub fn etl_job(p: &EtlParams) -> RunnableJob {
         crate::connectors::kafka::DeliveryGuarantee::ExactlyOnce { .. }
     ) {
         source = source.exactly_once();
+        if let Some(prefix) = &p.take_over_from {
+            source = source.take_over_from(prefix);
+        }
     }
     sink = sink.delivery(guarantee);
     Job::new(p.job_name.as_str())

@@ -109,6 +109,9 @@ pub fn totals_job(p: &TotalsParams) -> RunnableJob {
     if s.checkpoint_url.is_some() {
         source = source.exactly_once();
         sink = sink.exactly_once(format!("weir-{name}"));
+        if let Some(prefix) = &s.take_over_from {
+            source = source.take_over_from(prefix);
+        }
     }
     let sink = Fenced::new(sink, s.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
     stage_job(s, &name)

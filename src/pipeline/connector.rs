@@ -58,7 +58,7 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// What a source's input system says about committed checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommittedCheckpoint {
     /// The source does not commit positions in transactions.
     Untracked,
@@ -67,6 +67,32 @@ pub enum CommittedCheckpoint {
     Nothing,
     /// Checkpoint `n` was committed.
     At(u64),
+    /// Other copies of the job committed this source's partitions (a
+    /// rescale moved them here): restore each partition from the
+    /// checkpoint that committed it, and of the operators' state only the
+    /// keys `keys` assigns to this copy.
+    Adopted {
+        /// The checkpoints to take over, each for some of the partitions.
+        from: Vec<AdoptedCheckpoint>,
+        /// Which keys this copy owns (`None`: the input is not
+        /// partitioned by key, so keyed state cannot be split).
+        keys: Option<crate::pipeline::keyed::KeyGroups>,
+    },
+}
+
+/// A checkpoint another copy of the job committed for some of the
+/// partitions a source now reads (see [`CommittedCheckpoint::Adopted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptedCheckpoint {
+    /// The job (copy) that took it: its checkpoints' name in storage.
+    pub job: String,
+    /// Its id.
+    pub id: u64,
+    /// The transactional id its output was written with (fenced before
+    /// the restore reads what was committed), when it named one.
+    pub transactional_id: Option<String>,
+    /// The partitions it committed that this source reads.
+    pub partitions: Vec<i32>,
 }
 
 /// A sink's part in a two-phase commit bound to checkpoints (Flink's
@@ -98,6 +124,14 @@ pub trait CheckpointCommitter: Send + Sync + 'static {
     /// commit a newer checkpoint after that read, and the restored job
     /// would write that checkpoint's output a second time. Blocking.
     fn fence_predecessors(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Stops the writer of another copy of the job (`transactional_id`,
+    /// whose checkpoints a rescale hands to this one) from committing
+    /// anything more, waiting for a commit it already began. Blocking.
+    fn fence_other(&self, transactional_id: &str) -> Result<(), ConnectorError> {
+        let _ = transactional_id;
         Ok(())
     }
 }

@@ -755,10 +755,35 @@ where
 {
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
         // Fenced first, so nothing commits after the read.
-        if let Some(c) = self.sink.committer() {
-            c.fence_predecessors()?;
+        let Some(c) = self.sink.committer() else {
+            return self.upstream.committed_checkpoint(job);
+        };
+        c.fence_predecessors()?;
+        // Taking over other copies' partitions (a rescale): fence their
+        // writers too, then read again, until the owners read are all
+        // fenced (one may have committed between the read and its fence).
+        let mut fenced = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let committed = self.upstream.committed_checkpoint(job)?;
+            let CommittedCheckpoint::Adopted { from, .. } = &committed else {
+                return Ok(committed);
+            };
+            let unfenced: Vec<&str> = from
+                .iter()
+                .filter_map(|a| a.transactional_id.as_deref())
+                .filter(|t| !fenced.contains(*t))
+                .collect();
+            if unfenced.is_empty() {
+                return Ok(committed);
+            }
+            for t in unfenced {
+                c.fence_other(t)?;
+                fenced.insert(t.to_string());
+            }
         }
-        self.upstream.committed_checkpoint(job)
+        Err(ConnectorError::new(
+            "the copies this one takes partitions over from kept changing while they were fenced",
+        ))
     }
 
     fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {

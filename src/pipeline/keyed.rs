@@ -34,6 +34,40 @@ pub fn key_partition(hash: u64, n: usize) -> usize {
     (((hash << 7) as u128 * n as u128) >> 64) as usize
 }
 
+/// Which keys one copy of a stage owns after a rescale: those whose
+/// [`key_partition`] among `count` partitions (a repartition topic's,
+/// which placed each key by the same rule) is one of `mine`.
+///
+/// ```
+/// use weir::pipeline::keyed::{key_hash, key_partition, KeyGroups};
+/// let p = key_partition(key_hash("u7"), 4) as i32;
+/// assert!(KeyGroups::new(4, vec![p]).owns(key_hash("u7")));
+/// assert!(!KeyGroups::new(4, (0..4).filter(|q| *q != p).collect()).owns(key_hash("u7")));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGroups {
+    count: usize,
+    mine: Vec<i32>,
+}
+
+impl KeyGroups {
+    /// Partitions `mine` of `count`.
+    pub fn new(count: usize, mut mine: Vec<i32>) -> Self {
+        mine.sort_unstable();
+        KeyGroups {
+            count: count.max(1),
+            mine,
+        }
+    }
+
+    /// Whether the key with stable hash `hash` is this copy's.
+    pub fn owns(&self, hash: u64) -> bool {
+        self.mine
+            .binary_search(&(key_partition(hash, self.count) as i32))
+            .is_ok()
+    }
+}
+
 struct Entry<Acc> {
     acc: Acc,
     ts: Timestamp,
@@ -127,21 +161,46 @@ where
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
+        self.state.clear();
+        self.take_keys(state, None)
+    }
+
+    fn restore_keys(
+        &mut self,
+        states: &[Vec<u8>],
+        keys: Option<&KeyGroups>,
+    ) -> Result<(), ConnectorError> {
+        let Some(keys) = keys else {
+            return super::operator::refuse_split::<Self>(states);
+        };
+        self.state.clear();
+        for s in states {
+            self.take_keys(s, Some(keys))?;
+        }
+        Ok(())
+    }
+}
+
+impl<KF, A, T, K> KeyedAggregate<KF, A, T, K>
+where
+    A: Aggregator<T>,
+    K: Key,
+{
+    /// Adds the entries of snapshot `state` (those `keys` owns, if given).
+    fn take_keys(&mut self, state: &[u8], keys: Option<&KeyGroups>) -> Result<(), ConnectorError> {
         let entries: Vec<(K, A::Acc, Timestamp)> = serde_json::from_slice(state)
             .map_err(|e| ConnectorError::new(format!("keyed state restore: {e}")))?;
-        self.state = entries
-            .into_iter()
-            .map(|(k, acc, ts)| {
-                (
-                    k,
-                    Entry {
-                        acc,
-                        ts,
-                        dirty: false,
-                    },
-                )
-            })
-            .collect();
+        for (k, acc, ts) in entries {
+            if keys.is_some_and(|g| !g.owns(key_hash(&k))) {
+                continue;
+            }
+            let entry = Entry {
+                acc,
+                ts,
+                dirty: false,
+            };
+            self.state.insert(k, entry);
+        }
         Ok(())
     }
 }

@@ -26,14 +26,14 @@ pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
 pub use checkpointing::{CheckpointConfig, CheckpointRecord, CheckpointingMode};
 pub use connector::{
-    CheckpointCommitter, CommittedCheckpoint, ReaderWatermark, Sink, SinkWriter, Source,
-    SourceReader, SourceStatus,
+    AdoptedCheckpoint, CheckpointCommitter, CommittedCheckpoint, ReaderWatermark, Sink, SinkWriter,
+    Source, SourceReader, SourceStatus,
 };
 pub use context::TaskContext;
 pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};
 pub use error::{BuildError, ConnectorError, TaskError};
 pub use job::{Job, JobConfig, KeyedStream, RunnableJob, Stream, WindowedStream};
-pub use keyed::{Key, KeyedAggregate};
+pub use keyed::{Key, KeyGroups, KeyedAggregate};
 pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
 pub use operator::{Chain, Emit, Filter, FlatMap, Identity, Map, Operator};
 pub use watermark::{

@@ -69,6 +69,33 @@ pub trait Operator: Clone + Send + 'static {
     fn restore(&mut self, _state: &[u8]) -> Result<(), ConnectorError> {
         Ok(())
     }
+
+    /// Restores, after a rescale, the keys `keys` assigns to this instance
+    /// from the snapshots of the instances that held them before (each
+    /// from [`Operator::snapshot`]); `None`: the input was not partitioned
+    /// by key, so state cannot be split. The default suits stateless
+    /// operators (empty snapshots) and refuses anything else, naming the
+    /// operator: keyed operators override it.
+    fn restore_keys(
+        &mut self,
+        states: &[Vec<u8>],
+        _keys: Option<&crate::pipeline::keyed::KeyGroups>,
+    ) -> Result<(), ConnectorError> {
+        refuse_split::<Self>(states)
+    }
+}
+
+/// What [`Operator::restore_keys`] does for state it cannot split: nothing
+/// for empty snapshots, an error naming operator `O` otherwise.
+pub(crate) fn refuse_split<O>(states: &[Vec<u8>]) -> Result<(), ConnectorError> {
+    if states.iter().all(|s| s.is_empty()) {
+        return Ok(());
+    }
+    Err(ConnectorError::new(format!(
+        "operator {} cannot take over state that other instances held before a rescale \
+         (its input is not partitioned by key, or it keeps no per-key state)",
+        crate::checkpoint::format::operator_signature(std::any::type_name::<O>())
+    )))
 }
 
 /// Where a record-at-a-time operator sends its output.
@@ -503,17 +530,39 @@ where
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), ConnectorError> {
-        if state.len() < 8 {
-            return Err(ConnectorError::new("chain state truncated"));
-        }
-        let (len, rest) = state.split_at(8);
-        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-        if rest.len() < len {
-            return Err(ConnectorError::new("chain state truncated"));
-        }
-        self.a.restore(&rest[..len])?;
-        self.b.restore(&rest[len..])
+        let (a, b) = split_chain_state(state)?;
+        self.a.restore(a)?;
+        self.b.restore(b)
     }
+
+    fn restore_keys(
+        &mut self,
+        states: &[Vec<u8>],
+        keys: Option<&crate::pipeline::keyed::KeyGroups>,
+    ) -> Result<(), ConnectorError> {
+        let mut a = Vec::with_capacity(states.len());
+        let mut b = Vec::with_capacity(states.len());
+        for s in states {
+            let (x, y) = split_chain_state(s)?;
+            a.push(x.to_vec());
+            b.push(y.to_vec());
+        }
+        self.a.restore_keys(&a, keys)?;
+        self.b.restore_keys(&b, keys)
+    }
+}
+
+/// A [`Chain`]'s snapshot split into its two operators' snapshots.
+fn split_chain_state(state: &[u8]) -> Result<(&[u8], &[u8]), ConnectorError> {
+    if state.len() < 8 {
+        return Err(ConnectorError::new("chain state truncated"));
+    }
+    let (len, rest) = state.split_at(8);
+    let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    if rest.len() < len {
+        return Err(ConnectorError::new("chain state truncated"));
+    }
+    Ok(rest.split_at(len))
 }
 
 #[cfg(test)]

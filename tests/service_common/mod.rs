@@ -280,6 +280,11 @@ impl Cluster {
             .unwrap_or_else(|| panic!("worker {id} not registered"))
     }
 
+    /// Every worker's whole log.
+    pub fn full_logs(&self) -> String {
+        self.workers.values().map(|p| p.log_text()).collect()
+    }
+
     /// Dumps every worker's log tail (for failures and reports).
     pub fn logs(&self) -> String {
         self.workers

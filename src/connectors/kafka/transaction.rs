@@ -151,9 +151,10 @@ impl CheckpointTransaction {
             })
     }
 
-    /// The offsets of checkpoint `id` by group, each with `weir-chk=<id>@<job>`
-    /// as metadata. Positions without a group (not Kafka) are skipped.
+    /// The offsets of checkpoint `id` by group, each with
+    /// `weir-chk=<id>@<job>;txn=<transactional id>;` as metadata. Positions without a group (not Kafka) are skipped.
     fn offsets(
+        &self,
         id: u64,
         positions: &BTreeMap<String, serde_json::Value>,
     ) -> Result<BTreeMap<String, TopicPartitionList>, KafkaConnectorError> {
@@ -179,7 +180,10 @@ impl CheckpointTransaction {
                     // `;` ends it, and the NUL makes it a C string: librdkafka
                     // reads it up to a NUL (rust-rdkafka's copy has none,
                     // and a stray heap byte was stored after it).
-                    e.set_metadata(format!("{CHECKPOINT_METADATA}{id}@{job};\0"));
+                    e.set_metadata(format!(
+                        "{CHECKPOINT_METADATA}{id}@{job};txn={};\0",
+                        self.transactional_id
+                    ));
                 }
             }
         }
@@ -201,6 +205,25 @@ impl CheckpointCommitter for CheckpointTransaction {
         *self.producer.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((FENCED_NOT_BEGUN, Arc::new(producer)));
         tracing::info!(transactional_id = %self.transactional_id, "kafka sink: predecessors fenced before reading the committed checkpoint");
+        Ok(())
+    }
+
+    fn fence_other(&self, transactional_id: &str) -> Result<(), ConnectorError> {
+        if transactional_id == self.transactional_id {
+            return Ok(());
+        }
+        let producer = create_producer(
+            &self.config,
+            &[
+                ("transactional.id", transactional_id),
+                ("client.id", transactional_id),
+            ],
+            &self.status,
+        )?;
+        producer
+            .init_transactions(self.config.startup_wait())
+            .map_err(|e| KafkaConnectorError::client("init_transactions", e))?;
+        tracing::info!(transactional_id, taken_over_by = %self.transactional_id, "kafka sink: another copy's writer fenced before taking over its checkpoints");
         Ok(())
     }
 
@@ -240,7 +263,7 @@ impl CheckpointCommitter for CheckpointTransaction {
                 deliveries.first_error()
             )));
         }
-        for (group, tpl) in Self::offsets(id, positions)? {
+        for (group, tpl) in self.offsets(id, positions)? {
             let cgm = self.group_metadata(&group)?;
             producer
                 .send_offsets_to_transaction(&tpl, &cgm, TXN_TIMEOUT)
@@ -268,19 +291,32 @@ impl CheckpointCommitter for CheckpointTransaction {
     }
 }
 
-/// The checkpoint of `job` that the committed offsets of `group` on
-/// `topic` name (their metadata `weir-chk=<n>@<job>`; the largest over
-/// partitions, all of which a checkpoint's transaction commits together).
-/// Offsets another job committed count as nothing committed.
+/// What the committed offsets of `group` on `topic` say about the
+/// checkpoints of `job`: their metadata `weir-chk=<n>@<owner>;txn=<id>;`
+/// names the checkpoint (and the copy of the job) each partition was
+/// committed with. All by `job`: the largest id (a checkpoint's
+/// transaction commits all its partitions together). Some by other copies
+/// whose names start with `adopt` (a rescale gave this copy their
+/// partitions): [`CommittedCheckpoint::Adopted`], each owner's checkpoint
+/// for the partitions it committed, and `keys` as the key split. Offsets
+/// other jobs committed count as nothing committed.
 pub(crate) fn committed_checkpoint(
     config: &KafkaConfig,
     job: &str,
     group: &str,
     topic: &str,
     partitions: &[i32],
+    adopt: Option<&str>,
+    keys: Option<crate::pipeline::KeyGroups>,
 ) -> Result<CommittedCheckpoint, KafkaConnectorError> {
     let c: BaseConsumer = config
-        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .client_config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            // Offsets in a transaction not yet committed or aborted make
+            // the broker answer "unstable" (retried) rather than stale.
+            ("isolation.level", "read_committed"),
+        ])
         .create()
         .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
     let mut tpl = TopicPartitionList::new();
@@ -290,18 +326,88 @@ pub(crate) fn committed_checkpoint(
     let committed = c
         .committed_offsets(tpl, config.startup_wait())
         .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
-    let id = committed
-        .elements()
-        .iter()
-        .filter_map(|e| {
-            let (id, owner) = e
-                .metadata()
-                .strip_prefix(CHECKPOINT_METADATA)?
-                .split(';')
-                .next()?
-                .split_once('@')?;
-            (owner == job).then(|| id.parse::<u64>().ok()).flatten()
-        })
-        .max();
-    Ok(id.map_or(CommittedCheckpoint::Nothing, CommittedCheckpoint::At))
+    let mut own = None::<u64>;
+    let mut others: BTreeMap<(String, u64), crate::pipeline::AdoptedCheckpoint> = BTreeMap::new();
+    for e in committed.elements() {
+        let Some(m) = parse_metadata(e.metadata()) else {
+            continue;
+        };
+        if m.owner == job {
+            own = own.max(Some(m.id));
+        } else if adopt.is_some_and(|prefix| m.owner.starts_with(prefix)) {
+            others
+                .entry((m.owner.to_string(), m.id))
+                .or_insert_with(|| crate::pipeline::AdoptedCheckpoint {
+                    job: m.owner.to_string(),
+                    id: m.id,
+                    transactional_id: m.transactional_id.map(str::to_string),
+                    partitions: Vec::new(),
+                })
+                .partitions
+                .push(e.partition());
+        }
+    }
+    if others.is_empty() {
+        return Ok(own.map_or(CommittedCheckpoint::Nothing, CommittedCheckpoint::At));
+    }
+    // Some partitions are still this copy's own (committed by it under
+    // this name before): its own checkpoint is one of those taken over.
+    if let Some(id) = own {
+        let mine: Vec<i32> = committed
+            .elements()
+            .iter()
+            .filter(|e| parse_metadata(e.metadata()).is_some_and(|m| m.owner == job))
+            .map(|e| e.partition())
+            .collect();
+        others.insert(
+            (job.to_string(), id),
+            crate::pipeline::AdoptedCheckpoint {
+                job: job.to_string(),
+                id,
+                transactional_id: None,
+                partitions: mine,
+            },
+        );
+    }
+    Ok(CommittedCheckpoint::Adopted {
+        from: others.into_values().collect(),
+        keys,
+    })
+}
+
+/// What one committed offset's metadata says.
+struct CheckpointMark<'a> {
+    id: u64,
+    owner: &'a str,
+    transactional_id: Option<&'a str>,
+}
+
+/// Parses `weir-chk=<id>@<owner>;txn=<id>;` (the `txn` part optional).
+fn parse_metadata(metadata: &str) -> Option<CheckpointMark<'_>> {
+    let mut parts = metadata.strip_prefix(CHECKPOINT_METADATA)?.split(';');
+    let (id, owner) = parts.next()?.split_once('@')?;
+    let transactional_id = parts.find_map(|p| p.strip_prefix("txn="));
+    Some(CheckpointMark {
+        id: id.parse().ok()?,
+        owner,
+        transactional_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_metadata_parses_with_and_without_its_transactional_id() {
+        let m = parse_metadata("weir-chk=12@clicks-count-task-1-of-2;txn=weir-x;").unwrap();
+        assert_eq!(
+            (m.id, m.owner, m.transactional_id),
+            (12, "clicks-count-task-1-of-2", Some("weir-x"))
+        );
+        let m = parse_metadata("weir-chk=3@j;").unwrap();
+        assert_eq!((m.id, m.owner, m.transactional_id), (3, "j", None));
+        assert!(parse_metadata("other").is_none());
+        assert!(parse_metadata("weir-chk=x@j;").is_none());
+    }
 }

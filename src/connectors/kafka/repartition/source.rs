@@ -73,6 +73,14 @@ impl<T: DeserializeOwned + Send + 'static> RepartitionSource<T> {
         self
     }
 
+    /// Lets a rescale hand other copies' partitions and keyed state to
+    /// this one, as [`KafkaSource::take_over_from`]; keys split by the
+    /// topic's placement.
+    pub fn take_over_from(mut self, prefix: impl Into<String>) -> Self {
+        self.inner = self.inner.take_over_from(prefix);
+        self
+    }
+
     /// The group its positions are committed for (default `weir-<job>`).
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.inner = self.inner.group(group);
@@ -116,7 +124,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
     }
 
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
-        self.inner.committed_checkpoint(job)
+        self.inner.committed_checkpoint_keyed(job, true)
     }
 
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {

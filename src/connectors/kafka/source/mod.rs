@@ -134,6 +134,9 @@ pub struct KafkaSource<D: KafkaDecode, F = fn(&<D as KafkaDecode>::Out) -> Times
     /// Offsets go into an exactly-once sink's transactions (never
     /// committed by the reader itself).
     exactly_once: bool,
+    /// Copies of the job whose name starts with this may hand their
+    /// partitions (and checkpoints) over to this one (a rescale).
+    adopt: Option<String>,
 }
 
 impl KafkaSource<Bytes> {
@@ -155,6 +158,7 @@ impl KafkaSource<Bytes> {
             ts: None,
             handoffs: Default::default(),
             exactly_once: false,
+            adopt: None,
         }
     }
 
@@ -204,6 +208,7 @@ impl<D: KafkaDecode> KafkaSource<D> {
             status: self.status,
             handoffs: self.handoffs,
             exactly_once: self.exactly_once,
+            adopt: self.adopt,
         }
     }
 }
@@ -221,6 +226,18 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
         self.exactly_once = true;
         self.assign_all()
     }
+    /// Exactly-once copies of one job that split its partitions between
+    /// them (cluster tasks, named `<prefix><task>-of-<count>`) may be
+    /// rescaled: a copy whose partitions were committed by other copies
+    /// named with `prefix` takes over, partition by partition, the
+    /// checkpoints those commits name (their writers fenced first, so none
+    /// commits after the hand-over). Without it, another copy's commits
+    /// count as nothing committed.
+    pub fn take_over_from(mut self, prefix: impl Into<String>) -> Self {
+        self.adopt = Some(prefix.into());
+        self
+    }
+
     /// Every partition of the topic, split over the instances, without
     /// group membership (explicit partitions stay).
     pub(crate) fn assign_all(mut self) -> Self {
@@ -297,6 +314,7 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
             status: self.status,
             handoffs: self.handoffs,
             exactly_once: self.exactly_once,
+            adopt: self.adopt,
         }
     }
 
@@ -357,28 +375,7 @@ where
     }
 
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
-        if !self.exactly_once {
-            return Ok(CommittedCheckpoint::Untracked);
-        }
-        let group = self.group_id(job);
-        let client = self.config.client_config(&[("group.id", &group)]);
-        let consumer: BaseConsumer = client
-            .create()
-            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
-        let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
-        // Only this source's partitions: other copies of the job (cluster
-        // tasks) commit theirs with their own checkpoint ids.
-        let partitions: Vec<i32> = match &self.assignment {
-            Assignment::Partitions(list) => list.clone(),
-            _ => (0..count as i32).collect(),
-        };
-        Ok(transaction::committed_checkpoint(
-            &self.config,
-            job,
-            &group,
-            &self.topic,
-            &partitions,
-        )?)
+        self.committed_checkpoint_keyed(job, false)
     }
 
     fn max_parallelism(&self) -> Option<usize> {
@@ -490,5 +487,41 @@ where
                 upstream,
             },
         })
+    }
+}
+
+impl<D: KafkaDecode, F> KafkaSource<D, F> {
+    /// [`Source::committed_checkpoint`]; `keyed`: the topic's partitions
+    /// hold keys placed by `key_partition` over its partition count (a
+    /// repartition topic), so taken-over keyed state splits by it.
+    pub(crate) fn committed_checkpoint_keyed(
+        &self,
+        job: &str,
+        keyed: bool,
+    ) -> Result<CommittedCheckpoint, ConnectorError> {
+        if !self.exactly_once {
+            return Ok(CommittedCheckpoint::Untracked);
+        }
+        let group = self.group_id(job);
+        let client = self.config.client_config(&[("group.id", &group)]);
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+        let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
+        // Only this source's partitions: other copies of the job (cluster
+        // tasks) commit theirs with their own checkpoint ids.
+        let partitions: Vec<i32> = match &self.assignment {
+            Assignment::Partitions(list) => list.clone(),
+            _ => (0..count as i32).collect(),
+        };
+        Ok(transaction::committed_checkpoint(
+            &self.config,
+            job,
+            &group,
+            &self.topic,
+            &partitions,
+            self.adopt.as_deref(),
+            keyed.then(|| crate::pipeline::KeyGroups::new(count, partitions.clone())),
+        )?)
     }
 }
