@@ -304,7 +304,8 @@ fn stage_checkpointed(c: &Cluster, job: &str, stage: &str, n: usize) -> bool {
 }
 
 /// The stateful `count` stage of `clicks` rescaled up and down (2 → 3 → 2
-/// tasks over a 6-partition repartition topic) while its windows are open:
+/// tasks over a 6-partition repartition topic, then 3 and 2 again at once)
+/// while its windows are open:
 /// each new task takes its partitions over from the tasks that had them,
 /// with their checkpoints, and of their window state the users its
 /// partitions hold (the old tasks' writers fenced first). A third of the
@@ -376,13 +377,37 @@ fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
             |c| running(c, JOB, tasks) && stage_checkpointed(c, JOB, "count", n),
         );
     }
+    // Two rescales in a row, the second as soon as the first layout's
+    // tasks run (before they committed anything): the last layout must
+    // wait until every task of the others stopped, or one of them could
+    // commit after the take-over read what was committed.
+    for chunk in chunks.by_ref().take(2) {
+        produce(&c.brokers, &input, &chunk);
+    }
+    c.weir_ok(&["rescale", JOB, "3", "--stage", "count"]);
+    c.wait(
+        "count at 3 again: 5 tasks RUNNING",
+        Duration::from_secs(60),
+        |c| running(c, JOB, 5),
+    );
+    c.weir_ok(&["rescale", JOB, "2", "--stage", "count"]);
+    c.wait(
+        "count back at 2 after a burst: 4 tasks RUNNING, checkpointed",
+        Duration::from_secs(90),
+        |c| running(c, JOB, 4) && stage_checkpointed(c, JOB, "count", 2),
+    );
     for chunk in chunks {
         produce(&c.brokers, &input, &chunk);
     }
+    let logs = c.full_logs();
     assert!(
-        c.full_logs()
-            .contains("taking over other copies' checkpoints"),
+        logs.contains("taking over other copies' checkpoints"),
         "the rescaled count tasks took their partitions' checkpoints over\n{}",
+        c.logs()
+    );
+    assert!(
+        logs.contains("the stage's previous layout stopped: starting"),
+        "a rescaled count task waited for the previous layout to stop\n{}",
         c.logs()
     );
     assert_every_window_once(

@@ -18,6 +18,7 @@ pub mod leader;
 pub mod membership;
 pub mod model;
 pub mod paths;
+pub mod run_claim;
 pub mod session;
 pub mod store;
 

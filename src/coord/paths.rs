@@ -124,6 +124,10 @@ impl ZkPaths {
     pub fn checkpoints(&self, job: &str) -> String {
         format!("{}/jobs/{job}/checkpoints", self.root)
     }
+    /// The run claims of a job's tasks (see [`run_claim`](super::run_claim)).
+    pub fn running(&self, job: &str) -> String {
+        format!("{}/jobs/{job}/running", self.root)
+    }
     /// Metadata of a task's latest completed checkpoint.
     pub fn checkpoint(&self, job: &str, task: &str) -> String {
         format!("{}/jobs/{job}/checkpoints/{task}", self.root)

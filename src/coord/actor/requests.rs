@@ -15,6 +15,7 @@ use super::super::membership::{deregister, register};
 use super::super::model::{
     encode, CheckpointMeta, JobAssignment, JobSpec, TaskError, TaskId, TaskState, WorkerInfo,
 };
+use super::super::run_claim::{self, RunClaim};
 use super::super::session::SessionStatus;
 use super::super::store::{self, persistent, JobView};
 use super::{write_state, CoordActor, CoordEvent};
@@ -467,5 +468,63 @@ impl Handler<Ping> for CoordActor {
             status.touch();
             Ok(c.session_id().0)
         })
+    }
+}
+
+/// Claims that a task runs here under `spec` (see
+/// [`run_claim::claim`](super::super::run_claim::claim)).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<run_claim::Claimed>")]
+pub struct ClaimRun {
+    /// Job name.
+    pub job: String,
+    /// The spec the task is started under.
+    pub spec: JobSpec,
+    /// The claim.
+    pub claim: RunClaim,
+}
+
+impl Handler<ClaimRun> for CoordActor {
+    type Result = ResponseFuture<CoordResult<run_claim::Claimed>>;
+    fn handle(&mut self, msg: ClaimRun, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| run_claim::claim(
+            &c, &p, &msg.job, &msg.spec, &msg.claim
+        )
+        .await)
+    }
+}
+
+/// Lists the run claims of a job's tasks.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<Vec<RunClaim>>")]
+pub struct ListRunClaims {
+    /// Job name.
+    pub job: String,
+}
+
+impl Handler<ListRunClaims> for CoordActor {
+    type Result = ResponseFuture<CoordResult<Vec<RunClaim>>>;
+    fn handle(&mut self, msg: ListRunClaims, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| run_claim::list(&c, &p, &msg.job).await)
+    }
+}
+
+/// Releases this worker's run claim of a task that stopped.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "CoordResult<()>")]
+pub struct ReleaseRun {
+    /// Job name.
+    pub job: String,
+    /// The claim.
+    pub claim: RunClaim,
+}
+
+impl Handler<ReleaseRun> for CoordActor {
+    type Result = ResponseFuture<CoordResult<()>>;
+    fn handle(&mut self, msg: ReleaseRun, _: &mut Context<Self>) -> Self::Result {
+        with_client!(self, |c, p| run_claim::release(
+            &c, &p, &msg.job, &msg.claim
+        )
+        .await)
     }
 }

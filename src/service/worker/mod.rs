@@ -37,6 +37,7 @@ use crate::coord::actor::{
     Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadStopMode, ReadTaskState,
     ReportFailure, Shutdown, WriteCheckpoint, WriteTaskState,
 };
+use crate::coord::run_claim::RunClaim;
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
@@ -44,6 +45,7 @@ use crate::coord::{
 };
 
 mod config;
+mod handoff;
 mod task;
 
 pub use config::WorkerConfig;
@@ -90,6 +92,8 @@ pub struct WorkerActor {
     view: SharedView,
     shutting_down: bool,
     lease_lost_logged: bool,
+    /// Run claims of this worker's tasks (with durable checkpoints).
+    claims: handoff::RunClaims,
 }
 
 impl WorkerActor {
@@ -141,6 +145,7 @@ impl WorkerActor {
             view,
             shutting_down: false,
             lease_lost_logged: false,
+            claims: Default::default(),
         });
         Ok(addr)
     }
@@ -329,6 +334,7 @@ impl WorkerActor {
             guard,
             checkpoint_url: self.cfg.checkpoint_url.clone(),
         };
+        let (env_stage, env_index, env_count) = (env.stage.clone(), env.index, env.count);
         let built = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&env))).unwrap_or_else(
                 |p| {
@@ -350,9 +356,26 @@ impl WorkerActor {
             job: token.job.clone(),
             task: id.clone(),
         });
+        // With durable checkpoints, a task of a rescaled stage takes its
+        // partitions over from the previous layout: it starts once that
+        // layout stopped (see `handoff`).
+        let gate = match &self.cfg.checkpoint_url {
+            Some(_) => {
+                let claim = RunClaim::new(&env_stage, env_count, env_index, &self.cfg.id);
+                self.claims.hold(&id, claim.clone());
+                futures::future::Either::Left(handoff::gate(
+                    self.coord.clone(),
+                    token.job.clone(),
+                    spec.clone(),
+                    claim,
+                ))
+            }
+            None => futures::future::Either::Right(futures::future::ready(Ok(handoff::Gate::Open))),
+        };
         let task_name = id.clone();
         async move {
-            let (built, prior, recorded) = futures::future::join3(built, prior, recorded).await;
+            let (gate, (built, prior, recorded)) =
+                futures::future::join(gate, futures::future::join3(built, prior, recorded)).await;
             let built =
                 built.unwrap_or_else(|e| Err(format!("task factory did not complete: {e}")));
             let prior = match prior {
@@ -371,14 +394,20 @@ impl WorkerActor {
                 Ok(Err(e)) => Err(format!("cannot read the task's checkpoint record: {e}")),
                 Err(e) => Err(format!("coordination actor unavailable: {e}")),
             };
-            (built, prior, recorded)
+            (built, prior, recorded, gate)
         }
         .into_actor(self)
-        .map(move |(res, prior, recorded), act, ctx| {
+        .map(move |(res, prior, recorded, gate), act, ctx| {
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
             };
             if task.token != token || !matches!(task.phase, Phase::Starting) {
+                return;
+            }
+            if gate == Ok(handoff::Gate::Superseded) {
+                // Its spec changed while it waited: the next reconcile
+                // stops it (and its claim goes).
+                tracing::info!(task = %id, "superseded before it started: its stage was rescaled again");
                 return;
             }
             if let Some(p) = prior {
@@ -400,6 +429,7 @@ impl WorkerActor {
             // Without its record a task could restore a zombie's checkpoint:
             // it does not start (the failure is reported and retried).
             let res = res.and_then(|b| recorded.map(|r| (b, r)));
+            let res = res.and_then(|b| gate.map(|_| b));
             task.phase = match res {
                 Ok((build, recorded)) => {
                     task.probe = build.probe;
@@ -747,6 +777,7 @@ impl WorkerActor {
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.stopping.retain(|(_, h)| !h.status().is_terminal());
+        self.release_claims(ctx);
         if !self.lease.is_valid() && !self.tasks.is_empty() {
             if !self.lease_lost_logged {
                 tracing::warn!(status = %self.status.get().describe(), "write lease ran out: stopping tasks until ZooKeeper answers again");
@@ -760,6 +791,30 @@ impl WorkerActor {
         self.probe_progress(ctx);
         self.publish(ctx, true);
         self.refresh_view();
+    }
+
+    /// Releases the run claims of tasks that can no longer commit anything
+    /// (stopped, finished, failed, never started).
+    fn release_claims(&mut self, ctx: &mut Context<Self>) {
+        let (tasks, stopping) = (&self.tasks, &self.stopping);
+        let live = |id: &TaskId| match tasks.get(id) {
+            Some(t) => match &t.phase {
+                Phase::Starting => true,
+                Phase::Running(h) => !h.status().is_terminal(),
+                Phase::BuildFailed(..) => false,
+            },
+            None => stopping.iter().any(|(s, _)| s == id),
+        };
+        for (job, claim) in self.claims.take_releases(live) {
+            handoff::release(self.coord.clone(), job, claim)
+                .into_actor(self)
+                .map(|failed, act, _| {
+                    if let Some((job, claim)) = failed {
+                        act.claims.retry(job, claim);
+                    }
+                })
+                .spawn(ctx);
+        }
     }
 
     fn refresh_view(&self) {
