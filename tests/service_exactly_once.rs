@@ -441,7 +441,8 @@ fn windows_of(got: &[Got]) -> BTreeMap<(String, i64), Vec<u64>> {
 /// is complete and there once); the job submitted again under the same
 /// name resumes from it, and in the end every window is there exactly
 /// once, exact. Then `weir cancel --drain` on the resumed job, with all
-/// input read and no sentinel: every remaining window fires, exact.
+/// input read and no sentinel: every remaining window fires, exact, and
+/// the job's repartition topic is deleted once its tasks stopped.
 #[test]
 fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
     // Its own job name: a job's transactional ids and group derive from
@@ -519,6 +520,13 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
     );
     let text = c.weir_ok(&["cancel", JOB, "--drain"]);
     assert!(text.contains("cancelled"), "{text}");
+    // Once its tasks stopped draining, the job's repartition topic went.
+    let internal = repartition_topic(JOB);
+    c.wait(
+        "the repartition topic deleted after the drain",
+        Duration::from_secs(30),
+        |c| !service_common::kafka::topic_exists(&c.brokers, &internal),
+    );
     let got = windows_of(&read_topic(
         &c.brokers,
         &output,

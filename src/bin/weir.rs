@@ -236,7 +236,10 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
             } else {
                 StopMode::Savepoint
             };
-            let wait = (!no_wait).then_some(Duration::from_secs(15));
+            // A drain waits for the tasks to read their repartition
+            // topics to their end (and stop) before it deletes them.
+            let patience = if drain { 90 } else { 15 };
+            let wait = (!no_wait).then_some(Duration::from_secs(patience));
             let gone = admin::cancel(&client, &paths, &name, mode, wait).await?;
             if cli.json {
                 println!(
@@ -247,6 +250,8 @@ async fn run(cli: Cli) -> Result<u8, ServiceError> {
                 println!("job {name} cancelled: its tasks stopped and its znodes are removed");
             } else if no_wait {
                 println!("job {name}: cancellation requested");
+            } else if drain {
+                println!("job {name}: cancellation requested, but its tasks have not all stopped draining yet, or the leader has not removed it (is a worker running?); its repartition topics are left");
             } else {
                 println!("job {name}: cancellation requested, but the leader has not removed it yet (is a worker running?)");
             }

@@ -124,9 +124,14 @@ impl ZkPaths {
     pub fn checkpoints(&self, job: &str) -> String {
         format!("{}/jobs/{job}/checkpoints", self.root)
     }
+    /// The run claims of every job (outside the job directories, which go
+    /// with a cancel while tasks may still be stopping).
+    pub fn running_root(&self) -> String {
+        format!("{}/running", self.root)
+    }
     /// The run claims of a job's tasks (see [`run_claim`](super::run_claim)).
     pub fn running(&self, job: &str) -> String {
-        format!("{}/jobs/{job}/running", self.root)
+        format!("{}/running/{job}", self.root)
     }
     /// Metadata of a task's latest completed checkpoint.
     pub fn checkpoint(&self, job: &str, task: &str) -> String {

@@ -2,11 +2,13 @@
 //! rescaled stage starts only once its previous layout has stopped.
 //!
 //! Owns [`RunClaim`] (one task of one layout on one worker, an ephemeral
-//! znode `/jobs/<job>/running/<stage>@<count>#<index>@<worker>`), the rule
+//! znode `/running/<job>/<stage>@<count>#<index>@<worker>`, outside the
+//! job's directory, which a cancel removes while its tasks may still be
+//! draining), the rule
 //! that says which claims a task waits for ([`RunClaim::waits_for`]), and
 //! the ZooKeeper operations: [`claim`] (created only while the job's spec
 //! is still the one the worker is starting, in one multi-op with a version
-//! check of the spec), [`list`] and [`release`].
+//! check of the spec), [`list`], [`release`] and [`remove_if_empty`].
 //!
 //! Why: a rescaled task takes its partitions over from the tasks of the
 //! previous layout through their committed offsets, fencing the writers
@@ -16,8 +18,10 @@
 //! closes that: an old task's claim goes only once it is stopped (or its
 //! worker's session is gone, which also revokes its write lease), and a task
 //! of a superseded spec can no longer claim (the version check), so it
-//! never starts. Must never: let a task claim under a spec other than the
-//! current one, or delete another worker's claim.
+//! never starts. And a drained job's repartition topics are deleted once
+//! its claims are all gone: the drained tasks read them to their end. Must
+//! never: let a task claim under a spec other than the current one, or
+//! delete another worker's claim.
 
 use zookeeper_client::{Client, MultiWriteError};
 
@@ -116,10 +120,11 @@ pub async fn claim(
         return Ok(Claimed::Superseded);
     }
     let dir = paths.running(job);
-    match client.create(&dir, b"", &persistent()).await {
-        Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-        Err(zookeeper_client::Error::NoNode) => return Ok(Claimed::Superseded),
-        Err(e) => return Err(CoordError::zk(&dir, e)),
+    for d in [paths.running_root(), dir.clone()] {
+        match client.create(&d, b"", &persistent()).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => return Err(CoordError::zk(&d, e)),
+        }
     }
     let path = format!("{dir}/{}", claim.node());
     let mut w = client.new_multi_writer();
@@ -158,5 +163,17 @@ pub async fn release(
     match client.delete(&path, None).await {
         Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
         Err(e) => Err(CoordError::zk(&path, e)),
+    }
+}
+
+/// Deletes `job`'s claims directory if no claim is left in it (a cancelled
+/// job's, once its tasks stopped); gone already or still claimed: fine.
+pub async fn remove_if_empty(client: &Client, paths: &ZkPaths, job: &str) -> CoordResult<()> {
+    let dir = paths.running(job);
+    match client.delete(&dir, None).await {
+        Ok(()) | Err(zookeeper_client::Error::NoNode) | Err(zookeeper_client::Error::NotEmpty) => {
+            Ok(())
+        }
+        Err(e) => Err(CoordError::zk(&dir, e)),
     }
 }

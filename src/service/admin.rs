@@ -279,12 +279,13 @@ pub async fn cancel(
         // How the tasks stop, first: workers read it when the job goes.
         store::write_stop_mode(client, paths, job, mode).await?;
     }
-    // An aborted job's repartition topics go with it. A savepoint's
-    // positions point into them (a job submitted again under the name
-    // resumes from what they hold), and a drain reads them to their end
-    // after the znodes are gone: those keep them.
+    // An aborted job's repartition topics go with it; a drained job's once
+    // its tasks stopped (they read the topics to their end after the
+    // znodes are gone: their run claims say when). A savepoint's positions
+    // point into them (a job submitted again under the name resumes from
+    // what they hold): it keeps them.
     let doomed_topics = match store::read_json::<JobSpec>(client, &paths.spec(job)).await {
-        Ok(Some((spec, _))) if mode == StopMode::Abort => internal_topics(&spec),
+        Ok(Some((spec, _))) if mode != StopMode::Savepoint => internal_topics(&spec),
         _ => Vec::new(),
     };
     match store::cancel_job(client, paths, job).await {
@@ -309,13 +310,7 @@ pub async fn cancel(
     let dir = paths.job(job);
     loop {
         match client.check_stat(&dir).await {
-            Ok(None) => {
-                store::delete_stop_mode(client, paths, job).await?;
-                if !doomed_topics.is_empty() {
-                    delete_internal_topics(client, paths, job, &doomed_topics).await?;
-                }
-                return Ok(true);
-            }
+            Ok(None) => break,
             Ok(Some(_)) => {}
             Err(e) => return Err(CoordError::zk(&dir, e).into()),
         }
@@ -324,6 +319,26 @@ pub async fn cancel(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    store::delete_stop_mode(client, paths, job).await?;
+    if mode == StopMode::Drain && !doomed_topics.is_empty() {
+        // The drained tasks read the topics to their end, then stop and
+        // release their claims.
+        loop {
+            let claims = crate::coord::run_claim::list(client, paths, job).await?;
+            if claims.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if !doomed_topics.is_empty() {
+        delete_internal_topics(client, paths, job, &doomed_topics).await?;
+    }
+    crate::coord::run_claim::remove_if_empty(client, paths, job).await?;
+    Ok(true)
 }
 
 /// Deletes a cancelled job's repartition topics through the brokers a

@@ -356,22 +356,12 @@ impl WorkerActor {
             job: token.job.clone(),
             task: id.clone(),
         });
-        // With durable checkpoints, a task of a rescaled stage takes its
-        // partitions over from the previous layout: it starts once that
-        // layout stopped (see `handoff`).
-        let gate = match &self.cfg.checkpoint_url {
-            Some(_) => {
-                let claim = RunClaim::new(&env_stage, env_count, env_index, &self.cfg.id);
-                self.claims.hold(&id, claim.clone());
-                futures::future::Either::Left(handoff::gate(
-                    self.coord.clone(),
-                    token.job.clone(),
-                    spec.clone(),
-                    claim,
-                ))
-            }
-            None => futures::future::Either::Right(futures::future::ready(Ok(handoff::Gate::Open))),
-        };
+        // A task of a rescaled stage takes its partitions over from the
+        // previous layout: it claims its run and starts once that layout
+        // stopped (see `handoff`).
+        let claim = RunClaim::new(&env_stage, env_count, env_index, &self.cfg.id);
+        self.claims.hold(&id, claim.clone());
+        let gate = handoff::gate(self.coord.clone(), token.job.clone(), spec.clone(), claim);
         let task_name = id.clone();
         async move {
             let (gate, (built, prior, recorded)) =
