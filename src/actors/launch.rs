@@ -68,33 +68,93 @@ impl Launch<'_> {
         }
     }
 
-    /// The checkpointed position of task `name`, when restoring.
-    pub fn restored_position(&self, name: &str) -> Option<serde_json::Value> {
-        self.restore
-            .as_ref()
-            .and_then(|c| c.positions.get(name).cloned())
+    /// The checkpointed position of instance `subtask` of source stage
+    /// `stage`, now of `parallelism` instances, when restoring. A checkpoint
+    /// taken at another parallelism gives every instance all the old
+    /// instances' positions merged when the source keeps them per
+    /// partition (`by_partition`), and is refused otherwise.
+    pub fn restored_position(
+        &mut self,
+        stage: &str,
+        subtask: usize,
+        parallelism: usize,
+        by_partition: bool,
+    ) -> Option<serde_json::Value> {
+        let c = self.restore.as_ref()?;
+        let name = format!("{}/{stage}#{subtask}", self.job);
+        let old = instances_of(c.positions.keys(), self.job, stage);
+        if c.adopted.is_some() || old.is_empty() || old.len() == parallelism {
+            return c.positions.get(&name).cloned();
+        }
+        if !by_partition {
+            self.restore_errors.push(format!(
+                "source {}/{stage}: the checkpoint holds the positions of {} instances, the job now has {parallelism}, and this source cannot merge positions",
+                self.job,
+                old.len()
+            ));
+            return None;
+        }
+        let mut merged = serde_json::Value::Null;
+        for task in old {
+            crate::actors::supervisor::merge_adopted_position(
+                &mut merged,
+                c.positions[task].clone(),
+                None,
+            );
+        }
+        Some(merged)
     }
 
-    /// The checkpointed operator state of task `name`, when restoring, if
-    /// it was taken by an operator of type `operator` (a state of another
-    /// type is recorded as a restore error, naming both).
-    pub fn restored_state(&mut self, name: &str, operator: &str) -> Option<RestoredState> {
+    /// The checkpointed operator state of instance `subtask` of stage
+    /// `stage` (now of `parallelism` instances), when restoring, if it was
+    /// taken by an operator of type `operator` (a state of another type is
+    /// recorded as a restore error, naming both). Taken at another
+    /// parallelism (or by other copies of the job), the instance gets every
+    /// old instance's state to split by key: by the keys its place in a
+    /// keyed exchange (`keyed`) gives it.
+    pub fn restored_state(
+        &mut self,
+        stage: &str,
+        subtask: usize,
+        parallelism: usize,
+        keyed: bool,
+        operator: &str,
+    ) -> Option<RestoredState> {
         let c = self.restore.as_ref()?;
-        let state = match &c.adopted {
-            Some(a) => RestoredState::Keys(a.states.get(name)?.clone(), a.keys.clone()),
-            None => RestoredState::Whole(c.states.get(name)?.clone()),
-        };
-        self.restored.insert(name.to_string());
+        let name = format!("{}/{stage}#{subtask}", self.job);
         let operator = crate::checkpoint::format::operator_signature(operator);
-        match c.operators.get(name) {
-            Some(had) if *had != operator => {
-                self.restore_errors.push(format!(
-                    "task {name}: the checkpoint holds the state of operator {had}, the job now has {operator}"
-                ));
-                None
+        let old: Vec<String> = instances_of(c.states.keys(), self.job, stage)
+            .into_iter()
+            .cloned()
+            .collect();
+        let (state, taken) = match &c.adopted {
+            Some(a) => (
+                RestoredState::Keys(a.states.get(&name)?.clone(), a.keys.clone()),
+                vec![name],
+            ),
+            None if old.is_empty() => return None,
+            None if old.len() == parallelism => (
+                RestoredState::Whole(c.states.get(&name)?.clone()),
+                vec![name],
+            ),
+            None => {
+                let keys = keyed
+                    .then(|| crate::pipeline::KeyGroups::new(parallelism, vec![subtask as i32]));
+                let states = old.iter().map(|t| c.states[t].clone()).collect();
+                (RestoredState::Keys(states, keys), old)
             }
-            _ => Some(state),
+        };
+        let mut fits = true;
+        for task in taken {
+            if let Some(had) = c.operators.get(&task).filter(|had| **had != operator) {
+                self.restore_errors.push(format!(
+                    "task {task}: the checkpoint holds the state of operator {had}, the job now has {operator}"
+                ));
+                fits = false;
+            }
+            self.restored.insert(task);
         }
+        fits.then_some(state)
     }
 
     /// What the restore did not fit: type mismatches, and states of tasks
@@ -141,4 +201,18 @@ impl Launch<'_> {
         });
         Addr::new(tx)
     }
+}
+
+/// The tasks of `stage` among `names` (`<job>/<stage>#<k>`), by instance.
+fn instances_of<'a>(
+    names: impl Iterator<Item = &'a String>,
+    job: &str,
+    stage: &str,
+) -> Vec<&'a String> {
+    let prefix = format!("{job}/{stage}#");
+    let mut found: Vec<(usize, &String)> = names
+        .filter_map(|n| Some((n.strip_prefix(&prefix)?.parse().ok()?, n)))
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, n)| n).collect()
 }

@@ -383,7 +383,7 @@ impl CompletedCheckpoint {
                 let merged = positions
                     .entry(rename(&a.job, &task))
                     .or_insert(serde_json::Value::Null);
-                merge_adopted_position(merged, pos, &a.partitions);
+                merge_adopted_position(merged, pos, Some(&a.partitions));
             }
             for (task, state) in chk.states {
                 states.entry(rename(&a.job, &task)).or_default().push(state);
@@ -403,6 +403,17 @@ impl CompletedCheckpoint {
     }
 }
 
+/// The entries of `m` whose task `has` (the job has that task).
+fn carried<V: Clone>(
+    m: &BTreeMap<String, V>,
+    has: impl Fn(&String) -> bool,
+) -> BTreeMap<String, V> {
+    m.iter()
+        .filter(|(task, _)| has(task))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// What a copy of a job takes over from others after a rescale: each
 /// operator task's snapshots from every previous owner, and which keys are
 /// this copy's.
@@ -414,12 +425,13 @@ pub struct Adoption {
     pub(crate) keys: Option<crate::pipeline::KeyGroups>,
 }
 
-/// Merges `from`, a source position another copy saved, into `into` for
-/// `partitions` only. The convention partitioned sources keep: a position
-/// is a JSON object whose per-partition facts live in objects keyed by the
-/// partition number (Kafka's `offsets`, `event_time`, `upstream`); such
-/// keys are taken only for `partitions`, everything else from whichever
-/// position has it first.
+/// Merges `from`, a source position another copy (or instance) saved,
+/// into `into` for `partitions` only (`None`: all). The convention
+/// partitioned sources keep ([`Source::positions_by_partition`](crate::pipeline::Source::positions_by_partition)):
+/// a position is a JSON object whose per-partition facts live in objects
+/// keyed by the partition number (Kafka's `offsets`, `event_time`,
+/// `upstream`); such keys are taken only for `partitions`, everything else
+/// from whichever position has it first.
 ///
 /// ```text
 /// into {}  from {"topic":"t","offsets":{"0":5,"1":7}}  partitions [1]
@@ -428,7 +440,7 @@ pub struct Adoption {
 pub(crate) fn merge_adopted_position(
     into: &mut serde_json::Value,
     from: serde_json::Value,
-    partitions: &[i32],
+    partitions: Option<&[i32]>,
 ) {
     use serde_json::Value;
     match from {
@@ -441,7 +453,7 @@ pub(crate) fn merge_adopted_position(
             };
             for (k, v) in map {
                 match k.parse::<i32>() {
-                    Ok(p) if !partitions.contains(&p) => {}
+                    Ok(p) if partitions.is_some_and(|ps| !ps.contains(&p)) => {}
                     Ok(_) => {
                         target.insert(k, v);
                     }
@@ -754,22 +766,27 @@ impl JobSupervisor {
         let started = p.started;
         // Older checkpoints can no longer complete usefully.
         self.pending = self.pending.split_off(&id);
-        let mut positions = self
-            .latest
+        // What a task did not report this time (a finished source's
+        // position) carries over from the latest checkpoint; only for
+        // tasks this job has (a checkpoint restored at another
+        // parallelism holds others, whose stale positions would override
+        // the merged ones at the next restore).
+        let metrics = &self.shared.metrics;
+        let has = |task: &String| metrics.contains_key(task);
+        let latest = self.latest.clone();
+        let mut positions = latest
             .as_ref()
-            .map(|l| l.positions.clone())
+            .map(|l| carried(&l.positions, has))
             .unwrap_or_default();
         positions.extend(p.positions);
-        let mut states = self
-            .latest
+        let mut states = latest
             .as_ref()
-            .map(|l| l.states.clone())
+            .map(|l| carried(&l.states, has))
             .unwrap_or_default();
         states.extend(p.states);
-        let mut operators = self
-            .latest
+        let mut operators = latest
             .as_ref()
-            .map(|l| l.operators.clone())
+            .map(|l| carried(&l.operators, has))
             .unwrap_or_default();
         operators.extend(p.operators);
         let done = Arc::new(CompletedCheckpoint {

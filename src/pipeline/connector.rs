@@ -47,6 +47,15 @@ pub trait Source: Send + Sync + 'static {
     /// Opens instance `ctx.subtask` of `ctx.parallelism`.
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError>;
 
+    /// Whether its readers' positions keep per-partition facts in objects
+    /// keyed by partition number, and seek only the partitions they read:
+    /// then a job restored at another parallelism gives every instance the
+    /// positions of all the old ones merged. `false` (the default): such a
+    /// restore is refused, naming the source.
+    fn positions_by_partition(&self) -> bool {
+        false
+    }
+
     /// The checkpoint whose positions this source's input system holds as
     /// committed by a transaction ([`CheckpointCommitter`]): the one a job
     /// restores, since a crash between storing checkpoint `n` and

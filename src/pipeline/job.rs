@@ -364,7 +364,12 @@ where
         for i in 0..self.parallelism {
             let mut ctx = l.task_context(&self.stage, i, self.parallelism);
             ctx.watermarks = self.input.watermarks;
-            let restore = l.restored_position(&ctx.task_name());
+            let restore = l.restored_position(
+                &self.stage,
+                i,
+                self.parallelism,
+                self.input.source.positions_by_partition(),
+            );
             let task = TaskHandle::new(ctx, l.supervisor.clone());
             let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
             let setup = SourceSetup {
@@ -412,7 +417,13 @@ where
         let mut targets = Vec::with_capacity(self.parallelism);
         for i in 0..self.parallelism {
             let ctx = l.task_context(&self.stage, i, self.parallelism);
-            let restore = l.restored_state(&ctx.task_name(), std::any::type_name::<Op>());
+            let restore = l.restored_state(
+                &self.stage,
+                i,
+                self.parallelism,
+                self.input.partitioner.routes_records(),
+                std::any::type_name::<Op>(),
+            );
             let task = TaskHandle::new(ctx, l.supervisor.clone());
             let (op, edge) = (self.op.clone(), out.edge(i));
             let addr = l.start_bounded(i, move || {

@@ -127,6 +127,10 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
         self.inner.committed_checkpoint_keyed(job, true)
     }
 
+    fn positions_by_partition(&self) -> bool {
+        true
+    }
+
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
         Ok(RepartitionReader {
             inner: self.inner.open(ctx)?,

@@ -378,6 +378,10 @@ where
         self.committed_checkpoint_keyed(job, false)
     }
 
+    fn positions_by_partition(&self) -> bool {
+        true
+    }
+
     fn max_parallelism(&self) -> Option<usize> {
         match &self.assignment {
             Assignment::Group | Assignment::All => None,
