@@ -2,7 +2,8 @@
 //! rescaled stage starts only once its previous layout has stopped.
 //!
 //! Owns [`RunClaim`] (one task of one layout on one worker, an ephemeral
-//! znode `/running/<job>/<stage>@<count>#<index>@<worker>`, outside the
+//! znode `/running/<job>/<stage>@<count>#<index>@<worker>` (a worker
+//! names each start of a task apart: `<id>~<n>`), outside the
 //! job's directory, which a cancel removes while its tasks may still be
 //! draining), the rule
 //! that says which claims a task waits for ([`RunClaim::waits_for`]), and

@@ -95,11 +95,32 @@ pub(super) async fn gate(
 pub(super) struct RunClaims {
     held: BTreeMap<TaskId, RunClaim>,
     releasing: Vec<(String, RunClaim)>,
+    /// Numbers this process's claims, so each start of a task has a znode
+    /// of its own (releasing one never deletes a later one's).
+    next: u64,
 }
 
 impl RunClaims {
-    /// Task `id` holds `claim` (a claim it held before, of another layout,
-    /// is released).
+    /// A claim for task `index` of `count` of `stage` on `worker`, named
+    /// for this start of it only (`<worker>~<n>`).
+    pub(super) fn new_claim(
+        &mut self,
+        stage: &str,
+        count: u32,
+        index: u32,
+        worker: &str,
+    ) -> RunClaim {
+        self.next += 1;
+        RunClaim::new(stage, count, index, &format!("{worker}~{}", self.next))
+    }
+
+    /// Whether task `id` holds exactly `claim`.
+    pub(super) fn holds(&self, id: &TaskId, claim: &RunClaim) -> bool {
+        self.held.get(id) == Some(claim)
+    }
+
+    /// Task `id` holds `claim` (a claim of an earlier start of it is
+    /// released).
     pub(super) fn hold(&mut self, id: &TaskId, claim: RunClaim) {
         if let Some(old) = self.held.insert(id.clone(), claim.clone()) {
             if old != claim {

@@ -37,7 +37,6 @@ use crate::coord::actor::{
     Deregister, ForgetTask, Ping, ReadCheckpoint, ReadSpec, ReadStopMode, ReadTaskState,
     ReportFailure, Shutdown, WriteCheckpoint, WriteTaskState,
 };
-use crate::coord::run_claim::RunClaim;
 use crate::coord::session::StatusHandle;
 use crate::coord::{
     CheckpointMeta, CoordActor, CoordConfig, CoordError, CoordEvent, FenceToken, JobAssignment,
@@ -359,9 +358,16 @@ impl WorkerActor {
         // A task of a rescaled stage takes its partitions over from the
         // previous layout: it claims its run and starts once that layout
         // stopped (see `handoff`).
-        let claim = RunClaim::new(&env_stage, env_count, env_index, &self.cfg.id);
+        let claim = self
+            .claims
+            .new_claim(&env_stage, env_count, env_index, &self.cfg.id);
         self.claims.hold(&id, claim.clone());
-        let gate = handoff::gate(self.coord.clone(), token.job.clone(), spec.clone(), claim);
+        let gate = handoff::gate(
+            self.coord.clone(),
+            token.job.clone(),
+            spec.clone(),
+            claim.clone(),
+        );
         let task_name = id.clone();
         async move {
             let (gate, (built, prior, recorded)) =
@@ -388,6 +394,12 @@ impl WorkerActor {
         }
         .into_actor(self)
         .map(move |(res, prior, recorded, gate), act, ctx| {
+            // A task stopped while it claimed: its claim may have been
+            // made after the tick released it (release it again, now that
+            // the claim is answered).
+            if !act.claims.holds(&id, &claim) {
+                act.claims.retry(id.job.clone(), claim.clone());
+            }
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
             };
