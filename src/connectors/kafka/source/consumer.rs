@@ -315,11 +315,20 @@ impl ConsumerContext for SourceCtx {
 /// arbiter it held every actor there, the next attempt's reader among
 /// them: that reader never subscribed, so its instance held the job's
 /// watermark and no window fired again.
-pub(super) struct ClosedElsewhere(Option<BaseConsumer<SourceCtx>>);
+///
+/// Shared (an `Arc`) so an offset commit can run on a thread of its own
+/// (see `KafkaReader::commit`): the consumer is closed once the last
+/// holder lets go.
+pub(super) struct ClosedElsewhere(Option<std::sync::Arc<BaseConsumer<SourceCtx>>>);
 
 impl ClosedElsewhere {
     pub(super) fn new(consumer: BaseConsumer<SourceCtx>) -> Self {
-        ClosedElsewhere(Some(consumer))
+        ClosedElsewhere(Some(std::sync::Arc::new(consumer)))
+    }
+
+    /// Another handle on the consumer.
+    pub(super) fn shared(&self) -> std::sync::Arc<BaseConsumer<SourceCtx>> {
+        self.0.clone().expect("the consumer is there until dropped")
     }
 }
 

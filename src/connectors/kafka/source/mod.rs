@@ -465,6 +465,7 @@ where
         }
         Ok(KafkaReader {
             consumer: ClosedElsewhere::new(consumer),
+            commit_in_flight: None,
             st: ReaderState {
                 config: self.config.clone(),
                 topic: self.topic.clone(),

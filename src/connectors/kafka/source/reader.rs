@@ -8,10 +8,17 @@
 
 use super::*;
 
+/// How long a source waits for a synchronous offset commit (at least once,
+/// group or assigned partitions) before going on without it.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// One instance's reader of a [`KafkaSource`].
 pub struct KafkaReader<D, F> {
     pub(super) consumer: ClosedElsewhere,
     pub(super) st: ReaderState<D, F>,
+    /// The answer of an offset commit still in flight (see
+    /// `commit_bounded`).
+    pub(super) commit_in_flight: Option<std::sync::mpsc::Receiver<rdkafka::error::KafkaResult<()>>>,
 }
 
 pub(super) struct ReaderState<D, F> {
@@ -441,14 +448,8 @@ where
         if tpl.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // A failed commit only means records are read again.
-                tracing::warn!(task = %self.st.task, error = %e, "kafka source: commit failed (records will be read again)");
-                Ok(())
-            }
-        }
+        self.commit_bounded(tpl);
+        Ok(())
     }
 
     fn watermark(&mut self) -> ReaderWatermark {
@@ -467,6 +468,47 @@ where
     D: KafkaDecode,
     F: Fn(&D::Out) -> Timestamp + Send + 'static,
 {
+    /// Commits `tpl` synchronously on a thread of its own, waiting at most
+    /// [`COMMIT_WAIT`]. librdkafka's synchronous commit can wait without
+    /// end for a group coordinator it lost (confluentinc/librdkafka#3740,
+    /// #3847); done on the source actor's arbiter, that held the whole
+    /// pipeline (nothing polled, no drain) after a broker freeze. A commit
+    /// still in flight makes the next one skip (a failed or skipped commit
+    /// only means records are read again: the positions are at least once).
+    fn commit_bounded(&mut self, tpl: TopicPartitionList) {
+        if let Some(rx) = &self.commit_in_flight {
+            if let Err(std::sync::mpsc::TryRecvError::Empty) = rx.try_recv() {
+                tracing::warn!(task = %self.st.task, "kafka source: the previous offset commit has not completed: this one is skipped (records will be read again)");
+                return;
+            }
+            self.commit_in_flight = None;
+        }
+        let consumer = self.consumer.shared();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("weir-kafka-commit".into())
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(task = %self.st.task, error = %e, "kafka source: no thread for the offset commit (records will be read again)");
+            return;
+        }
+        match rx.recv_timeout(COMMIT_WAIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(task = %self.st.task, error = %e, "kafka source: commit failed (records will be read again)");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(task = %self.st.task, wait_s = COMMIT_WAIT.as_secs(), "kafka source: offset commit not answered in time: going on without it (records will be read again)");
+                self.commit_in_flight = Some(rx);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::warn!(task = %self.st.task, "kafka source: offset commit thread ended without an answer (records will be read again)");
+            }
+        }
+    }
+
     /// The poll loop: up to `max` records handed to `out`.
     pub(crate) fn poll_emit<E: Emit<D::Out>>(
         &mut self,
