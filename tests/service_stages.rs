@@ -190,6 +190,43 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
     );
 }
 
+/// Three workers sharing checkpoint storage, and the input, output, dead
+/// letter and repartition topics of the two-stage `clicks` job `job`
+/// (`prefix` names the cluster and the topics). Keep the directory alive.
+fn clicks_cluster(prefix: &str, job: &str) -> (Cluster, String, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut c = Cluster::new(&format!("stages-{prefix}"), 3000);
+    for w in ["w1", "w2", "w3"] {
+        c.start_worker_with(w, &["--checkpoint-url", &url]);
+    }
+    let input = c.topic(&format!("{prefix}-in"), 4);
+    let output = c.topic(&format!("{prefix}-out"), 4);
+    c.topics.push(format!("{input}.dlq"));
+    c.topics.push(format!("weir-{job}-count-repartition"));
+    (c, input, output, dir)
+}
+
+/// Clicks per (user, window start) of the clicks in `chunks`.
+fn user_windows<'a>(chunks: impl IntoIterator<Item = &'a Rec>) -> BTreeMap<(String, i64), u64> {
+    let mut want = BTreeMap::new();
+    for r in chunks {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("click JSON");
+        let ts = v["ts"].as_i64().expect("ts");
+        let user = v["user"].as_str().expect("user").to_string();
+        *want.entry((user, ts - ts.rem_euclid(10_000))).or_insert(0) += 1;
+    }
+    want
+}
+
+/// The (user, window start) of one output count.
+fn user_window(v: &serde_json::Value) -> (String, i64) {
+    (
+        v["user"].as_str().expect("user").to_string(),
+        v["window_start"].as_i64().expect("window_start"),
+    )
+}
+
 /// The stateless `parse` stage of `clicks` rescaled twice while clicks
 /// stream in (4 → 2 → 3 tasks), with input partitions 2 and 3 25 s of event
 /// time behind 0 and 1: the count tasks restart with the new writer count
@@ -201,16 +238,7 @@ fn three_stages_total_every_window_exactly_once_from_a_backlog_through_a_worker_
 #[test]
 fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
     const JOB: &str = "rescaled";
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    let mut c = Cluster::new("stages-rescale", 3000);
-    for w in ["r1", "r2", "r3"] {
-        c.start_worker_with(w, &["--checkpoint-url", &url]);
-    }
-    let input = c.topic("rescale-in", 4);
-    let output = c.topic("rescale-out", 4);
-    c.topics.push(format!("{input}.dlq"));
-    c.topics.push(format!("weir-{JOB}-count-repartition"));
+    let (c, input, output, _dir) = clicks_cluster("rescale", JOB);
     let (set_in, set_out) = (format!("input={input}"), format!("output={output}"));
     c.weir_ok(&[
         "submit",
@@ -232,22 +260,14 @@ fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
     // The three-stage test's clicks, partitions 2 and 3 25 s behind,
     // counted per user and window.
     let (mut chunks, _) = clicks();
-    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
     for r in chunks.iter_mut().flatten() {
-        let mut v: serde_json::Value = serde_json::from_slice(&r.payload).expect("click JSON");
-        let mut ts = v["ts"].as_i64().unwrap();
         if r.partition >= Some(2) {
-            ts -= 25_000;
-            v["ts"] = ts.into();
+            let mut v: serde_json::Value = serde_json::from_slice(&r.payload).expect("click JSON");
+            v["ts"] = (v["ts"].as_i64().expect("ts") - 25_000).into();
             r.payload = serde_json::to_vec(&v).unwrap();
         }
-        *want
-            .entry((
-                v["user"].as_str().unwrap().to_string(),
-                ts - ts.rem_euclid(10_000),
-            ))
-            .or_insert(0) += 1;
     }
+    let want = user_windows(chunks.iter().flatten());
     let producer = produce_slowly(&c.brokers, &input, chunks);
     for (n, tasks) in [("2", 4), ("3", 5)] {
         std::thread::sleep(Duration::from_secs(3));
@@ -260,19 +280,7 @@ fn rescaling_the_parse_stage_mid_stream_changes_no_window() {
         );
     }
     producer.join().expect("producer");
-    assert_every_window_once(
-        &c,
-        JOB,
-        (&input, &output),
-        &want,
-        |v| {
-            (
-                v["user"].as_str().expect("user").to_string(),
-                v["window_start"].as_i64().expect("window_start"),
-            )
-        },
-        "count",
-    );
+    assert_every_window_once(&c, JOB, (&input, &output), &want, user_window, "count");
 }
 
 /// Every `stage` task of `job` has recorded a checkpoint taken under its
@@ -316,24 +324,9 @@ fn stage_checkpointed(c: &Cluster, job: &str, stage: &str, n: usize) -> bool {
 #[test]
 fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
     const JOB: &str = "recount";
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    let mut c = Cluster::new("stages-recount", 3000);
-    for w in ["k1", "k2", "k3"] {
-        c.start_worker_with(w, &["--checkpoint-url", &url]);
-    }
-    let input = c.topic("recount-in", 4);
-    let output = c.topic("recount-out", 4);
-    c.topics.push(format!("{input}.dlq"));
-    c.topics.push(format!("weir-{JOB}-count-repartition"));
+    let (c, input, output, _dir) = clicks_cluster("recount", JOB);
     let (chunks, _) = clicks();
-    let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for r in chunks.iter().flatten() {
-        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("click JSON");
-        let ts = v["ts"].as_i64().unwrap();
-        let user = v["user"].as_str().unwrap().to_string();
-        *want.entry((user, ts - ts.rem_euclid(10_000))).or_insert(0) += 1;
-    }
+    let want = user_windows(chunks.iter().flatten());
     let mut chunks = chunks.into_iter();
     for chunk in chunks.by_ref().take(4) {
         produce(&c.brokers, &input, &chunk);
@@ -410,17 +403,5 @@ fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
         "a rescaled count task waited for the previous layout to stop\n{}",
         c.logs()
     );
-    assert_every_window_once(
-        &c,
-        JOB,
-        (&input, &output),
-        &want,
-        |v| {
-            (
-                v["user"].as_str().expect("user").to_string(),
-                v["window_start"].as_i64().expect("window_start"),
-            )
-        },
-        "count",
-    );
+    assert_every_window_once(&c, JOB, (&input, &output), &want, user_window, "count");
 }
