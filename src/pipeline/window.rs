@@ -593,13 +593,14 @@ where
                         .filter(|(k, _)| keys.owns(crate::pipeline::keyed::key_hash(k))),
                 );
             }
-            self.fixed.retain(|_, m| !m.is_empty());
             self.sessions.extend(
                 snap.sessions
                     .into_iter()
                     .filter(|(k, _)| keys.owns(crate::pipeline::keyed::key_hash(k))),
             );
         }
+        // Windows of which no owned key was kept.
+        self.fixed.retain(|_, m| !m.is_empty());
         if let Some(w) = watermark {
             self.watermark = w;
         }

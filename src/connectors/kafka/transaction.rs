@@ -327,6 +327,7 @@ pub(crate) fn committed_checkpoint(
         .committed_offsets(tpl, config.startup_wait())
         .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
     let mut own = None::<u64>;
+    let mut own_partitions = Vec::new();
     let mut others: BTreeMap<(String, u64), crate::pipeline::AdoptedCheckpoint> = BTreeMap::new();
     for e in committed.elements() {
         let Some(m) = parse_metadata(e.metadata()) else {
@@ -334,6 +335,7 @@ pub(crate) fn committed_checkpoint(
         };
         if m.owner == job {
             own = own.max(Some(m.id));
+            own_partitions.push(e.partition());
         } else if adopt.is_some_and(|prefix| m.owner.starts_with(prefix)) {
             others
                 .entry((m.owner.to_string(), m.id))
@@ -353,19 +355,13 @@ pub(crate) fn committed_checkpoint(
     // Some partitions are still this copy's own (committed by it under
     // this name before): its own checkpoint is one of those taken over.
     if let Some(id) = own {
-        let mine: Vec<i32> = committed
-            .elements()
-            .iter()
-            .filter(|e| parse_metadata(e.metadata()).is_some_and(|m| m.owner == job))
-            .map(|e| e.partition())
-            .collect();
         others.insert(
             (job.to_string(), id),
             crate::pipeline::AdoptedCheckpoint {
                 job: job.to_string(),
                 id,
                 transactional_id: None,
-                partitions: mine,
+                partitions: own_partitions,
             },
         );
     }

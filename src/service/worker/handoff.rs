@@ -5,10 +5,11 @@
 //! it starts with, then wait until no task of another layout of its stage
 //! holds a claim anywhere), and the release of a claim once its task can
 //! no longer commit anything (stopped, finished, failed, never started),
-//! retried until ZooKeeper has it. (With durable checkpoints a rescaled
-//! task takes partitions over from the previous layout; a drained job's
-//! topics are deleted once its claims are gone.) Must never: start a task whose spec was superseded, or keep a claim of a task
-//! that stopped (a rescale would wait on it forever).
+//! retried until ZooKeeper has it. Every task claims (with durable
+//! checkpoints a rescaled task takes partitions over from the previous
+//! layout; a drained job's topics are deleted once its claims are gone).
+//! Must never: start a task whose spec was superseded, or keep a claim of
+//! a task that stopped (a rescale would wait on it forever).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

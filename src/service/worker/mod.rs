@@ -91,7 +91,7 @@ pub struct WorkerActor {
     view: SharedView,
     shutting_down: bool,
     lease_lost_logged: bool,
-    /// Run claims of this worker's tasks (with durable checkpoints).
+    /// Run claims of this worker's tasks.
     claims: handoff::RunClaims,
 }
 

@@ -128,7 +128,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
     }
 
     fn positions_by_partition(&self) -> bool {
-        true
+        self.inner.positions_by_partition()
     }
 
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
