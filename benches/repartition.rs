@@ -29,11 +29,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use weir::actors::runtime::LocalRuntime;
+use weir::actors::LocalJob;
 use weir::apps::clicks::{clicks_job, ClicksParams};
 use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
 use weir::connectors::kafka::repartition::{create_repartition_topic, delete_repartition_topic};
 use weir::connectors::kafka::KafkaConfig;
-use weir::pipeline::RunnableJob;
 
 const USERS: u64 = 1000;
 const T0: i64 = 1_700_000_000_000;
@@ -50,7 +50,7 @@ fn line(name: &str, records: u64, secs: f64, extra: &str) -> f64 {
 /// Runs `jobs` in one local runtime until the sources of the jobs whose
 /// names start with `counted` have emitted `n` records; then cancels them
 /// (the others first) and returns the seconds from start to that point.
-fn run_until_read(jobs: Vec<RunnableJob>, counted: &str, n: u64) -> f64 {
+fn run_until_read(jobs: Vec<LocalJob>, counted: &str, n: u64) -> f64 {
     let counted = counted.to_string();
     let system = actix::System::new();
     system.block_on(async move {
@@ -183,7 +183,7 @@ fn main() {
     p.parallelism = 2;
     p.partitions = Some(vec![0, 1, 2, 3]);
     p.job_name = format!("{job}-one");
-    let secs = run_until_read(vec![clicks_job(&p)], &p.job_name, n);
+    let secs = run_until_read(vec![clicks_job(&p).into()], &p.job_name, n);
     let one = line("clicks_prepartitioned", n, secs, ",\"parallelism\":2");
 
     // B: two stages of two instances each, through the repartition topic.
@@ -197,11 +197,11 @@ fn main() {
     let mut jobs = Vec::new();
     for i in 0..2 {
         s.instance = i;
-        jobs.push(parse_job(&s));
+        jobs.push(parse_job(&s).into());
     }
     for i in 0..2 {
         s.instance = i;
-        jobs.push(count_job(&s));
+        jobs.push(count_job(&s).into());
     }
     let secs = run_until_read(jobs, &format!("{job}-count"), n);
     let two = n as f64 / secs;

@@ -117,13 +117,13 @@ fn main() -> anyhow::Result<()> {
     let config = KafkaConfig::new(&args.brokers);
     create_repartition_topic(&config, &p.topic(), p.count_instances)
         .with_context(|| format!("repartition topic {}", p.topic()))?;
-    let job = match args.stage {
+    let job: weir::actors::LocalJob = match args.stage {
         Stage::Parse => {
             p.input_partitions = topic_partitions(&config, &p.input)
                 .with_context(|| format!("input topic {}", p.input))?;
-            parse_job(&p)
+            parse_job(&p).into()
         }
-        Stage::Count => count_job(&p),
+        Stage::Count => count_job(&p).into(),
     };
     let report = job
         .run_local()

@@ -170,7 +170,7 @@ fn etl(env: &TaskEnv) -> Result<TaskBuild, String> {
         p.take_over_from = Some(task_name_prefix(env));
     }
     Ok(TaskBuild {
-        job: etl_job(&p),
+        job: etl_job(&p).into(),
         probe: probe(env, &input, &parts),
     })
 }
@@ -218,7 +218,7 @@ fn clicks_parse(env: &TaskEnv) -> Result<TaskBuild, String> {
     p.input_partitions = partition_count(&env.brokers, &p.input, Duration::from_secs(10))? as usize;
     p.group = Some(env.group());
     Ok(TaskBuild {
-        job: parse_job(&p),
+        job: parse_job(&p).into(),
         probe: probe(env, &p.input, &parts),
     })
 }
@@ -242,7 +242,7 @@ fn clicks_count(env: &TaskEnv) -> Result<TaskBuild, String> {
         .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
         .ok();
     Ok(TaskBuild {
-        job: count_job(&p),
+        job: count_job(&p).into(),
         probe,
     })
 }

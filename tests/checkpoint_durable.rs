@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use weir::actors::{JobReport, JobStatus, LocalRuntime};
+use weir::actors::{JobReport, JobStatus, LocalJob, LocalRuntime};
 use weir::connectors::{CollectSink, Collected, GeneratorSource};
 use weir::pipeline::{
-    CheckpointConfig, CheckpointingMode, Count, Job, RunnableJob, Sum, Tumbling, Watermarks,
-    Windowed,
+    CheckpointConfig, CheckpointingMode, Count, Job, Sum, Tumbling, Watermarks, Windowed,
 };
 
 const N: u64 = 40_000;
@@ -22,7 +21,7 @@ const KEYS: u64 = 7;
 /// Record `i` is `(i % KEYS, i)` at event time `i` ms, at `rate` per
 /// second, keyed and counted per 1 s window at parallelism 2 (a keyed
 /// exchange with two inputs per window task: barriers are aligned there).
-fn counting_job(url: &str, rate: f64) -> (RunnableJob, Collected<Windowed<u64, u64>>) {
+fn counting_job(url: &str, rate: f64) -> (LocalJob, Collected<Windowed<u64, u64>>) {
     counting_job_shaped(url, rate, Shape::Plain)
 }
 
@@ -44,7 +43,7 @@ fn counting_job_shaped(
     url: &str,
     rate: f64,
     shape: Shape,
-) -> (RunnableJob, Collected<Windowed<u64, u64>>) {
+) -> (LocalJob, Collected<Windowed<u64, u64>>) {
     let (sink, out) = CollectSink::new();
     let job = Job::new("durable-count")
         .parallelism(2)
@@ -67,26 +66,30 @@ fn counting_job_shaped(
             .key_by(|e: &(u64, u64)| e.0)
             .window(Tumbling::event_time(Duration::from_secs(1)))
             .aggregate(Count)
-            .sink(sink),
+            .sink(sink)
+            .into(),
         Shape::Uid => job
             .key_by(|e: &(u64, u64)| e.0)
             .window(Tumbling::event_time(Duration::from_secs(1)))
             .aggregate(Count)
             .uid("counts")
-            .sink(sink),
+            .sink(sink)
+            .into(),
         Shape::UidAfterRebalance => job
             .rebalance()
             .key_by(|e: &(u64, u64)| e.0)
             .window(Tumbling::event_time(Duration::from_secs(1)))
             .aggregate(Count)
             .uid("counts")
-            .sink(sink),
+            .sink(sink)
+            .into(),
         Shape::Rebalanced => job
             .rebalance()
             .key_by(|e: &(u64, u64)| e.0)
             .window(Tumbling::event_time(Duration::from_secs(1)))
             .aggregate(Count)
-            .sink(sink),
+            .sink(sink)
+            .into(),
     };
     (job, out)
 }
@@ -112,7 +115,7 @@ fn completed_checkpoints(dir: &Path) -> usize {
 
 /// Runs `job` until `n` checkpoints are stored under `dir`, then stops it
 /// (a savepoint).
-fn stop_after_checkpoints(job: RunnableJob, dir: &Path, n: usize) -> JobReport {
+fn stop_after_checkpoints(job: LocalJob, dir: &Path, n: usize) -> JobReport {
     actix::System::new().block_on(async {
         let rt = LocalRuntime::new(2);
         let handle = rt.start(job).expect("valid job");

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use weir::actors::{JobStatus, RunError};
 use weir::connectors::{BlackholeSink, CollectSink, FileSource, VecSource};
 use weir::pipeline::{
-    BuildError, Count, DeadLetters, Job, RunnableJob, Session, Sliding, Sum, Tumbling, Windows,
+    BuildError, Count, DeadLetters, Graph, Job, RunnableJob, Session, Sliding, Sum, Tumbling,
+    Windows,
 };
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -101,7 +102,7 @@ fn dead_letters_to_a_file_are_json_lines() {
 
 /// The field a job is rejected for, checked both ways: `validate()` and
 /// `run_local()` (which must not run it).
-fn rejected_field(build: impl Fn() -> RunnableJob) -> String {
+fn rejected_field<G: Graph>(build: impl Fn() -> RunnableJob<G>) -> String {
     let field = match build().validate() {
         Err(BuildError::Invalid { field, .. }) => field,
         Ok(()) => panic!("validate() accepted an invalid job"),

@@ -13,6 +13,7 @@ pub mod barrier;
 pub mod edge;
 pub mod inputs;
 pub mod launch;
+pub(crate) mod local_launcher;
 pub mod messages;
 pub mod operator_actor;
 pub mod restart;
@@ -24,7 +25,7 @@ pub mod task;
 
 pub use messages::{Deliver, SourceCommand, Stop, TaskEvent};
 pub use restart::RestartPolicy;
-pub use runtime::{shutdown_signal, LocalRuntime, RunError};
+pub use runtime::{shutdown_signal, LocalJob, LocalRuntime, RunError};
 pub use supervisor::{
     CheckpointStats, CheckpointSummary, CompletedCheckpoint, JobHandle, JobReport, JobStatus,
     JobSupervisor, LastError,

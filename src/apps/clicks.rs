@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::connectors::kafka::{FromKafka, KafkaLateSink, KafkaSink, KafkaSource};
 use crate::pipeline::{
-    CheckpointConfig, Count, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks,
+    CheckpointConfig, Count, Graph, Job, LateRecords, RunnableJob, Timestamp, Tumbling, Watermarks,
     Windowed,
 };
 use crate::service::lease::{Fenced, LeaseGuard};
@@ -127,7 +127,7 @@ pub(crate) fn checkpointing(storage_url: Option<String>) -> CheckpointConfig {
 }
 
 /// The clicks pipeline as a job named `kafka-clicks`.
-pub fn clicks_job(p: &ClicksParams) -> RunnableJob {
+pub fn clicks_job(p: &ClicksParams) -> RunnableJob<impl Graph> {
     // Records keep their partition and offset, so a late one names its
     // input record in the dead-letter topic.
     let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)

@@ -20,7 +20,9 @@ use crate::connectors::kafka::repartition::{
     repartition_topic, RepartitionSink, RepartitionSource, UPSTREAM_DRAIN_WAIT,
 };
 use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
-use crate::pipeline::{Count, Job, LateRecords, RunnableJob, Sink, Tumbling, Watermarks, Windowed};
+use crate::pipeline::{
+    Count, Graph, Job, LateRecords, RunnableJob, Sink, Tumbling, Watermarks, Windowed,
+};
 use crate::service::lease::{Fenced, LeaseGuard};
 use crate::service::registry::partitions_of_task;
 
@@ -154,7 +156,7 @@ pub(crate) fn stage_job(p: &StageParams, name: &str) -> Job {
 }
 
 /// Stage `parse`: input topic → key by user → repartition topic.
-pub fn parse_job(p: &StageParams) -> RunnableJob {
+pub fn parse_job(p: &StageParams) -> RunnableJob<impl Graph> {
     let name = p.copy_name("parse");
     let mine = partitions_of_task(
         p.input_partitions as u32,
@@ -192,7 +194,7 @@ pub fn parse_job(p: &StageParams) -> RunnableJob {
 
 /// Stage `count`: repartition topic → 10 s tumbling count per user →
 /// output topic.
-pub fn count_job(p: &StageParams) -> RunnableJob {
+pub fn count_job(p: &StageParams) -> RunnableJob<impl Graph> {
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     for (k, v) in &p.producer_options {
@@ -207,7 +209,10 @@ pub fn count_job(p: &StageParams) -> RunnableJob {
 /// Stage `count` writing its per-user window counts to `sink` (made
 /// exactly-once by the caller when `p` has checkpoint storage; fenced
 /// here with `p.fence`).
-pub fn count_job_into<S: Sink<In = UserCount>>(p: &StageParams, sink: S) -> RunnableJob {
+pub fn count_job_into<S: Sink<In = UserCount>>(
+    p: &StageParams,
+    sink: S,
+) -> RunnableJob<impl Graph> {
     let name = p.copy_name("count");
     let mut source = RepartitionSource::<Click>::new(&p.brokers, p.topic(), p.parse_instances)
         .partitions(p.count_partitions());

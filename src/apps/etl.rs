@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::connectors::kafka::{KafkaSink, KafkaSource};
-use crate::pipeline::{Job, RunnableJob};
+use crate::pipeline::{Graph, Job, RunnableJob};
 use crate::service::lease::{Fenced, LeaseGuard};
 
 /// One input record.
@@ -119,7 +119,7 @@ impl EtlParams {
 }
 
 /// The ETL pipeline as a job named `kafka-etl`.
-pub fn etl_job(p: &EtlParams) -> RunnableJob {
+pub fn etl_job(p: &EtlParams) -> RunnableJob<impl Graph> {
     let mut source = KafkaSource::json::<Payment>(&p.brokers, &p.input).group(&p.group);
     let mut sink = KafkaSink::<PaymentCents>::json(&p.brokers, &p.output)
         .key_into(|r: &PaymentCents, key: &mut Vec<u8>| key.extend_from_slice(r.user.as_bytes()));

@@ -22,7 +22,7 @@ use crate::connectors::kafka::repartition::{
     repartition_topic, RepartitionSink, RepartitionSource,
 };
 use crate::connectors::kafka::KafkaSink;
-use crate::pipeline::{RunnableJob, Sum, Timestamp, Tumbling, Watermarks, Windowed};
+use crate::pipeline::{Graph, RunnableJob, Sum, Timestamp, Tumbling, Watermarks, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
 use crate::service::registry::partitions_of_task;
 
@@ -73,7 +73,7 @@ impl TotalsParams {
 
 /// Stage `count`: as the two-stage job's, its counts to the totals topic
 /// by window start.
-pub fn count_to_totals_job(p: &TotalsParams) -> RunnableJob {
+pub fn count_to_totals_job(p: &TotalsParams) -> RunnableJob<impl Graph> {
     let s = &p.stage;
     let mut sink = RepartitionSink::new(&s.brokers, p.totals_topic(), |u: &UserCount| {
         &u.window_start
@@ -91,7 +91,7 @@ pub fn count_to_totals_job(p: &TotalsParams) -> RunnableJob {
 
 /// Stage `total`: the totals topic → 10 s tumbling sum of the counts per
 /// window → output topic, keyed by the window start.
-pub fn totals_job(p: &TotalsParams) -> RunnableJob {
+pub fn totals_job(p: &TotalsParams) -> RunnableJob<impl Graph> {
     let s = &p.stage;
     let name = s.copy_name("total");
     let mut source =

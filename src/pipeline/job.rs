@@ -17,22 +17,16 @@ use std::time::Duration;
 
 use super::aggregate::{Aggregator, Reduce};
 use super::batch::Timestamp;
-use super::connector::{CommittedCheckpoint, Sink, Source};
+use super::connector::{Sink, Source};
 use super::dead_letter::DeadLetters;
 use super::error::BuildError;
-use super::error::ConnectorError;
+use super::graph::{FromExchange, FromSource, Graph, SinkNode, StageNode, Upstream};
 use super::keyed::{Key, KeyedAggregate};
 use super::operator::{AssignTimestamps, Chain, Filter, FlatMap, Identity, Map, Operator};
+use super::partition::{HashBy, RoundRobin};
+use super::restart::RestartPolicy;
 use super::watermark::Watermarks;
 use super::window::{LateRecords, WindowAggregate, Windows};
-use crate::actors::edge::{HashBy, Outputs, Partitioner, RoundRobin};
-use crate::actors::launch::Launch;
-use crate::actors::operator_actor::OperatorActor;
-use crate::actors::sink_actor::SinkActor;
-use crate::actors::source_actor::{SourceActor, SourceSetup};
-use crate::actors::supervisor::LaunchPlan;
-use crate::actors::task::TaskHandle;
-use crate::actors::RestartPolicy;
 
 /// Settings shared by every stage of a job.
 #[derive(Clone, Debug)]
@@ -273,172 +267,6 @@ impl Job {
     }
 }
 
-/// A stage's input: a source.
-pub struct FromSource<S> {
-    source: Arc<S>,
-    watermarks: Watermarks,
-}
-
-/// A stage's input: the previous stage, through an exchange.
-pub struct FromExchange<U, X> {
-    upstream: U,
-    partitioner: X,
-}
-
-/// One stage of the graph: its input and the fused operator chain after it.
-pub struct StageNode<I, Op> {
-    input: I,
-    op: Op,
-    stage: String,
-    parallelism: usize,
-}
-
-/// A node that produces a stream of `T` in parallel instances.
-pub trait Upstream<T: Send + 'static>: Send + 'static {
-    /// Number of parallel instances.
-    fn parallelism(&self) -> usize;
-    /// Checks this node and everything upstream.
-    fn validate(&self) -> Result<(), BuildError>;
-    /// Starts this node's instances (and everything upstream), sending to `out`.
-    fn launch<P: Partitioner<T>>(
-        &self,
-        l: &mut Launch<'_>,
-        out: Outputs<T, P>,
-    ) -> Result<(), BuildError>;
-    /// What the sources upstream say was committed (see
-    /// [`Source::committed_checkpoint`]).
-    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError>;
-}
-
-fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
-    if p == 0 {
-        return Err(BuildError::invalid(
-            format!("{stage}.parallelism"),
-            "must be at least 1",
-        ));
-    }
-    Ok(())
-}
-
-impl<S, Op> Upstream<Op::Out> for StageNode<FromSource<S>, Op>
-where
-    S: Source,
-    Op: Operator<In = S::Out>,
-{
-    fn parallelism(&self) -> usize {
-        self.parallelism
-    }
-
-    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
-        self.input.source.committed_checkpoint(job)
-    }
-
-    fn validate(&self) -> Result<(), BuildError> {
-        check_parallelism(&self.stage, self.parallelism)?;
-        if let Some(m) = self.input.source.max_parallelism() {
-            if self.parallelism > m {
-                return Err(BuildError::invalid(
-                    format!("{}.parallelism", self.stage),
-                    format!(
-                        "{} exceeds what the source supports ({m})",
-                        self.parallelism
-                    ),
-                ));
-            }
-        }
-        self.input.source.validate()
-    }
-
-    fn launch<P: Partitioner<Op::Out>>(
-        &self,
-        l: &mut Launch<'_>,
-        out: Outputs<Op::Out, P>,
-    ) -> Result<(), BuildError> {
-        let alignment = match self.input.watermarks.max_drift_ms() {
-            Some(drift) if self.parallelism > 1 => Some(crate::pipeline::WatermarkAlignment::new(
-                self.parallelism,
-                drift,
-            )),
-            _ => None,
-        };
-        for i in 0..self.parallelism {
-            let mut ctx = l.task_context(&self.stage, i, self.parallelism);
-            ctx.watermarks = self.input.watermarks;
-            let restore = l.restored_position(
-                &self.stage,
-                i,
-                self.parallelism,
-                self.input.source.positions_by_partition(),
-            );
-            let task = TaskHandle::new(ctx, l.supervisor.clone());
-            let (source, op, edge) = (self.input.source.clone(), self.op.clone(), out.edge(i));
-            let setup = SourceSetup {
-                watermarks: self.input.watermarks.generator(),
-                alignment: alignment.clone(),
-                batch_size: l.batch_size(),
-                restore,
-            };
-            let addr = actix::Actor::start_in_arbiter(l.arbiter(i), move |_| {
-                SourceActor::new(source, op, edge, task, setup)
-            });
-            l.stops.push(addr.clone().recipient());
-            l.sources.push(addr.recipient());
-        }
-        Ok(())
-    }
-}
-
-impl<U, X, Op> Upstream<Op::Out> for StageNode<FromExchange<U, X>, Op>
-where
-    Op: Operator,
-    U: Upstream<Op::In>,
-    X: Partitioner<Op::In>,
-{
-    fn parallelism(&self) -> usize {
-        self.parallelism
-    }
-
-    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
-        self.input.upstream.committed_checkpoint(job)
-    }
-
-    fn validate(&self) -> Result<(), BuildError> {
-        check_parallelism(&self.stage, self.parallelism)?;
-        self.input.upstream.validate()
-    }
-
-    fn launch<P: Partitioner<Op::Out>>(
-        &self,
-        l: &mut Launch<'_>,
-        out: Outputs<Op::Out, P>,
-    ) -> Result<(), BuildError> {
-        let inputs = self.input.upstream.parallelism();
-        let aligned = l.config.checkpoint_mode == crate::pipeline::CheckpointingMode::ExactlyOnce;
-        let mut targets = Vec::with_capacity(self.parallelism);
-        for i in 0..self.parallelism {
-            let ctx = l.task_context(&self.stage, i, self.parallelism);
-            let restore = l.restored_state(
-                &self.stage,
-                i,
-                self.parallelism,
-                self.input.partitioner.routes_records(),
-                std::any::type_name::<Op>(),
-            );
-            let task = TaskHandle::new(ctx, l.supervisor.clone());
-            let (op, edge) = (self.op.clone(), out.edge(i));
-            let addr = l.start_bounded(i, move || {
-                OperatorActor::new(op, edge, task, inputs, restore, aligned)
-            });
-            l.stops.push(addr.clone().recipient());
-            targets.push(addr.recipient());
-        }
-        self.input.upstream.launch(
-            l,
-            Outputs::new(targets, self.input.partitioner.clone(), false, l.mailbox()),
-        )
-    }
-}
-
 /// A stream of `Op::Out` records: a stage being built.
 pub struct Stream<I, Op> {
     meta: Meta,
@@ -602,23 +430,25 @@ where
 
     /// Writes to `sink`: the last stage. The sink runs with the parallelism
     /// of the stage before it (or the sink's maximum, rebalanced).
-    pub fn sink<S: Sink<In = Op::Out>>(mut self, sink: S) -> RunnableJob {
+    pub fn sink<S: Sink<In = Op::Out>>(
+        mut self,
+        sink: S,
+    ) -> RunnableJob<SinkNode<StageNode<I, Op>, S>> {
         let stage = self.meta.next_stage("sink");
         let upstream_p = self.node.parallelism;
         let parallelism = sink
             .max_parallelism()
             .map_or(upstream_p, |m| upstream_p.min(m.max(1)));
-        let plan = SinkNode {
-            upstream: self.node,
-            sink: Arc::new(sink),
-            stage,
-            parallelism,
-        };
         RunnableJob {
             name: self.meta.name,
             config: self.meta.config,
             errors: self.meta.errors,
-            plan: Box::new(plan),
+            graph: SinkNode {
+                upstream: self.node,
+                sink: Arc::new(sink),
+                stage,
+                parallelism,
+            },
         }
     }
 }
@@ -752,117 +582,18 @@ where
     }
 }
 
-struct SinkNode<U, S> {
-    upstream: U,
-    sink: Arc<S>,
-    stage: String,
-    parallelism: usize,
-}
-
-impl<U, S> LaunchPlan for SinkNode<U, S>
-where
-    S: Sink,
-    U: Upstream<S::In>,
-{
-    fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
-        // Fenced first, so nothing commits after the read.
-        let Some(c) = self.sink.committer() else {
-            return self.upstream.committed_checkpoint(job);
-        };
-        c.fence_predecessors()?;
-        // Taking over other copies' partitions (a rescale): fence their
-        // writers too, then read again, until the owners read are all
-        // fenced (one may have committed between the read and its fence).
-        let mut fenced = std::collections::BTreeSet::new();
-        for _ in 0..8 {
-            let committed = self.upstream.committed_checkpoint(job)?;
-            let CommittedCheckpoint::Adopted { from, .. } = &committed else {
-                return Ok(committed);
-            };
-            let unfenced: Vec<&str> = from
-                .iter()
-                .filter_map(|a| a.transactional_id.as_deref())
-                .filter(|t| !fenced.contains(*t))
-                .collect();
-            if unfenced.is_empty() {
-                return Ok(committed);
-            }
-            for t in unfenced {
-                c.fence_other(t)?;
-                fenced.insert(t.to_string());
-            }
-        }
-        Err(ConnectorError::new(
-            "the copies this one takes partitions over from kept changing while they were fenced",
-        ))
-    }
-
-    fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
-        if let Some(c) = self.sink.committer() {
-            l.committers.push(c);
-        }
-        let up = self.upstream.parallelism();
-        let forward = up == self.parallelism;
-        let inputs = if forward { 1 } else { up };
-        let aligned = l.config.checkpoint_mode == crate::pipeline::CheckpointingMode::ExactlyOnce;
-        let mut targets = Vec::with_capacity(self.parallelism);
-        for i in 0..self.parallelism {
-            let task = TaskHandle::new(
-                l.task_context(&self.stage, i, self.parallelism),
-                l.supervisor.clone(),
-            );
-            let sink = self.sink.clone();
-            let addr = l.start_bounded(i, move || SinkActor::new(sink, task, inputs, aligned));
-            l.stops.push(addr.clone().recipient());
-            targets.push(addr.recipient());
-        }
-        l.sinks += self.parallelism;
-        self.upstream.launch(
-            l,
-            Outputs::new(targets, RoundRobin::default(), forward, l.mailbox()),
-        )
-    }
-}
-
-trait ValidatePlan {
-    fn validate_plan(&self) -> Result<(), BuildError>;
-}
-
-impl<U, S> ValidatePlan for SinkNode<U, S>
-where
-    S: Sink,
-    U: Upstream<S::In>,
-{
-    fn validate_plan(&self) -> Result<(), BuildError> {
-        self.upstream.validate()?;
-        check_parallelism(&self.stage, self.parallelism)?;
-        self.sink.validate()
-    }
-}
-
-/// Both faces of a finished plan, behind one box.
-pub(crate) trait Plan: LaunchPlan + ValidatePlanDyn {}
-impl<T: LaunchPlan + ValidatePlan> Plan for T {}
-
-/// Object-safe validation.
-pub(crate) trait ValidatePlanDyn {
-    fn validate_dyn(&self) -> Result<(), BuildError>;
-}
-impl<T: ValidatePlan> ValidatePlanDyn for T {
-    fn validate_dyn(&self) -> Result<(), BuildError> {
-        self.validate_plan()
-    }
-}
-
-/// A complete job: validate it, run it locally, or start it on a runtime.
-pub struct RunnableJob {
+/// A complete job: its name, settings and typed graph. Validate it, run it
+/// locally ([`RunnableJob::run_local`]), start it on a
+/// [`LocalRuntime`](crate::actors::LocalRuntime), or cut it into stages
+/// for the cluster.
+pub struct RunnableJob<G> {
     name: String,
     config: JobConfig,
     errors: Vec<BuildError>,
-    plan: Box<dyn Plan>,
+    graph: G,
 }
 
-impl RunnableJob {
+impl<G: Graph> RunnableJob<G> {
     /// Restores from, and never deletes, the checkpoint `record` names
     /// (see [`CheckpointRecord`](crate::pipeline::CheckpointRecord)).
     pub fn with_checkpoint_record(mut self, record: crate::pipeline::CheckpointRecord) -> Self {
@@ -887,27 +618,27 @@ impl RunnableJob {
         &self.config
     }
 
+    /// The job's graph.
+    pub fn graph(&self) -> &G {
+        &self.graph
+    }
+
     /// The first configuration error, naming its field.
     pub fn validate(&self) -> Result<(), BuildError> {
         if let Some(e) = self.errors.first() {
             return Err(e.clone());
         }
-        self.plan.validate_dyn()
+        self.graph.validate()
     }
 
-    pub(crate) fn into_parts(self) -> (String, JobConfig, Box<dyn LaunchPlan>) {
-        struct Erased(Box<dyn Plan>);
-        impl LaunchPlan for Erased {
-            fn launch(&self, l: &mut Launch<'_>) -> Result<(), BuildError> {
-                self.0.launch(l)
-            }
-            fn committed_checkpoint(
-                &self,
-                job: &str,
-            ) -> Result<CommittedCheckpoint, ConnectorError> {
-                self.0.committed_checkpoint(job)
-            }
-        }
-        (self.name, self.config, Box::new(Erased(self.plan)))
+    /// The job under another name, settings and graph kept (a cluster task
+    /// runs its copy of a job under the copy's name).
+    pub fn renamed(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (String, JobConfig, G) {
+        (self.name, self.config, self.graph)
     }
 }

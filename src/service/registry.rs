@@ -18,8 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::actors::LocalJob;
 use crate::coord::JobSpec;
-use crate::pipeline::RunnableJob;
+use crate::pipeline::{Graph, RunnableJob};
 
 use super::lease::LeaseGuard;
 
@@ -92,15 +93,18 @@ pub trait ProgressProbe: Send + Sync + 'static {
 
 /// One task, ready to start.
 pub struct TaskBuild {
-    /// The task's pipeline.
-    pub job: RunnableJob,
+    /// The task's pipeline (any [`RunnableJob`], `.into()`).
+    pub job: LocalJob,
     /// Where its offsets and lag come from, if anywhere.
     pub probe: Option<Arc<dyn ProgressProbe>>,
 }
 
-impl From<RunnableJob> for TaskBuild {
-    fn from(job: RunnableJob) -> Self {
-        TaskBuild { job, probe: None }
+impl<G: Graph> From<RunnableJob<G>> for TaskBuild {
+    fn from(job: RunnableJob<G>) -> Self {
+        TaskBuild {
+            job: job.into(),
+            probe: None,
+        }
     }
 }
 
