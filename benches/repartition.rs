@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use weir::actors::runtime::LocalRuntime;
 use weir::actors::LocalJob;
 use weir::apps::clicks::{clicks_job, ClicksParams};
-use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
+use weir::apps::clicks_stages::{clicks_stage, StageParams};
 use weir::connectors::kafka::repartition::{create_repartition_topic, delete_repartition_topic};
 use weir::connectors::kafka::KafkaConfig;
 
@@ -197,11 +197,11 @@ fn main() {
     let mut jobs = Vec::new();
     for i in 0..2 {
         s.instance = i;
-        jobs.push(parse_job(&s).into());
+        jobs.push(clicks_stage(&s, "parse").expect("parse stage"));
     }
     for i in 0..2 {
         s.instance = i;
-        jobs.push(count_job(&s).into());
+        jobs.push(clicks_stage(&s, "count").expect("count stage"));
     }
     let secs = run_until_read(jobs, &format!("{job}-count"), n);
     let two = n as f64 / secs;

@@ -11,7 +11,9 @@
 //! cargo run --release --example clicks_stages -- --stage count --instance J ...
 //! ```
 //!
-//! `--stage parse` (instance `I` of `N`) reads the input partitions `p`
+//! Both stages are cut from one job graph
+//! ([`clicks_graph`](weir::apps::clicks_stages::clicks_graph)) by the
+//! cluster's stage planner. `--stage parse` (instance `I` of `N`) reads the input partitions `p`
 //! with `p % N == I` (JSON `{"user", "ts"}`) and writes each click to the
 //! repartition topic `weir-<job>-count-repartition` (M partitions, created
 //! if missing) at the partition of its user's stable hash, with watermark
@@ -27,7 +29,7 @@
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use std::time::Duration;
-use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
+use weir::apps::clicks_stages::{clicks_stage, StageParams};
 use weir::connectors::kafka::repartition::{create_repartition_topic, topic_partitions};
 use weir::connectors::kafka::KafkaConfig;
 
@@ -117,14 +119,15 @@ fn main() -> anyhow::Result<()> {
     let config = KafkaConfig::new(&args.brokers);
     create_repartition_topic(&config, &p.topic(), p.count_instances)
         .with_context(|| format!("repartition topic {}", p.topic()))?;
-    let job: weir::actors::LocalJob = match args.stage {
+    let stage = match args.stage {
         Stage::Parse => {
             p.input_partitions = topic_partitions(&config, &p.input)
                 .with_context(|| format!("input topic {}", p.input))?;
-            parse_job(&p).into()
+            "parse"
         }
-        Stage::Count => count_job(&p).into(),
+        Stage::Count => "count",
     };
+    let job = clicks_stage(&p, stage).with_context(|| format!("stage {stage}"))?;
     let report = job
         .run_local()
         .with_context(|| format!("clicks_stages {:?} failed", args.stage))?;

@@ -42,9 +42,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir::actors::RestartPolicy;
-use weir::apps::clicks_stages::{count_job, parse_job, StageParams};
+use weir::apps::clicks_stages::{clicks_stage, StageParams};
 use weir::apps::etl::{etl_job, EtlParams};
-use weir::apps::window_totals::{count_to_totals_job, totals_job, TotalsParams};
+use weir::apps::window_totals::{totals_stage, TotalsParams};
 use weir::connectors::kafka::repartition::ensure_repartition_topic;
 use weir::connectors::kafka::KafkaConfig;
 use weir::connectors::{BlackholeSink, GeneratorSource};
@@ -211,40 +211,39 @@ fn stage_params(env: &TaskEnv) -> Result<StageParams, String> {
     Ok(p)
 }
 
-/// Stage `parse` of `clicks`: its input partitions → the repartition topic by user.
-fn clicks_parse(env: &TaskEnv) -> Result<TaskBuild, String> {
-    let mut p = stage_params(env)?;
-    let parts = my_partitions(env, &p.input)?;
-    p.input_partitions = partition_count(&env.brokers, &p.input, Duration::from_secs(10))? as usize;
-    p.group = Some(env.group());
-    Ok(TaskBuild {
-        job: parse_job(&p).into(),
-        probe: probe(env, &p.input, &parts),
-    })
+/// Where a task's input progress comes from: for the source stage
+/// (`parse`), its input partitions in the job's group (the input's
+/// partition count read into `p`); for a stage after a repartition topic,
+/// its partitions of that topic in the group `<group>-<stage>` (the
+/// planner's), `partitions` of them in all.
+fn stage_probe(
+    env: &TaskEnv,
+    p: &mut StageParams,
+    topic: &str,
+    partitions: usize,
+) -> Result<Option<Arc<dyn weir::service::ProgressProbe>>, String> {
+    if env.stage == "parse" {
+        let parts = my_partitions(env, &p.input)?;
+        p.input_partitions =
+            partition_count(&env.brokers, &p.input, Duration::from_secs(10))? as usize;
+        return Ok(probe(env, &p.input, &parts));
+    }
+    let parts = partitions_of_task(partitions as u32, env.index, env.count);
+    let group = format!("{}-{}", env.group(), env.stage);
+    Ok(KafkaLagProbe::new(&env.brokers, &group, topic, parts)
+        .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
+        .ok())
 }
 
-/// Stage `count` of `clicks`: its repartition partitions → windows → output.
-fn clicks_count(env: &TaskEnv) -> Result<TaskBuild, String> {
+/// A task of `clicks`: its stage (`parse` or `count`) cut from the job's
+/// graph by the stage planner.
+fn clicks_task(env: &TaskEnv) -> Result<TaskBuild, String> {
     let mut p = stage_params(env)?;
-    let group = format!("{}-count", env.group());
-    p.group = Some(group.clone());
-    let parts = p.count_partitions();
-    if parts.is_empty() {
-        return Err(format!(
-            "repartition topic {} has {} partitions: count task {} of {} has none to read",
-            p.topic(),
-            p.repartition_partitions,
-            env.index,
-            env.count
-        ));
-    }
-    let probe = KafkaLagProbe::new(&env.brokers, &group, &p.topic(), parts)
-        .map(|p| Arc::new(p) as Arc<dyn weir::service::ProgressProbe>)
-        .ok();
-    Ok(TaskBuild {
-        job: count_job(&p).into(),
-        probe,
-    })
+    p.group = Some(env.group());
+    let (topic, partitions) = (p.topic(), p.repartition_partitions);
+    let probe = stage_probe(env, &mut p, &topic, partitions)?;
+    let job = clicks_stage(&p, &env.stage).map_err(|e| e.to_string())?;
+    Ok(TaskBuild { job, probe })
 }
 
 /// The three-stage `clicks-totals`' params: the two-stage ones plus the
@@ -263,27 +262,18 @@ fn totals_params(env: &TaskEnv) -> Result<TotalsParams, String> {
     Ok(p)
 }
 
-/// Stage `count` of `clicks-totals`: as `clicks`' count, into the totals topic.
-fn totals_count(env: &TaskEnv) -> Result<TaskBuild, String> {
+/// A task of `clicks-totals`: its stage (`parse`, `count` or `total`) cut
+/// from the three-stage graph.
+fn totals_task(env: &TaskEnv) -> Result<TaskBuild, String> {
     let mut p = totals_params(env)?;
-    p.stage.group = Some(format!("{}-count", env.group()));
-    Ok(TaskBuild::from(count_to_totals_job(&p)))
-}
-
-/// Stage `total` of `clicks-totals`: clicks per window over all users.
-fn totals_total(env: &TaskEnv) -> Result<TaskBuild, String> {
-    let mut p = totals_params(env)?;
-    if p.total_partitions_of_instance().is_empty() {
-        return Err(format!(
-            "repartition topic {} has {} partitions: total task {} of {} has none to read",
-            p.totals_topic(),
-            p.total_partitions,
-            env.index,
-            env.count
-        ));
-    }
-    p.stage.group = Some(format!("{}-total", env.group()));
-    Ok(TaskBuild::from(totals_job(&p)))
+    p.stage.group = Some(env.group());
+    let (topic, partitions) = match env.stage.as_str() {
+        "total" => (p.totals_topic(), p.total_partitions),
+        _ => (p.stage.topic(), p.stage.repartition_partitions),
+    };
+    let probe = stage_probe(env, &mut p.stage, &topic, partitions)?;
+    let job = totals_stage(&p, &env.stage).map_err(|e| e.to_string())?;
+    Ok(TaskBuild { job, probe })
 }
 
 /// Test-only (`--test-job-types`): a generator of numbers at 200 records/s into a blackhole,
@@ -331,16 +321,16 @@ fn main() -> anyhow::Result<()> {
     registry.register("etl", etl).register_stages(
         "clicks",
         vec![
-            ("parse".into(), Arc::new(clicks_parse) as TaskFactory),
-            ("count".into(), Arc::new(clicks_count) as TaskFactory),
+            ("parse".into(), Arc::new(clicks_task) as TaskFactory),
+            ("count".into(), Arc::new(clicks_task) as TaskFactory),
         ],
     );
     registry.register_stages(
         "clicks-totals",
         vec![
-            ("parse".into(), Arc::new(clicks_parse) as TaskFactory),
-            ("count".into(), Arc::new(totals_count) as TaskFactory),
-            ("total".into(), Arc::new(totals_total) as TaskFactory),
+            ("parse".into(), Arc::new(totals_task) as TaskFactory),
+            ("count".into(), Arc::new(totals_task) as TaskFactory),
+            ("total".into(), Arc::new(totals_task) as TaskFactory),
         ],
     );
     if test_job_types {

@@ -612,3 +612,91 @@ fn a_bounded_upstream_ends_the_downstream_job_through_the_topic() {
         .collect();
     assert_windows_exact(&want, &seen, "");
 }
+
+/// One job graph, both launchers: `key_by(user)` then a 10 s count, built
+/// once with a bounded source. The local runtime runs it in-process; the
+/// cluster's stage planner cuts the same value into a `parse` task
+/// (writing `weir-<job>-count-repartition`, 3 partitions) and two `count`
+/// tasks (partitions {0, 2} and {1}), each run as its own job. Both give
+/// every window once with its exact count, computed here.
+#[test]
+fn one_graph_runs_in_process_and_cut_into_stages_over_kafka_with_the_same_windows() {
+    use weir::service::stage_plan::{plan_stage, StagePlacement, StagedGraph};
+    let brokers = ensure_kafka();
+    let job = unique("rp-one-graph");
+    let topic = repartition_topic(&job, "count");
+    create_repartition_topic(&KafkaConfig::new(&brokers), &topic, 3).expect("create");
+    let _guard = TopicGuard {
+        brokers: brokers.clone(),
+        topics: vec![topic.clone()],
+    };
+    let mut rng = Lcg(21);
+    let mut want = Windows::new();
+    let input: Vec<Click> = (0..3_000i64)
+        .map(|i| {
+            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
+            let user = format!("u{}", rng.next() % USERS);
+            *want
+                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
+                .or_insert(0) += 1;
+            Click { user, ts }
+        })
+        .collect();
+    let graph = |sink: CollectSink<Windowed<String, u64>>| {
+        Job::new(job.as_str())
+            .parallelism(2)
+            .source(VecSource::new(input.clone()).with_timestamps(|c: &Click| c.ts))
+            .watermarks(Watermarks::bounded_out_of_orderness(Duration::from_secs(2)))
+            .uid("parse")
+            .key_by(|c: &Click| c.user.clone())
+            .window(Tumbling::event_time(Duration::from_secs(10)))
+            .aggregate(Count)
+            .uid("count")
+            .sink(sink)
+    };
+    let windows = |got: Vec<Windowed<String, u64>>, launcher: &str| {
+        assert_eq!(got.len(), want.len(), "{launcher}: each window once");
+        let seen: Windows = got
+            .into_iter()
+            .map(|w| ((w.key, w.window.start), w.value))
+            .collect();
+        assert_windows_exact(&want, &seen, launcher);
+    };
+
+    let (sink, local) = CollectSink::new();
+    let report = graph(sink).run_local().expect("local run");
+    assert_eq!(report.status, weir::actors::JobStatus::Finished);
+    windows(local.take(), "in process");
+
+    let (sink, staged) = CollectSink::new();
+    let job_graph = graph(sink);
+    assert_eq!(job_graph.graph().stage_uids(), ["parse", "count"]);
+    let place = |stage: &str, instance: usize| {
+        let mut at = StagePlacement::new(&brokers, &job, stage, instance);
+        at.tasks.insert("parse".into(), 1);
+        at.tasks.insert("count".into(), 2);
+        at.partitions.insert("count".into(), 3);
+        at
+    };
+    let tasks = vec![
+        plan_stage(&job_graph, &place("count", 0)).expect("count 0"),
+        plan_stage(&job_graph, &place("count", 1)).expect("count 1"),
+        plan_stage(&job_graph, &place("parse", 0)).expect("parse 0"),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    for task in tasks {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let name = task.name().to_string();
+            let status = task.run_local().map(|r| r.status);
+            let _ = tx.send(format!("{name}: {status:?}"));
+        });
+    }
+    for _ in 0..3 {
+        let done = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("a stage task did not finish within 90 s");
+        assert!(done.contains("Finished"), "{done}");
+    }
+    windows(staged.take(), "cut into stages");
+}

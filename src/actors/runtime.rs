@@ -36,6 +36,16 @@ pub struct LocalJob {
     plan: Box<dyn LaunchPlan>,
 }
 
+impl std::fmt::Debug for LocalJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalJob")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("valid", &self.valid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<G: Graph> From<RunnableJob<G>> for LocalJob {
     fn from(job: RunnableJob<G>) -> Self {
         let valid = job.validate();

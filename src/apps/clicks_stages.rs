@@ -1,11 +1,15 @@
-//! The clicks job split in two stages connected by a repartition topic.
+//! The clicks job as one graph of two stages, for the cluster's planner.
 //!
-//! Owns [`StageParams`], [`parse_job`] and [`count_job`]: the `parse`
-//! stage reads the input's JSON clicks (event time from `ts`, bounded
-//! out-of-orderness, idle timeout as in [`clicks_job`](super::clicks::clicks_job))
-//! and writes each to the repartition topic by its user's stable hash; the
-//! `count` stage reads its partitions of that topic (watermark from the
-//! parse writers' control records) and writes one
+//! Owns [`StageParams`], [`clicks_graph`] (the graph), [`placement`] (a
+//! process's place among the stages) and [`clicks_stage`] (the job of one
+//! stage, cut from the graph by
+//! [`plan_stage`](crate::service::stage_plan::plan_stage)). Stage `parse`
+//! reads the input's JSON clicks (event time from `ts`, bounded
+//! out-of-orderness, idle timeout as in
+//! [`clicks_job`](super::clicks::clicks_job)); the `key_by(user)` after it
+//! becomes the repartition topic `weir-<job>-count-repartition`, written
+//! by the user's stable hash; stage `count` reads its partitions of it
+//! (watermark from the parse writers' control records) and writes one
 //! `{"user", "window_start", "count"}` per user and 10 s window to the
 //! output topic, as the single-stage job does. Each stage runs as
 //! `instances` separate processes (one instance each), with its own
@@ -14,17 +18,14 @@
 
 use std::time::Duration;
 
-use super::clicks::{checkpointing, Click, UserCount, WINDOW_MS};
-use crate::actors::RestartPolicy;
-use crate::connectors::kafka::repartition::{
-    repartition_topic, RepartitionSink, RepartitionSource, UPSTREAM_DRAIN_WAIT,
-};
-use crate::connectors::kafka::{KafkaLateSink, KafkaSink, KafkaSource};
-use crate::pipeline::{
-    Count, Graph, Job, LateRecords, RunnableJob, Sink, Tumbling, Watermarks, Windowed,
-};
+use super::clicks::{checkpointing, UserCount};
+use crate::actors::{LocalJob, RestartPolicy};
+use crate::connectors::kafka::repartition::{repartition_topic, UPSTREAM_DRAIN_WAIT};
+use crate::connectors::kafka::KafkaSink;
+use crate::pipeline::{Job, RunnableJob, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
 use crate::service::registry::partitions_of_task;
+use crate::service::stage_plan::{plan_stage, PlanError, StagePlacement, StagedGraph};
 
 /// What either stage needs.
 #[derive(Debug, Clone)]
@@ -142,7 +143,7 @@ impl StageParams {
 /// A stage's job named `name`: checkpoints, drain, and the clicks job's
 /// patience with brokers (10 restarts within 5 minutes, backoff 0.5 s
 /// doubling to 15 s).
-pub(crate) fn stage_job(p: &StageParams, name: &str) -> Job {
+pub fn stage_job(p: &StageParams, name: &str) -> Job {
     Job::new(name)
         .checkpointing(checkpointing(p.checkpoint_url.clone()))
         .drain_on_cancel(p.drain)
@@ -155,46 +156,30 @@ pub(crate) fn stage_job(p: &StageParams, name: &str) -> Job {
         )
 }
 
-/// Stage `parse`: input topic → key by user → repartition topic.
-pub fn parse_job(p: &StageParams) -> RunnableJob<impl Graph> {
-    let name = p.copy_name("parse");
-    let mine = partitions_of_task(
-        p.input_partitions as u32,
-        p.instance as u32,
-        p.parse_instances as u32,
-    );
-    let mut source = KafkaSource::json::<Click>(&p.brokers, &p.input)
-        .partitions(mine)
-        .with_timestamps(|c: &Click| c.ts);
-    let mut sink = RepartitionSink::new(&p.brokers, p.topic(), |c: &Click| &c.user)
-        .first_writer(p.instance)
-        .writers(p.parse_instances);
-    for (k, v) in &p.producer_options {
-        sink = sink.set(k, v);
-    }
-    if let Some(g) = &p.group {
-        source = source.group(g);
-    }
-    if p.checkpoint_url.is_some() {
-        source = source.exactly_once();
-        sink = sink.exactly_once(format!("weir-{name}"));
-        if let Some(prefix) = &p.take_over_from {
-            source = source.take_over_from(prefix);
-        }
-    }
-    let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
-    stage_job(p, &name)
-        .source(source)
-        .watermarks(
-            Watermarks::bounded_out_of_orderness(p.out_of_orderness)
-                .with_idle_timeout(p.idle_timeout),
-        )
-        .sink(sink)
+/// This process's place in the stages, for the planner: stage `stage`,
+/// task `instance` of it, the stages' sizes and the `count` repartition
+/// topic's partitions, checkpoints, lease and producer options.
+pub fn placement(p: &StageParams, stage: &str) -> StagePlacement {
+    let mut at = StagePlacement::new(&p.brokers, &p.job, stage, p.instance);
+    at.tasks.insert("parse".into(), p.parse_instances);
+    at.tasks.insert("count".into(), p.count_instances);
+    at.partitions
+        .insert("count".into(), p.repartition_partitions);
+    at.copy_name = p.copy_name(stage);
+    at.exactly_once = p.checkpoint_url.is_some();
+    at.take_over_from = p.take_over_from.clone();
+    at.group = p.group.clone();
+    at.fence = p.fence.clone().unwrap_or_else(LeaseGuard::unfenced);
+    at.producer_options = p.producer_options.clone();
+    at
 }
 
-/// Stage `count`: repartition topic → 10 s tumbling count per user →
-/// output topic.
-pub fn count_job(p: &StageParams) -> RunnableJob<impl Graph> {
+/// The clicks job as one graph of two stages: `parse` (the input's JSON
+/// clicks, event time from `ts`) → key by user → `count` (10 s tumbling
+/// count per user) → output topic. The cluster's planner cuts it at the
+/// `key_by` ([`clicks_stage`]); the source is configured for this
+/// process's `parse` instance, the sink with its copy's transactional id.
+pub fn clicks_graph(p: &StageParams) -> RunnableJob<impl StagedGraph> {
     let mut sink = KafkaSink::<UserCount>::json(&p.brokers, &p.output)
         .key_into(|c: &UserCount, key: &mut Vec<u8>| key.extend_from_slice(c.user.as_bytes()));
     for (k, v) in &p.producer_options {
@@ -203,43 +188,8 @@ pub fn count_job(p: &StageParams) -> RunnableJob<impl Graph> {
     if p.checkpoint_url.is_some() {
         sink = sink.exactly_once(format!("weir-{}", p.copy_name("count")));
     }
-    count_job_into(p, sink)
-}
-
-/// Stage `count` writing its per-user window counts to `sink` (made
-/// exactly-once by the caller when `p` has checkpoint storage; fenced
-/// here with `p.fence`).
-pub fn count_job_into<S: Sink<In = UserCount>>(
-    p: &StageParams,
-    sink: S,
-) -> RunnableJob<impl Graph> {
-    let name = p.copy_name("count");
-    let mut source = RepartitionSource::<Click>::new(&p.brokers, p.topic(), p.parse_instances)
-        .partitions(p.count_partitions());
-    if let Some(g) = &p.group {
-        source = source.group(g);
-    }
-    if p.checkpoint_url.is_some() {
-        source = source.exactly_once();
-        if let Some(prefix) = &p.take_over_from {
-            source = source.take_over_from(prefix);
-        }
-    }
     let sink = Fenced::new(sink, p.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
-    let late = match &p.late_topic {
-        Some(t) => LateRecords::to(KafkaLateSink::json(&p.brokers, t, p.topic())),
-        None => LateRecords::count_only(),
-    };
-    stage_job(p, &name)
-        .source(source)
-        // The parse writers' watermarks already allow for disorder.
-        .watermarks(Watermarks::bounded_out_of_orderness(Duration::ZERO))
-        .key_by(|c: &Click| c.user.clone())
-        .window(Tumbling::event_time(Duration::from_millis(
-            WINDOW_MS as u64,
-        )))
-        .late_records(late)
-        .aggregate(Count)
+    user_counts!(p)
         .map(|w: Windowed<String, u64>| UserCount {
             user: w.key,
             window_start: w.window.start,
@@ -247,3 +197,62 @@ pub fn count_job_into<S: Sink<In = UserCount>>(
         })
         .sink(sink)
 }
+
+/// Stage `stage` (`parse` or `count`) of [`clicks_graph`] for this process.
+pub fn clicks_stage(p: &StageParams, stage: &str) -> Result<LocalJob, PlanError> {
+    plan_stage(&clicks_graph(p), &placement(p, stage))
+}
+
+/// Stages `parse` and `count` of the clicks job, up to the windows'
+/// counts (`Windowed<String, u64>`), as a stream to continue: the input's
+/// JSON clicks for this process's `parse` instance, event time from `ts`,
+/// bounded out-of-orderness and idle timeout from `p`, keyed by user,
+/// counted per 10 s window. A macro because the stream's type holds
+/// closures: it cannot be named in a signature, and a fn pointer would
+/// add an indirect call per record.
+macro_rules! user_counts {
+    ($p:expr) => {{
+        let p: &$crate::apps::clicks_stages::StageParams = $p;
+        let mine = $crate::service::registry::partitions_of_task(
+            p.input_partitions as u32,
+            p.instance as u32,
+            p.parse_instances as u32,
+        );
+        let mut source =
+            $crate::connectors::kafka::KafkaSource::json::<$crate::apps::clicks::Click>(
+                &p.brokers, &p.input,
+            )
+            .partitions(mine)
+            .with_timestamps(|c: &$crate::apps::clicks::Click| c.ts);
+        if let Some(g) = &p.group {
+            source = source.group(g);
+        }
+        if p.checkpoint_url.is_some() {
+            source = source.exactly_once();
+            if let Some(prefix) = &p.take_over_from {
+                source = source.take_over_from(prefix);
+            }
+        }
+        let late = match &p.late_topic {
+            Some(t) => $crate::pipeline::LateRecords::to(
+                $crate::connectors::kafka::KafkaLateSink::json(&p.brokers, t, p.topic()),
+            ),
+            None => $crate::pipeline::LateRecords::count_only(),
+        };
+        $crate::apps::clicks_stages::stage_job(p, &p.job)
+            .source(source)
+            .watermarks(
+                $crate::pipeline::Watermarks::bounded_out_of_orderness(p.out_of_orderness)
+                    .with_idle_timeout(p.idle_timeout),
+            )
+            .uid("parse")
+            .key_by(|c: &$crate::apps::clicks::Click| c.user.clone())
+            .window($crate::pipeline::Tumbling::event_time(
+                std::time::Duration::from_millis($crate::apps::clicks::WINDOW_MS as u64),
+            ))
+            .late_records(late)
+            .aggregate($crate::pipeline::Count)
+            .uid("count")
+    }};
+}
+pub(crate) use user_counts;

@@ -1,30 +1,27 @@
 //! The clicks job with a third stage: clicks per 10 s window over all
 //! users, through two repartition topics.
 //!
-//! Owns [`WindowTotal`] (output), [`TotalsParams`], [`count_to_totals_job`]
-//! and [`totals_job`]. Stage `parse` is
-//! [`parse_job`](super::clicks_stages::parse_job) (clicks by user into
-//! `weir-<job>-count-repartition`); stage `count` counts each user's clicks
-//! per window as the two-stage job does, but writes its
-//! [`UserCount`]s to `weir-<job>-total-repartition` by their window
-//! (`key_by` B); stage `total` sums them per window (its event time is the
-//! count stage's result time, `window end - 1`, so each count lands in its
-//! own window) and writes one `{"window_start", "clicks"}` per window.
-//! Each stage checkpoints and recovers on its own. Only assembles jobs:
-//! never runs them.
+//! Owns [`WindowTotal`] (output), [`TotalsParams`], [`totals_graph`] and
+//! [`totals_stage`]. Stages `parse` and `count` are the two-stage job's
+//! ([`clicks_graph`](super::clicks_stages::clicks_graph)), but `count`'s
+//! [`UserCount`]s go on by their window (`key_by` B, the repartition topic
+//! `weir-<job>-total-repartition`) to stage `total`, which sums them per
+//! window and writes one `{"window_start", "clicks"}` per window. Each
+//! stage checkpoints and recovers on its own. Only assembles jobs: never
+//! runs them.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::clicks::{UserCount, WINDOW_MS};
-use super::clicks_stages::{count_job_into, stage_job, StageParams};
-use crate::connectors::kafka::repartition::{
-    repartition_topic, RepartitionSink, RepartitionSource,
-};
+use super::clicks_stages::{placement, user_counts, StageParams};
+use crate::actors::LocalJob;
+use crate::connectors::kafka::repartition::repartition_topic;
 use crate::connectors::kafka::KafkaSink;
-use crate::pipeline::{Graph, RunnableJob, Sum, Timestamp, Tumbling, Watermarks, Windowed};
+use crate::pipeline::{RunnableJob, Sum, Timestamp, Tumbling, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
 use crate::service::registry::partitions_of_task;
+use crate::service::stage_plan::{plan_stage, PlanError, StagePlacement, StagedGraph};
 
 /// One output record: every user's clicks in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,61 +68,56 @@ impl TotalsParams {
     }
 }
 
-/// Stage `count`: as the two-stage job's, its counts to the totals topic
-/// by window start.
-pub fn count_to_totals_job(p: &TotalsParams) -> RunnableJob<impl Graph> {
-    let s = &p.stage;
-    let mut sink = RepartitionSink::new(&s.brokers, p.totals_topic(), |u: &UserCount| {
-        &u.window_start
-    })
-    .first_writer(s.instance)
-    .writers(s.count_instances);
-    for (k, v) in &s.producer_options {
-        sink = sink.set(k, v);
+impl TotalsParams {
+    /// This process's place among the three stages (see
+    /// [`placement`](super::clicks_stages::placement)), `total` and its
+    /// repartition topic included.
+    pub fn placement(&self, stage: &str) -> StagePlacement {
+        let mut at = placement(&self.stage, stage);
+        at.tasks.insert("total".into(), self.total_instances);
+        at.partitions.insert("total".into(), self.total_partitions);
+        at
     }
-    if s.checkpoint_url.is_some() {
-        sink = sink.exactly_once(format!("weir-{}", s.copy_name("count")));
-    }
-    count_job_into(s, sink)
 }
 
-/// Stage `total`: the totals topic → 10 s tumbling sum of the counts per
-/// window → output topic, keyed by the window start.
-pub fn totals_job(p: &TotalsParams) -> RunnableJob<impl Graph> {
+/// The three-stage graph: `parse` → key by user → `count` (per user and
+/// 10 s window) → key by window start → `total` (the counts summed per
+/// window; their event time is the count stage's result time,
+/// `window end - 1`, so each lands in its own window) → output topic,
+/// keyed by the window start. The planner cuts it at both `key_by`s.
+pub fn totals_graph(p: &TotalsParams) -> RunnableJob<impl StagedGraph> {
     let s = &p.stage;
-    let name = s.copy_name("total");
-    let mut source =
-        RepartitionSource::<UserCount>::new(&s.brokers, p.totals_topic(), s.count_instances)
-            .partitions(p.total_partitions_of_instance());
     let mut sink = KafkaSink::<WindowTotal>::json(&s.brokers, &s.output).key_into(
         |t: &WindowTotal, key: &mut Vec<u8>| key.extend_from_slice(&t.window_start.to_be_bytes()),
     );
     for (k, v) in &s.producer_options {
         sink = sink.set(k, v);
     }
-    if let Some(g) = &s.group {
-        source = source.group(g);
-    }
     if s.checkpoint_url.is_some() {
-        source = source.exactly_once();
-        sink = sink.exactly_once(format!("weir-{name}"));
-        if let Some(prefix) = &s.take_over_from {
-            source = source.take_over_from(prefix);
-        }
+        sink = sink.exactly_once(format!("weir-{}", s.copy_name("total")));
     }
     let sink = Fenced::new(sink, s.fence.clone().unwrap_or_else(LeaseGuard::unfenced));
-    stage_job(s, &name)
-        .source(source)
-        // The count writers' watermarks already allow for disorder.
-        .watermarks(Watermarks::bounded_out_of_orderness(Duration::ZERO))
+    user_counts!(s)
+        .map(|w: Windowed<String, u64>| UserCount {
+            user: w.key,
+            window_start: w.window.start,
+            count: w.value,
+        })
         .key_by(|u: &UserCount| u.window_start)
         .window(Tumbling::event_time(Duration::from_millis(
             WINDOW_MS as u64,
         )))
         .aggregate(Sum::of(|u: &UserCount| u.count))
+        .uid("total")
         .map(|w: Windowed<Timestamp, u64>| WindowTotal {
             window_start: w.key,
             clicks: w.value,
         })
         .sink(sink)
+}
+
+/// Stage `stage` (`parse`, `count` or `total`) of [`totals_graph`] for
+/// this process.
+pub fn totals_stage(p: &TotalsParams, stage: &str) -> Result<LocalJob, PlanError> {
+    plan_stage(&totals_graph(p), &p.placement(stage))
 }

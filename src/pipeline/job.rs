@@ -638,6 +638,26 @@ impl<G: Graph> RunnableJob<G> {
         self
     }
 
+    /// The first error the builder recorded (before the graph is checked).
+    pub(crate) fn build_error(&self) -> Option<&BuildError> {
+        self.errors.first()
+    }
+
+    /// A job from its parts (a launcher that rebuilds part of a graph).
+    pub(crate) fn from_parts(
+        name: String,
+        config: JobConfig,
+        errors: Vec<BuildError>,
+        graph: G,
+    ) -> Self {
+        RunnableJob {
+            name,
+            config,
+            errors,
+            graph,
+        }
+    }
+
     pub(crate) fn into_parts(self) -> (String, JobConfig, G) {
         (self.name, self.config, self.graph)
     }

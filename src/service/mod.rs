@@ -17,6 +17,8 @@ pub mod error;
 pub mod kafka;
 pub mod lease;
 pub mod registry;
+#[cfg(feature = "kafka")]
+pub mod stage_plan;
 pub mod view;
 pub mod worker;
 

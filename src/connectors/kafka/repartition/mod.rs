@@ -29,7 +29,7 @@ pub use marks::Mark;
 pub(crate) use marks::UpstreamMarks;
 pub(crate) use record::control_of;
 pub use record::{control_payload, Repartitioned, Stamped, Writer, CONTROL_HEADER};
-pub use sink::{ByKey, RepartitionSink, RepartitionWriter};
+pub use sink::{ByExchange, ByKey, RepartitionSink, RepartitionWriter};
 pub use source::{RepartitionReader, RepartitionSource, UPSTREAM_DRAIN_WAIT};
 pub use topic::{
     create_repartition_topic, delete_repartition_topic, ensure_repartition_topic,

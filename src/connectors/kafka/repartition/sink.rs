@@ -27,6 +27,7 @@ use super::marks::Mark;
 use super::record::{control_payload, Repartitioned, Writer};
 use crate::connectors::kafka::{KafkaConfig, KafkaSink, KafkaStatus, KafkaWriter, KeyFn};
 use crate::pipeline::keyed::{key_hash, key_partition};
+use crate::pipeline::partition::Partitioner;
 use crate::pipeline::{
     Batch, BuildError, CheckpointCommitter, ConnectorError, Sink, SinkWriter, TaskContext,
     Timestamp,
@@ -54,6 +55,30 @@ where
     #[inline]
     fn partition(&self, value: &T, partitions: u32) -> Option<i32> {
         Some(key_partition(key_hash((self.0)(value)), partitions.max(1) as usize) as i32)
+    }
+}
+
+/// Places a record as a job graph's exchange `X` would place it among the
+/// topic's partitions (`HashBy`: its key's stable hash); an exchange that
+/// does not route by record (`RoundRobin`) leaves the choice to
+/// librdkafka's partitioner.
+#[derive(Clone)]
+pub struct ByExchange<X>(X);
+
+impl<T, X> KeyFn<T> for ByExchange<X>
+where
+    X: Partitioner<T> + Sync,
+{
+    #[inline]
+    fn key(&self, _: &T, _: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    #[inline]
+    fn partition(&self, value: &T, partitions: u32) -> Option<i32> {
+        self.0
+            .routes_records()
+            .then(|| self.0.route(value, partitions.max(1) as usize) as i32)
     }
 }
 
@@ -91,6 +116,21 @@ where
             .set("allow.auto.create.topics", "false");
         RepartitionSink {
             inner: inner.with_key(ByKey(key, PhantomData)),
+            first_writer: 0,
+            writers: None,
+            control_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+impl<T, X: Partitioner<T> + Sync> RepartitionSink<T, ByExchange<X>> {
+    /// Records to `topic`, each to the partition the graph's exchange `X`
+    /// routes it to (the cluster's stage planner cuts a graph there).
+    pub fn by_exchange(brokers: impl Into<String>, topic: impl Into<String>, exchange: X) -> Self {
+        let inner = KafkaSink::<T>::with_format(brokers, topic, Repartitioned::new(0))
+            .set("allow.auto.create.topics", "false");
+        RepartitionSink {
+            inner: inner.with_key(ByExchange(exchange)),
             first_writer: 0,
             writers: None,
             control_interval: Duration::from_millis(200),
@@ -268,5 +308,35 @@ where
             self.ended = true;
         }
         self.inner.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::partition::{HashBy, RoundRobin};
+
+    /// A record cut into a repartition topic lands on the partition the
+    /// in-process exchange would send it to: a key meets the same task
+    /// whichever launcher runs the graph.
+    #[test]
+    fn by_exchange_places_records_as_the_in_process_exchange_routes_them() {
+        let hash = HashBy::new(|r: &(String, u64)| r.0.clone());
+        let placed = ByExchange(hash.clone());
+        for n in [1usize, 2, 3, 7, 16] {
+            for i in 0..500u64 {
+                let r = (format!("user-{i}"), i);
+                let routed = Partitioner::route(&hash, &r, n) as i32;
+                assert_eq!(placed.partition(&r, n as u32), Some(routed));
+                fn user(r: &(String, u64)) -> &String {
+                    &r.0
+                }
+                let by_key: ByKey<_, String> = ByKey(user, PhantomData);
+                assert_eq!(by_key.partition(&r, n as u32), Some(routed));
+            }
+        }
+        // An exchange that does not route by record leaves it to librdkafka.
+        let spread = ByExchange(RoundRobin::default());
+        assert_eq!(KeyFn::<u64>::partition(&spread, &1, 4), None);
     }
 }
