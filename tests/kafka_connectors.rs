@@ -489,3 +489,113 @@ fn delivery_guarantee_none_does_not_wait_at_checkpoints() {
         );
     }
 }
+
+/// librdkafka keeps a partition's pause across a rebalance that revokes it
+/// and gives it back to the same consumer (librdkafka #1849), while the
+/// reader starts every partition it is assigned unpaused. Partition 1 runs
+/// far ahead of partition 0 in event time, so watermark alignment pauses
+/// it; then a second member joins the group and takes partition 0 (its
+/// client id sorts first: the range assignor gives it the first
+/// partition), leaving the reader partition 1 alone, with nothing slower
+/// to wait for. The reader must read partition 1 again. (Before the fix,
+/// partition 1 stayed paused for good: a clicks job's windows stopped
+/// firing after a broker restart's rebalance.)
+#[test]
+fn a_partition_paused_for_alignment_is_read_again_when_a_rebalance_gives_it_back() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use weir::connectors::kafka::FromKafka;
+    #[derive(serde::Deserialize)]
+    struct E {
+        ts: i64,
+    }
+    let brokers = ensure_kafka();
+    let (topic, _g) = topic_with(&brokers, "pause", 2);
+    let group = unique("pause");
+    let mut recs: Vec<Rec> = (0..3000).map(|_| Rec::to(0, r#"{"ts": 1000}"#)).collect();
+    recs.extend((0..300).map(|i| Rec::to(1, format!(r#"{{"ts": {}}}"#, 100_000 + i))));
+    produce(&brokers, &topic, &recs);
+    let source = KafkaSource::json::<E>(&brokers, &topic)
+        .with_positions()
+        .group(&group)
+        .with_timestamps(|e: &FromKafka<E>| e.value.ts);
+    let mut c = ctx(0, 1);
+    c.watermarks =
+        Watermarks::bounded_out_of_orderness(Duration::ZERO).with_alignment(Duration::from_secs(1));
+    let mut r = source.open(&c).expect("open");
+    // One record at a time: partition 0's backlog stays unread, so
+    // partition 1, 99 s ahead of it, is paused once both delivered.
+    let mut out: Batch<FromKafka<E>> = Batch::with_capacity(16);
+    let read_of =
+        |out: &Batch<FromKafka<E>>, p: i32| out.values.iter().filter(|e| e.partition == p).count();
+    let start = Instant::now();
+    while read_of(&out, 0) == 0 || read_of(&out, 1) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "both partitions did not deliver within 30 s: {} and {} records",
+            read_of(&out, 0),
+            read_of(&out, 1)
+        );
+        if let SourceStatus::Idle(d) = r.poll(&mut out, 1).expect("poll") {
+            std::thread::sleep(d);
+        }
+    }
+    for _ in 0..20 {
+        r.poll(&mut out, 1).expect("poll");
+    }
+    assert!(read_of(&out, 1) < 300, "partition 1 was read to its end");
+
+    // A second member takes partition 0.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (brokers, group, topic, stop) =
+            (brokers.clone(), group.clone(), topic.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .set("client.id", "aaa-second-member")
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("log_level", "3")
+                .create()
+                .expect("second member");
+            c.subscribe(&[&topic]).expect("subscribe");
+            let mut assigned = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100));
+                if let Ok(a) = c.assignment() {
+                    assigned = a.elements().iter().map(|e| e.partition()).collect();
+                }
+            }
+            assigned
+        })
+    };
+    let start = Instant::now();
+    while r.partitions() != vec![1] {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the reader was not left partition 1 alone within 60 s: it has {:?}",
+            r.partitions()
+        );
+        // Slowly (the rebalance takes seconds): partition 0's backlog must
+        // outlast it, or partition 0 catches up and partition 1 resumes.
+        r.poll(&mut out, 1).expect("poll");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(read_of(&out, 0) < 3000, "partition 0 was read to its end");
+    let before = read_of(&out, 1);
+    let start = Instant::now();
+    while read_of(&out, 1) < before + 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "partition 1, given back by the rebalance, delivered {} records in 30 s: still paused",
+            read_of(&out, 1) - before
+        );
+        if let SourceStatus::Idle(d) = r.poll(&mut out, 100).expect("poll") {
+            std::thread::sleep(d);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let theirs = other.join().expect("second member");
+    assert_eq!(theirs, vec![0], "the second member held partition 0");
+}

@@ -227,6 +227,15 @@ impl ConsumerContext for SourceCtx {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, topic = %self.topic, "kafka source: assign failed");
                 }
+                // librdkafka keeps a partition's pause across revocation and
+                // re-assignment to the same consumer (librdkafka #1849), but
+                // the reader starts every assigned partition unpaused: one
+                // paused for alignment before a rebalance that gave it back
+                // would never be fetched again, and its watermark would hold
+                // every window for ever. Resumed here, both agree.
+                if let Err(e) = c.resume(tpl) {
+                    tracing::warn!(error = %e, topic = %self.topic, "kafka source: resuming assigned partitions failed");
+                }
                 tracing::info!(topic = %self.topic, partitions = ?parts, taken = ?assigned, "kafka source: assigned partitions {parts:?}");
                 g.events.push(Rebalanced::Assigned(assigned));
             }
