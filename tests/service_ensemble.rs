@@ -169,7 +169,9 @@ fn all_out(c: &Cluster, output: &str, ids: std::ops::Range<u64>, phase: &str) {
 #[test]
 fn ensemble_leader_kill_quorum_loss_and_rolling_restart() {
     let t0 = Instant::now();
-    ensemble("up");
+    // What the script did (started or reused each server) is the first
+    // thing to read when a later step finds no server.
+    eprintln!("{}", ensemble("up"));
     let servers = ensemble("env")
         .lines()
         .find_map(|l| l.strip_prefix("WEIR_ZK_CONNECT=").map(str::to_string))

@@ -83,13 +83,32 @@ pub(crate) fn flush_producer(
     status: &KafkaStatus,
 ) -> Result<bool, KafkaConnectorError> {
     let start = Instant::now();
+    let mut told = Duration::ZERO;
     loop {
         match producer.flush(Duration::from_millis(500)) {
-            Ok(()) => return Ok(true),
+            Ok(()) => {
+                if told > Duration::ZERO {
+                    tracing::info!(
+                        waited_s = start.elapsed().as_secs(),
+                        "kafka producer: every record acknowledged"
+                    );
+                }
+                return Ok(true);
+            }
             Err(_) => {
                 let n = producer.in_flight_count();
                 if start.elapsed() > Duration::from_secs(2) && n > 0 {
                     status.set_waiting(&format!("{n} record(s) not yet acknowledged"));
+                }
+                // A long wait holds the actor's thread (and the other
+                // actors of its slice): say so every 10 s.
+                if start.elapsed() >= told + Duration::from_secs(10) {
+                    told = start.elapsed();
+                    tracing::warn!(
+                        waited_s = told.as_secs(),
+                        in_flight = n,
+                        "kafka producer: still waiting for acknowledgements"
+                    );
                 }
                 if limit.is_some_and(|l| start.elapsed() >= l) {
                     return Ok(false);
