@@ -116,69 +116,10 @@ fn click_chunks() -> (Vec<Vec<Rec>>, Windows) {
     (chunks, want)
 }
 
-/// Sentinels a minute past the clicks in every partition close every
-/// window; then the output, read `read_committed`, must hold every window
-/// of `want` exactly once with its exact count.
+/// Every window of `want` in the output exactly once, exact (see
+/// [`assert_every_window_once`]).
 fn check_every_window_once(c: &Cluster, input: &str, output: &str, want: &Windows) {
-    let sentinels: Vec<Rec> = (0..4)
-        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, T0 + 300_000)))
-        .collect();
-    produce(&c.brokers, input, &sentinels);
-    let got = read_topic(
-        &c.brokers,
-        output,
-        want.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    );
-    let mut seen: Windows = BTreeMap::new();
-    let mut twice = 0;
-    for g in &got {
-        let v = g.json();
-        let k = (
-            v["user"].as_str().expect("user").to_string(),
-            v["window_start"].as_i64().expect("window_start"),
-        );
-        if k.0 == "~s" {
-            continue;
-        }
-        if seen
-            .insert(k, v["count"].as_u64().expect("count"))
-            .is_some()
-        {
-            twice += 1;
-        }
-    }
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| seen.get(*k) != Some(v))
-        .take(10)
-        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", seen.get(k)))
-        .collect();
-    if twice != 0 || !wrong.is_empty() || seen.len() != want.len() {
-        // What went where: dead letters (late records?) and the job.
-        let dead = read_topic(
-            &c.brokers,
-            &format!("{input}.dlq"),
-            usize::MAX,
-            Duration::from_secs(3),
-            Duration::ZERO,
-        );
-        let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, d| {
-            *m.entry(d.headers.get("error").cloned().unwrap_or_default())
-                .or_default() += 1;
-            m
-        });
-        panic!(
-            "{twice} windows written twice; wrong or missing (first 10): {wrong:?}; {} of {}; \
-             {} dead letters {reasons:?}; the job: {}\n{}",
-            seen.len(),
-            want.len(),
-            dead.len(),
-            c.status(),
-            c.logs()
-        );
-    }
+    assert_every_window_once(c, (input, output), T0, want, user_window, "count");
 }
 
 #[test]

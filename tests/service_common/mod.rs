@@ -459,3 +459,85 @@ pub fn produce_slowly(
         }
     })
 }
+
+/// Sentinels five minutes of event time past `t0` in each of the input's 4
+/// partitions close every window in every stage; then the output, read
+/// `read_committed`, must hold each window of `want` (its key from
+/// `key_of`, `None` for the sentinels' own windows, its value in `field`)
+/// exactly once with its exact value. On failure it says which windows are
+/// wrong, why records went to the dead-letter topic `<input>.dlq`, the
+/// job's status and the workers' logs.
+pub fn assert_every_window_once<K: Ord + std::fmt::Debug>(
+    c: &Cluster,
+    (input, output): (&str, &str),
+    t0: i64,
+    want: &BTreeMap<K, u64>,
+    key_of: impl Fn(&Value) -> Option<K>,
+    field: &str,
+) {
+    let sentinels: Vec<Rec> = (0..4)
+        .map(|p| Rec::to(p, format!(r#"{{"user": "~s", "ts": {}}}"#, t0 + 300_000)))
+        .collect();
+    produce(&c.brokers, input, &sentinels);
+    let got = read_topic(
+        &c.brokers,
+        output,
+        want.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    let mut seen: BTreeMap<K, Vec<u64>> = BTreeMap::new();
+    for g in &got {
+        let v = g.json();
+        let Some(k) = key_of(&v) else { continue };
+        seen.entry(k).or_default().push(
+            v[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field} in {v}")),
+        );
+    }
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, n)| seen.get(*k).map(Vec::as_slice) != Some(&[**n][..]))
+        .take(10)
+        .map(|(k, n)| format!("{k:?}: want [{n}], got {:?}", seen.get(k)))
+        .collect();
+    let twice = seen.values().filter(|v| v.len() > 1).count();
+    if wrong.is_empty() && seen.len() == want.len() {
+        return;
+    }
+    // What went where: dead letters (late records?) and the job.
+    let dead = read_topic(
+        &c.brokers,
+        &format!("{input}.dlq"),
+        usize::MAX,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    );
+    let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.headers.get("error").cloned().unwrap_or_default())
+            .or_default() += 1;
+        m
+    });
+    panic!(
+        "every window once and exact: {twice} windows written more than once; wrong or missing \
+         (first 10): {wrong:?}; {} of {}; {} dead letters {reasons:?}; the cluster: {}\n{}",
+        seen.len(),
+        want.len(),
+        dead.len(),
+        c.status(),
+        c.logs()
+    );
+}
+
+/// The `(user, window_start)` of one per-user window count; `None` for
+/// the sentinels' (user `~s`).
+pub fn user_window(v: &Value) -> Option<(String, i64)> {
+    let user = v["user"].as_str().expect("user");
+    (user != "~s").then(|| {
+        (
+            user.to_string(),
+            v["window_start"].as_i64().expect("window_start"),
+        )
+    })
+}
