@@ -11,10 +11,11 @@
 //! - `clicks_prepartitioned`: `clicks_job` (source → key_by user → 10 s
 //!   window count → Kafka sink) at parallelism 2, in-process exchange;
 //! - `clicks_through_repartition`: its two stages as four jobs in the same
-//!   process, as the cluster runs them: `parse_job` instances 0 and 1 (two
-//!   input partitions each) writing each click to
-//!   `weir-<job>-count-repartition` (2 partitions) by its user's stable
-//!   hash, and `count_job` instances 0 and 1 reading a partition each.
+//!   process, as the cluster runs them, cut from `clicks_graph` by the
+//!   stage planner: `parse` instances 0 and 1 (two input partitions each)
+//!   writing each click to `weir-<job>-count-repartition` (2 partitions)
+//!   where the graph's `key_by(user)` routes it, and `count` instances 0
+//!   and 1 reading a partition each.
 //!
 //! Each is timed from job start until its windowing stage's sources have
 //! read all N clicks (what a job that must see every record can go at;

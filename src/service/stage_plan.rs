@@ -434,6 +434,27 @@ mod tests {
         }
     }
 
+    /// A `rebalance` is a cut too: its stage reads a repartition topic the
+    /// stage before writes round-robin (the graph's exchange does not
+    /// route by record, so the writer leaves the partition to Kafka).
+    #[test]
+    fn a_rebalance_is_a_stage_of_its_own() {
+        let job = Job::new("spread")
+            .source(GeneratorSource::new(|i| i).count(10))
+            .uid("read")
+            .rebalance()
+            .map(|i: u64| i * 2)
+            .uid("double")
+            .sink(BlackholeSink::new());
+        assert_eq!(job.graph().stage_uids(), ["read", "double"]);
+        let mut place = StagePlacement::new("127.0.0.1:9", "spread", "double", 0);
+        place.tasks.insert("double".into(), 2);
+        assert_eq!(
+            plan_stage(&job, &place).expect("double").name(),
+            "spread-double-0"
+        );
+    }
+
     #[test]
     fn a_stage_the_graph_lacks_is_refused_naming_the_graphs_stages() {
         let err = plan_stage(&three_stages(1), &at("sum", 0)).unwrap_err();
