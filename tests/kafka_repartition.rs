@@ -551,6 +551,24 @@ fn the_downstream_watermark_holds_while_an_upstream_process_is_down() {
     check_every_window_once(&stages, &want, procs);
 }
 
+/// 3,000 clicks 25 ms of event time apart (up to 900 ms out of order),
+/// users at random (seeded), and the windows they make.
+fn bounded_clicks(seed: u64) -> (Vec<Click>, Windows) {
+    let mut rng = Lcg(seed);
+    let mut want = Windows::new();
+    let input = (0..3_000i64)
+        .map(|i| {
+            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
+            let user = format!("u{}", rng.next() % USERS);
+            *want
+                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
+                .or_insert(0) += 1;
+            Click { user, ts }
+        })
+        .collect();
+    (input, want)
+}
+
 /// Both stages as library jobs in this process, each with two instances:
 /// a bounded upstream (writers 0 and 1) writes its end of input into every
 /// partition of a 3-partition topic, and the downstream job, having read
@@ -565,18 +583,7 @@ fn a_bounded_upstream_ends_the_downstream_job_through_the_topic() {
         brokers: brokers.clone(),
         topics: vec![topic.clone()],
     };
-    let mut rng = Lcg(13);
-    let mut want = Windows::new();
-    let input: Vec<Click> = (0..3_000i64)
-        .map(|i| {
-            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
-            let user = format!("u{}", rng.next() % USERS);
-            *want
-                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
-                .or_insert(0) += 1;
-            Click { user, ts }
-        })
-        .collect();
+    let (input, want) = bounded_clicks(13);
     let upstream = Job::new(format!("{job}-parse"))
         .parallelism(2)
         .source(VecSource::new(input).with_timestamps(|c: &Click| c.ts))
@@ -630,18 +637,7 @@ fn one_graph_runs_in_process_and_cut_into_stages_over_kafka_with_the_same_window
         brokers: brokers.clone(),
         topics: vec![topic.clone()],
     };
-    let mut rng = Lcg(21);
-    let mut want = Windows::new();
-    let input: Vec<Click> = (0..3_000i64)
-        .map(|i| {
-            let ts = T0 + i * 25 + (rng.next() % 900) as i64;
-            let user = format!("u{}", rng.next() % USERS);
-            *want
-                .entry((user.clone(), ts - ts.rem_euclid(10_000)))
-                .or_insert(0) += 1;
-            Click { user, ts }
-        })
-        .collect();
+    let (input, want) = bounded_clicks(21);
     let graph = |sink: CollectSink<Windowed<String, u64>>| {
         Job::new(job.as_str())
             .parallelism(2)
