@@ -70,6 +70,36 @@ const FENCED_GRACE: Duration = Duration::from_secs(1);
 struct Desire {
     tokens: BTreeMap<TaskId, FenceToken>,
     spec: Option<JobSpec>,
+    /// Spec reads sent (one per assignment change) and the newest one
+    /// answered: replies can arrive out of order, and an older read's
+    /// answer applied after a newer one's put back a superseded spec (a
+    /// rescale's task stopped, then started again with its old layout).
+    /// Tasks start only once the newest read is answered.
+    spec_reads_sent: u64,
+    spec_read_answered: u64,
+}
+
+impl Desire {
+    /// A spec read is sent: its number.
+    fn spec_read_sent(&mut self) -> u64 {
+        self.spec_reads_sent += 1;
+        self.spec_reads_sent
+    }
+
+    /// Read `read` was answered: whether its answer is to be applied (no
+    /// newer read was answered before it).
+    fn spec_read_answered(&mut self, read: u64) -> bool {
+        if read <= self.spec_read_answered {
+            return false;
+        }
+        self.spec_read_answered = read;
+        true
+    }
+
+    /// The spec held is the newest read's answer (no read outstanding).
+    fn spec_settled(&self) -> bool {
+        self.spec_read_answered >= self.spec_reads_sent
+    }
 }
 
 /// The worker actor (see the module docs). Start it with [`WorkerActor::start_with_coord`].
@@ -193,12 +223,21 @@ impl WorkerActor {
                         .collect();
                 let d = self.desired.entry(job.clone()).or_default();
                 d.tokens = tokens;
+                let read = d.spec_read_sent();
                 // The spec may have changed (rescale): read it again, then reconcile. Only the
                 // spec: a malformed task-state node must not keep this job's tasks from starting.
                 self.coord
                     .send(ReadSpec { job: job.clone() })
                     .into_actor(self)
                     .map(move |res, act, ctx| {
+                        // An older read answered after a newer one: stale.
+                        let newest = act
+                            .desired
+                            .get_mut(&job)
+                            .is_some_and(|d| d.spec_read_answered(read));
+                        if !newest {
+                            return;
+                        }
                         match res {
                             Ok(Ok(spec)) => {
                                 if let Some(d) = act.desired.get_mut(&job) {
@@ -261,6 +300,9 @@ impl WorkerActor {
         let mut to_start = Vec::new();
         for d in self.desired.values() {
             let Some(spec) = &d.spec else { continue };
+            if !d.spec_settled() {
+                continue; // the spec may have changed: wait for the newest read
+            }
             for (id, tok) in &d.tokens {
                 if self.tasks.contains_key(id) || self.stopping.iter().any(|(s, _)| s == id) {
                     continue;
@@ -988,4 +1030,30 @@ pub async fn run_worker(
         s.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Desire;
+
+    /// Two spec reads in flight (two assignment changes of a rescale burst):
+    /// whichever order they are answered in, only the newer read's answer
+    /// is applied, and tasks wait until it is.
+    #[test]
+    fn an_older_spec_read_answered_late_is_not_applied() {
+        let mut d = Desire::default();
+        assert!(d.spec_settled());
+        let (older, newer) = (d.spec_read_sent(), d.spec_read_sent());
+        assert!(!d.spec_settled(), "reads outstanding: no task starts");
+        assert!(d.spec_read_answered(newer));
+        assert!(d.spec_settled());
+        assert!(!d.spec_read_answered(older), "the older answer is stale");
+
+        let mut d = Desire::default();
+        let (older, newer) = (d.spec_read_sent(), d.spec_read_sent());
+        assert!(d.spec_read_answered(older), "in order: applied");
+        assert!(!d.spec_settled(), "the newer read is still outstanding");
+        assert!(d.spec_read_answered(newer));
+        assert!(d.spec_settled());
+    }
 }
