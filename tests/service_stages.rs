@@ -268,7 +268,7 @@ fn stage_checkpointed(c: &Cluster, job: &str, stage: &str, n: usize) -> bool {
 #[test]
 fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
     const JOB: &str = "recount";
-    let (c, input, output, _dir) = clicks_cluster("recount", JOB);
+    let (c, input, output, dir) = clicks_cluster("recount", JOB);
     let (chunks, _) = clicks();
     let want = user_windows(chunks.iter().flatten());
     let mut chunks = chunks.into_iter();
@@ -348,4 +348,47 @@ fn rescaling_the_count_stage_moves_its_window_state_with_its_partitions() {
         c.logs()
     );
     assert_every_window_once(&c, (&input, &output), T0, &want, user_window, "count");
+    // The earlier layouts' checkpoints go once no committed position of
+    // the repartition topic names them: only the current layout's copies
+    // keep any.
+    let count_copies =
+        |dir: &std::path::Path| checkpointed_copies(dir, &format!("{JOB}-count-task-"));
+    c.wait(
+        "only the current count layout keeps checkpoints",
+        Duration::from_secs(60),
+        |_| {
+            let copies = count_copies(dir.path());
+            !copies.is_empty() && copies.iter().all(|c| c.ends_with("-of-2"))
+        },
+    );
+    let logs = c.full_logs();
+    assert!(
+        logs.contains("deleted the checkpoints of a copy no committed position names any more"),
+        "the superseded copies' checkpoints were deleted by the tasks that took over\n{}",
+        c.logs()
+    );
+}
+
+/// The copies named `<prefix>..` with a completed checkpoint (a
+/// `chk-<id>/_metadata`) under the checkpoint storage directory `dir`.
+fn checkpointed_copies(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut copies: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let completed = std::fs::read_dir(e.path())
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|c| {
+                    c.file_name().to_string_lossy().starts_with("chk-")
+                        && c.path().join("_metadata").exists()
+                });
+            (name.starts_with(prefix) && completed).then_some(name)
+        })
+        .collect();
+    copies.sort();
+    copies
 }

@@ -159,4 +159,8 @@ impl<G: Graph> LaunchPlan for LocalPlan<G> {
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
         self.0.committed_checkpoint(job)
     }
+
+    fn checkpoint_owners(&self, job: &str) -> Option<crate::pipeline::CheckpointOwners> {
+        self.0.checkpoint_owners(job)
+    }
 }

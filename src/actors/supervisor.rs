@@ -48,6 +48,12 @@ pub trait LaunchPlan: Send + 'static {
     ) -> Result<crate::pipeline::CommittedCheckpoint, crate::pipeline::ConnectorError> {
         Ok(crate::pipeline::CommittedCheckpoint::Untracked)
     }
+
+    /// A reader of the copies whose checkpoints the job's input still
+    /// names (see [`Source::checkpoint_owners`](crate::pipeline::Source::checkpoint_owners)).
+    fn checkpoint_owners(&self, _job: &str) -> Option<crate::pipeline::CheckpointOwners> {
+        None
+    }
 }
 
 /// Where a job is in its life.
@@ -531,6 +537,14 @@ pub struct JobSupervisor {
     committers: Vec<Arc<dyn crate::pipeline::CheckpointCommitter>>,
     /// Where each source of this attempt ended its input.
     final_positions: BTreeMap<String, serde_json::Value>,
+    /// Other copies of the job this one took partitions over from (a
+    /// rescale), whose checkpoints go once no committed position names
+    /// them (see `collect_superseded`).
+    superseded: std::collections::BTreeSet<String>,
+    /// A look at which copies the input still names is under way.
+    owners_reading: bool,
+    /// When that was last looked at.
+    owners_read_at: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -586,6 +600,9 @@ impl JobSupervisor {
             savepoint: None,
             committers: Vec::new(),
             final_positions: BTreeMap::new(),
+            superseded: Default::default(),
+            owners_reading: false,
+            owners_read_at: None,
         };
         let addr = sup.start();
         JobHandle {
@@ -850,6 +867,69 @@ impl JobSupervisor {
         }));
     }
 
+    /// Deletes the checkpoints of the copies this one took partitions over
+    /// from, once no committed position of the input names them (every
+    /// partition they held was committed since by a copy of the current
+    /// layout, each of which loaded what it needed before its first
+    /// commit): nothing can restore from them any more. At most every 5 s,
+    /// after a checkpoint, off the arbiters; until all are gone. The
+    /// previous layout's tasks have all stopped (run claims), and a copy
+    /// never deletes its own.
+    fn collect_superseded(&mut self, ctx: &mut Context<Self>) {
+        let Some(storage) = self.storage.clone() else {
+            return;
+        };
+        if self.superseded.is_empty()
+            || self.owners_reading
+            || self
+                .owners_read_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        let job = self.shared.name.clone();
+        let Some(read) = self.plan.checkpoint_owners(&job) else {
+            // The input cannot tell: keep them.
+            self.superseded.clear();
+            return;
+        };
+        self.owners_reading = true;
+        self.owners_read_at = Some(Instant::now());
+        let candidates = self.superseded.clone();
+        let collect = async move {
+            let named = tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| format!("{e}"))?
+                .map_err(|e| e.to_string())?;
+            let mut gone = Vec::new();
+            for owner in candidates.iter().filter(|o| !named.contains(*o)) {
+                match storage.delete_all(owner).await {
+                    Ok(objects) => {
+                        tracing::info!(job, owner, objects, "deleted the checkpoints of a copy no committed position names any more");
+                        gone.push(owner.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!(job, owner, error = %e, "a superseded copy's checkpoints not deleted")
+                    }
+                }
+            }
+            Ok::<_, String>(gone)
+        };
+        ctx.spawn(collect.into_actor(self).map(|res, act, _| {
+            act.owners_reading = false;
+            match res {
+                Ok(gone) => {
+                    for o in gone {
+                        act.superseded.remove(&o);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(job = %act.shared.name, error = %e, "which copies the input names: not read (tried again later)")
+                }
+            }
+        }));
+    }
+
     /// Checkpoint `done` is complete (and stored, with storage): it is the
     /// one to restore from; sources commit its positions; a savepoint
     /// waiting for it ends the job.
@@ -877,6 +957,7 @@ impl JobSupervisor {
         }
         tracing::debug!(job = %self.shared.name, id, "checkpoint complete");
         self.latest = Some(done);
+        self.collect_superseded(ctx);
         for s in &self.sources {
             s.do_send(SourceCommand::CheckpointComplete(id));
         }
@@ -931,6 +1012,10 @@ impl JobSupervisor {
                 return self.on_failure(format!("cannot read committed checkpoint: {e}"), ctx)
             }
         };
+        if let CommittedCheckpoint::Adopted { from, .. } = &committed {
+            self.superseded
+                .extend(from.iter().map(|a| a.job.clone()).filter(|o| *o != job));
+        }
         let in_memory = self.latest.clone();
         let recorded = self.config.checkpoint_record.as_ref().and_then(|r| r.get());
         let find = async move {

@@ -232,6 +232,19 @@ impl CheckpointStorage {
         Ok((meta, states))
     }
 
+    /// Deletes every checkpoint of `job` (a copy of a job that no restore
+    /// can name any more); the number of objects deleted.
+    pub async fn delete_all(&self, job: &str) -> Result<usize, CheckpointError> {
+        let objects = self.objects(job).await?;
+        for (_, o) in &objects {
+            self.store
+                .delete(&o.location)
+                .await
+                .map_err(store_err(&o.location))?;
+        }
+        Ok(objects.len())
+    }
+
     /// Deletes every checkpoint of `job` (complete or torn) older than the
     /// newest `keep` complete ones, except the ids in `protect` (the one
     /// being written, the one a restore would load, the one a coordinator

@@ -64,7 +64,21 @@ pub trait Source: Send + Sync + 'static {
     fn committed_checkpoint(&self, _job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
         Ok(CommittedCheckpoint::Untracked)
     }
+
+    /// A reader of the copies of the job (checkpoint names) whose
+    /// checkpoints the input system's committed positions still name, over
+    /// the whole input (not only this source's share): a copy named nowhere
+    /// can no longer be restored from, so its checkpoints may go. `None`
+    /// (the default): the source cannot tell, and nothing is deleted.
+    fn checkpoint_owners(&self, _job: &str) -> Option<CheckpointOwners> {
+        None
+    }
 }
+
+/// Reads which copies' checkpoints an input's committed positions name
+/// (see [`Source::checkpoint_owners`]). Blocking: run it off the arbiters.
+pub type CheckpointOwners =
+    Box<dyn Fn() -> Result<std::collections::BTreeSet<String>, ConnectorError> + Send + Sync>;
 
 /// What a source's input system says about committed checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]

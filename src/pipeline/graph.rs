@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::connector::{CommittedCheckpoint, Sink, Source};
+use super::connector::{CheckpointOwners, CommittedCheckpoint, Sink, Source};
 use super::error::{BuildError, ConnectorError};
 use super::operator::Operator;
 use super::partition::Partitioner;
@@ -190,6 +190,9 @@ pub trait Upstream<T: Send + 'static>: Send + 'static {
     /// What the sources upstream say was committed (see
     /// [`Source::committed_checkpoint`]).
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError>;
+    /// The copies whose checkpoints the sources' input still names (see
+    /// [`Source::checkpoint_owners`]).
+    fn checkpoint_owners(&self, job: &str) -> Option<CheckpointOwners>;
 }
 
 pub(crate) fn check_parallelism(stage: &str, p: usize) -> Result<(), BuildError> {
@@ -213,6 +216,10 @@ where
 
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError> {
         self.input.source.committed_checkpoint(job)
+    }
+
+    fn checkpoint_owners(&self, job: &str) -> Option<CheckpointOwners> {
+        self.input.source.checkpoint_owners(job)
     }
 
     fn validate(&self) -> Result<(), BuildError> {
@@ -254,6 +261,10 @@ where
         self.input.upstream.committed_checkpoint(job)
     }
 
+    fn checkpoint_owners(&self, job: &str) -> Option<CheckpointOwners> {
+        self.input.upstream.checkpoint_owners(job)
+    }
+
     fn validate(&self) -> Result<(), BuildError> {
         check_parallelism(&self.stage, self.parallelism)?;
         self.input.upstream.validate()
@@ -277,6 +288,10 @@ pub trait Graph: Send + 'static {
     /// fenced first (see [`Source::committed_checkpoint`] and
     /// [`CheckpointCommitter`](super::CheckpointCommitter)).
     fn committed_checkpoint(&self, job: &str) -> Result<CommittedCheckpoint, ConnectorError>;
+
+    /// The copies whose checkpoints the sources' input still names (see
+    /// [`Source::checkpoint_owners`]).
+    fn checkpoint_owners(&self, job: &str) -> Option<CheckpointOwners>;
 
     /// Hands the graph, with its concrete types, to `launcher`.
     fn launch<L: Launcher>(&self, launcher: &mut L) -> Result<(), BuildError>;
@@ -324,6 +339,10 @@ where
         Err(ConnectorError::new(
             "the copies this one takes partitions over from kept changing while they were fenced",
         ))
+    }
+
+    fn checkpoint_owners(&self, job: &str) -> Option<CheckpointOwners> {
+        self.upstream.checkpoint_owners(job)
     }
 
     fn launch<L: Launcher>(&self, launcher: &mut L) -> Result<(), BuildError> {

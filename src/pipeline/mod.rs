@@ -30,8 +30,8 @@ pub use aggregate::{Aggregator, Count, Max, Min, Reduce, Sum};
 pub use batch::{Batch, Signal, Timestamp, MAX_WATERMARK};
 pub use checkpointing::{CheckpointConfig, CheckpointRecord, CheckpointingMode};
 pub use connector::{
-    AdoptedCheckpoint, CheckpointCommitter, CommittedCheckpoint, ReaderWatermark, Sink, SinkWriter,
-    Source, SourceReader, SourceStatus,
+    AdoptedCheckpoint, CheckpointCommitter, CheckpointOwners, CommittedCheckpoint, ReaderWatermark,
+    Sink, SinkWriter, Source, SourceReader, SourceStatus,
 };
 pub use context::TaskContext;
 pub use dead_letter::{CollectedDeadLetters, DeadLetter, DeadLetterSink, DeadLetters};

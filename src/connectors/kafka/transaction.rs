@@ -371,6 +371,36 @@ pub(crate) fn committed_checkpoint(
     })
 }
 
+/// The copies whose checkpoints the committed offsets of `partitions` (in
+/// `group`) name: every owner a restore could still load.
+pub(crate) fn checkpoint_owners(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<std::collections::BTreeSet<String>, KafkaConnectorError> {
+    let c: BaseConsumer = config
+        .client_config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ])
+        .create()
+        .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c
+        .committed_offsets(tpl, config.startup_wait())
+        .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| parse_metadata(e.metadata()).map(|m| m.owner.to_string()))
+        .collect())
+}
+
 /// What one committed offset's metadata says.
 struct CheckpointMark<'a> {
     id: u64,

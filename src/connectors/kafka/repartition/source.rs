@@ -131,6 +131,10 @@ impl<T: DeserializeOwned + Send + 'static> Source for RepartitionSource<T> {
         self.inner.positions_by_partition()
     }
 
+    fn checkpoint_owners(&self, job: &str) -> Option<crate::pipeline::CheckpointOwners> {
+        self.inner.checkpoint_owners(job)
+    }
+
     fn open(&self, ctx: &TaskContext) -> Result<Self::Reader, ConnectorError> {
         Ok(RepartitionReader {
             inner: self.inner.open(ctx)?,

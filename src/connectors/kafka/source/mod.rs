@@ -382,6 +382,27 @@ where
         true
     }
 
+    fn checkpoint_owners(&self, job: &str) -> Option<crate::pipeline::CheckpointOwners> {
+        // Only a copy that takes partitions over shares them with others.
+        if !self.exactly_once || self.adopt.is_none() {
+            return None;
+        }
+        let group = self.group_id(job);
+        let (config, topic, status) =
+            (self.config.clone(), self.topic.clone(), self.status.clone());
+        Some(Box::new(move || {
+            let consumer: BaseConsumer = config
+                .client_config(&[("group.id", &group)])
+                .create()
+                .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+            let count = wait_for_topic(consumer.client(), &config, &topic, &status)?;
+            let every: Vec<i32> = (0..count as i32).collect();
+            Ok(transaction::checkpoint_owners(
+                &config, &group, &topic, &every,
+            )?)
+        }))
+    }
+
     fn max_parallelism(&self) -> Option<usize> {
         match &self.assignment {
             Assignment::Group | Assignment::All => None,
