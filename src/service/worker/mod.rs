@@ -436,11 +436,18 @@ impl WorkerActor {
         }
         .into_actor(self)
         .map(move |(res, prior, recorded, gate), act, ctx| {
-            // A task stopped while it claimed: its claim may have been
-            // made after the tick released it (release it again, now that
-            // the claim is answered).
+            // A start stopped while it was being built or claimed: its
+            // claim may have been made after the tick released it (release
+            // it again, now that the claim is answered), and its job must
+            // never run. Each start holds a claim of its own, so this also
+            // tells a stopped start from a later start of the same task with
+            // the same token (same worker, same epoch: a rescale back and
+            // forth), which the token and phase checks below cannot: the
+            // stopped start's job, built for the old layout, ran in the new
+            // start's place, reading partitions of the old layout for good.
             if !act.claims.holds(&id, &claim) {
                 act.claims.retry(id.job.clone(), claim.clone());
+                return;
             }
             let Some(task) = act.tasks.get_mut(&id) else {
                 return;
