@@ -309,23 +309,7 @@ pub(crate) fn committed_checkpoint(
     adopt: Option<&str>,
     keys: Option<crate::pipeline::KeyGroups>,
 ) -> Result<CommittedCheckpoint, KafkaConnectorError> {
-    let c: BaseConsumer = config
-        .client_config(&[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            // Offsets in a transaction not yet committed or aborted make
-            // the broker answer "unstable" (retried) rather than stale.
-            ("isolation.level", "read_committed"),
-        ])
-        .create()
-        .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = c
-        .committed_offsets(tpl, config.startup_wait())
-        .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
+    let committed = committed_offsets(config, group, topic, partitions)?;
     let mut own = None::<u64>;
     let mut own_partitions = Vec::new();
     let mut others: BTreeMap<(String, u64), crate::pipeline::AdoptedCheckpoint> = BTreeMap::new();
@@ -379,10 +363,27 @@ pub(crate) fn checkpoint_owners(
     topic: &str,
     partitions: &[i32],
 ) -> Result<std::collections::BTreeSet<String>, KafkaConnectorError> {
+    let committed = committed_offsets(config, group, topic, partitions)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| parse_metadata(e.metadata()).map(|m| m.owner.to_string()))
+        .collect())
+}
+
+/// The committed offsets (with their metadata) of `partitions` in `group`.
+fn committed_offsets(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<TopicPartitionList, KafkaConnectorError> {
     let c: BaseConsumer = config
         .client_config(&[
             ("group.id", group),
             ("enable.auto.commit", "false"),
+            // Offsets in a transaction not yet committed or aborted make
+            // the broker answer "unstable" (retried) rather than stale.
             ("isolation.level", "read_committed"),
         ])
         .create()
@@ -391,14 +392,8 @@ pub(crate) fn checkpoint_owners(
     for p in partitions {
         tpl.add_partition(topic, *p);
     }
-    let committed = c
-        .committed_offsets(tpl, config.startup_wait())
-        .map_err(|e| KafkaConnectorError::client("committed offsets", e))?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| parse_metadata(e.metadata()).map(|m| m.owner.to_string()))
-        .collect())
+    c.committed_offsets(tpl, config.startup_wait())
+        .map_err(|e| KafkaConnectorError::client("committed offsets", e))
 }
 
 /// What one committed offset's metadata says.
