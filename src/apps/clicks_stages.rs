@@ -24,7 +24,6 @@ use crate::connectors::kafka::repartition::{repartition_topic, UPSTREAM_DRAIN_WA
 use crate::connectors::kafka::KafkaSink;
 use crate::pipeline::{Job, RunnableJob, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
-use crate::service::registry::partitions_of_task;
 use crate::service::stage_plan::{plan_stage, PlanError, StagePlacement, StagedGraph};
 
 /// What either stage needs.
@@ -123,20 +122,6 @@ impl StageParams {
         self.copy_name
             .clone()
             .unwrap_or_else(|| format!("{}-{stage}-{}", self.job, self.instance))
-    }
-
-    /// The repartition topic's partitions this count instance reads.
-    pub fn count_partitions(&self) -> Vec<i32> {
-        let total = if self.repartition_partitions == 0 {
-            self.count_instances.max(1)
-        } else {
-            self.repartition_partitions
-        };
-        partitions_of_task(
-            total as u32,
-            self.instance as u32,
-            self.count_instances as u32,
-        )
     }
 }
 

@@ -20,7 +20,6 @@ use crate::connectors::kafka::repartition::repartition_topic;
 use crate::connectors::kafka::KafkaSink;
 use crate::pipeline::{RunnableJob, Sum, Timestamp, Tumbling, Windowed};
 use crate::service::lease::{Fenced, LeaseGuard};
-use crate::service::registry::partitions_of_task;
 use crate::service::stage_plan::{plan_stage, PlanError, StagePlacement, StagedGraph};
 
 /// One output record: every user's clicks in one window.
@@ -53,22 +52,6 @@ impl TotalsParams {
         repartition_topic(&self.stage.job, "total")
     }
 
-    /// The totals topic's partitions this `total` instance reads.
-    pub fn total_partitions_of_instance(&self) -> Vec<i32> {
-        let all = if self.total_partitions == 0 {
-            self.total_instances.max(1)
-        } else {
-            self.total_partitions
-        };
-        partitions_of_task(
-            all as u32,
-            self.stage.instance as u32,
-            self.total_instances as u32,
-        )
-    }
-}
-
-impl TotalsParams {
     /// This process's place among the three stages (see
     /// [`placement`](super::clicks_stages::placement)), `total` and its
     /// repartition topic included.

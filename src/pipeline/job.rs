@@ -631,13 +631,6 @@ impl<G: Graph> RunnableJob<G> {
         self.graph.validate()
     }
 
-    /// The job under another name, settings and graph kept (a cluster task
-    /// runs its copy of a job under the copy's name).
-    pub fn renamed(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
     /// The first error the builder recorded (before the graph is checked).
     pub(crate) fn build_error(&self) -> Option<&BuildError> {
         self.errors.first()
