@@ -109,17 +109,7 @@ where
 {
     /// Records to `topic`, placed by the key `key` borrows from each.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, key: F) -> Self {
-        // A deleted repartition topic (its job cancelled) must not come
-        // back with the broker's default partition count because a writer
-        // still flushing asked for its metadata.
-        let inner = KafkaSink::<T>::with_format(brokers, topic, Repartitioned::new(0))
-            .set("allow.auto.create.topics", "false");
-        RepartitionSink {
-            inner: inner.with_key(ByKey(key, PhantomData)),
-            first_writer: 0,
-            writers: None,
-            control_interval: Duration::from_millis(200),
-        }
+        Self::placed_by(brokers, topic, ByKey(key, PhantomData))
     }
 }
 
@@ -127,18 +117,26 @@ impl<T, X: Partitioner<T> + Sync> RepartitionSink<T, ByExchange<X>> {
     /// Records to `topic`, each to the partition the graph's exchange `X`
     /// routes it to (the cluster's stage planner cuts a graph there).
     pub fn by_exchange(brokers: impl Into<String>, topic: impl Into<String>, exchange: X) -> Self {
+        Self::placed_by(brokers, topic, ByExchange(exchange))
+    }
+}
+
+impl<T, K> RepartitionSink<T, K> {
+    /// Records to `topic`, each to the partition `placement` picks.
+    fn placed_by(brokers: impl Into<String>, topic: impl Into<String>, placement: K) -> Self {
+        // A deleted repartition topic (its job cancelled) must not come
+        // back with the broker's default partition count because a writer
+        // still flushing asked for its metadata.
         let inner = KafkaSink::<T>::with_format(brokers, topic, Repartitioned::new(0))
             .set("allow.auto.create.topics", "false");
         RepartitionSink {
-            inner: inner.with_key(ByExchange(exchange)),
+            inner: inner.with_key(placement),
             first_writer: 0,
             writers: None,
             control_interval: Duration::from_millis(200),
         }
     }
-}
 
-impl<T, K> RepartitionSink<T, K> {
     /// The writer index of this sink's instance 0 (instance `i` is writer
     /// `first + i`): writers are numbered `0..n` over every process of the
     /// upstream stage, and the downstream source is told `n`.
