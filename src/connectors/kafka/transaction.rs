@@ -301,15 +301,15 @@ impl CheckpointCommitter for CheckpointTransaction {
 /// for the partitions it committed, and `keys` as the key split. Offsets
 /// other jobs committed count as nothing committed.
 pub(crate) fn committed_checkpoint(
+    consumer: &OffsetsConsumer,
     config: &KafkaConfig,
     job: &str,
-    group: &str,
     topic: &str,
     partitions: &[i32],
     adopt: Option<&str>,
     keys: Option<crate::pipeline::KeyGroups>,
 ) -> Result<CommittedCheckpoint, KafkaConnectorError> {
-    let committed = committed_offsets(config, group, topic, partitions)?;
+    let committed = committed_offsets(consumer, config, topic, partitions)?;
     let mut own = None::<u64>;
     let mut own_partitions = Vec::new();
     let mut others: BTreeMap<(String, u64), crate::pipeline::AdoptedCheckpoint> = BTreeMap::new();
@@ -356,14 +356,14 @@ pub(crate) fn committed_checkpoint(
 }
 
 /// The copies whose checkpoints the committed offsets of `partitions` (in
-/// `group`) name: every owner a restore could still load.
+/// the consumer's group) name: every owner a restore could still load.
 pub(crate) fn checkpoint_owners(
+    consumer: &OffsetsConsumer,
     config: &KafkaConfig,
-    group: &str,
     topic: &str,
     partitions: &[i32],
 ) -> Result<std::collections::BTreeSet<String>, KafkaConnectorError> {
-    let committed = committed_offsets(config, group, topic, partitions)?;
+    let committed = committed_offsets(consumer, config, topic, partitions)?;
     Ok(committed
         .elements()
         .iter()
@@ -371,28 +371,49 @@ pub(crate) fn checkpoint_owners(
         .collect())
 }
 
-/// The committed offsets (with their metadata) of `partitions` in `group`.
+/// A consumer of a group that only reads its committed offsets (and the
+/// topic's metadata); it never subscribes, fetches or commits.
+pub(crate) struct OffsetsConsumer(BaseConsumer);
+
+impl OffsetsConsumer {
+    /// A consumer of `group`.
+    pub(crate) fn new(config: &KafkaConfig, group: &str) -> Result<Self, KafkaConnectorError> {
+        config
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                // Offsets in a transaction not yet committed or aborted make
+                // the broker answer "unstable" (retried) rather than stale.
+                ("isolation.level", "read_committed"),
+            ])
+            .create()
+            .map(OffsetsConsumer)
+            .map_err(|e| KafkaConnectorError::client("consumer creation", e))
+    }
+
+    /// Its client (for metadata).
+    pub(crate) fn client(
+        &self,
+    ) -> &rdkafka::client::Client<rdkafka::consumer::DefaultConsumerContext> {
+        self.0.client()
+    }
+}
+
+/// The committed offsets (with their metadata) of `partitions` in the
+/// consumer's group.
 fn committed_offsets(
+    consumer: &OffsetsConsumer,
     config: &KafkaConfig,
-    group: &str,
     topic: &str,
     partitions: &[i32],
 ) -> Result<TopicPartitionList, KafkaConnectorError> {
-    let c: BaseConsumer = config
-        .client_config(&[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            // Offsets in a transaction not yet committed or aborted make
-            // the broker answer "unstable" (retried) rather than stale.
-            ("isolation.level", "read_committed"),
-        ])
-        .create()
-        .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition(topic, *p);
     }
-    c.committed_offsets(tpl, config.startup_wait())
+    consumer
+        .0
+        .committed_offsets(tpl, config.startup_wait())
         .map_err(|e| KafkaConnectorError::client("committed offsets", e))
 }
 

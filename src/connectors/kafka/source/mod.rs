@@ -43,7 +43,7 @@ use super::format::{Bytes, Json, KafkaDecode, Text, WithPositions};
 use super::partitions::{Handoff, HandoffView, Handoffs, PartState, PartitionClock};
 use super::repartition::{self, Mark, UpstreamMarks};
 use super::status::{self, KafkaStatus};
-use super::transaction;
+use super::transaction::{self, OffsetsConsumer};
 use crate::connectors::file::now_ms;
 use crate::pipeline::Emit;
 use crate::pipeline::{
@@ -391,14 +391,11 @@ where
         let (config, topic, status) =
             (self.config.clone(), self.topic.clone(), self.status.clone());
         Some(Box::new(move || {
-            let consumer: BaseConsumer = config
-                .client_config(&[("group.id", &group)])
-                .create()
-                .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+            let consumer = OffsetsConsumer::new(&config, &group)?;
             let count = wait_for_topic(consumer.client(), &config, &topic, &status)?;
             let every: Vec<i32> = (0..count as i32).collect();
             Ok(transaction::checkpoint_owners(
-                &config, &group, &topic, &every,
+                &consumer, &config, &topic, &every,
             )?)
         }))
     }
@@ -528,11 +525,7 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
         if !self.exactly_once {
             return Ok(CommittedCheckpoint::Untracked);
         }
-        let group = self.group_id(job);
-        let client = self.config.client_config(&[("group.id", &group)]);
-        let consumer: BaseConsumer = client
-            .create()
-            .map_err(|e| KafkaConnectorError::client("consumer creation", e))?;
+        let consumer = OffsetsConsumer::new(&self.config, &self.group_id(job))?;
         let count = wait_for_topic(consumer.client(), &self.config, &self.topic, &self.status)?;
         // Only this source's partitions: other copies of the job (cluster
         // tasks) commit theirs with their own checkpoint ids.
@@ -541,9 +534,9 @@ impl<D: KafkaDecode, F> KafkaSource<D, F> {
             _ => (0..count as i32).collect(),
         };
         Ok(transaction::committed_checkpoint(
+            &consumer,
             &self.config,
             job,
-            &group,
             &self.topic,
             &partitions,
             self.adopt.as_deref(),
