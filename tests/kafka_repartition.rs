@@ -569,6 +569,24 @@ fn bounded_clicks(seed: u64) -> (Vec<Click>, Windows) {
     (input, want)
 }
 
+/// A unique job name from `prefix`, and its `count` stage's repartition
+/// topic, created with `partitions` partitions and deleted when the guard
+/// is dropped.
+fn count_stage_topic(
+    brokers: &str,
+    prefix: &str,
+    partitions: usize,
+) -> (String, String, TopicGuard) {
+    let job = unique(prefix);
+    let topic = repartition_topic(&job, "count");
+    create_repartition_topic(&KafkaConfig::new(brokers), &topic, partitions).expect("create");
+    let guard = TopicGuard {
+        brokers: brokers.to_string(),
+        topics: vec![topic.clone()],
+    };
+    (job, topic, guard)
+}
+
 /// Both stages as library jobs in this process, each with two instances:
 /// a bounded upstream (writers 0 and 1) writes its end of input into every
 /// partition of a 3-partition topic, and the downstream job, having read
@@ -576,13 +594,7 @@ fn bounded_clicks(seed: u64) -> (Vec<Click>, Windows) {
 #[test]
 fn a_bounded_upstream_ends_the_downstream_job_through_the_topic() {
     let brokers = ensure_kafka();
-    let job = unique("rp-bounded");
-    let topic = repartition_topic(&job, "count");
-    create_repartition_topic(&KafkaConfig::new(&brokers), &topic, 3).expect("create");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![topic.clone()],
-    };
+    let (job, topic, _guard) = count_stage_topic(&brokers, "rp-bounded", 3);
     let (input, want) = bounded_clicks(13);
     let upstream = Job::new(format!("{job}-parse"))
         .parallelism(2)
@@ -630,13 +642,7 @@ fn a_bounded_upstream_ends_the_downstream_job_through_the_topic() {
 fn one_graph_runs_in_process_and_cut_into_stages_over_kafka_with_the_same_windows() {
     use weir::service::stage_plan::{plan_stage, StagePlacement, StagedGraph};
     let brokers = ensure_kafka();
-    let job = unique("rp-one-graph");
-    let topic = repartition_topic(&job, "count");
-    create_repartition_topic(&KafkaConfig::new(&brokers), &topic, 3).expect("create");
-    let _guard = TopicGuard {
-        brokers: brokers.clone(),
-        topics: vec![topic.clone()],
-    };
+    let (job, _topic, _guard) = count_stage_topic(&brokers, "rp-one-graph", 3);
     let (input, want) = bounded_clicks(21);
     let graph = |sink: CollectSink<Windowed<String, u64>>| {
         Job::new(job.as_str())

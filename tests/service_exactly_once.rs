@@ -361,22 +361,6 @@ fn commits(log: &str) -> BTreeMap<String, u64> {
     m
 }
 
-/// Every window of `got` (the output read so far) with all its counts.
-fn windows_of(got: &[Got]) -> BTreeMap<(String, i64), Vec<u64>> {
-    let mut m: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
-    for g in got {
-        let v = g.json();
-        let k = (
-            v["user"].as_str().expect("user").to_string(),
-            v["window_start"].as_i64().expect("window_start"),
-        );
-        m.entry(k)
-            .or_default()
-            .push(v["count"].as_u64().expect("count"));
-    }
-    m
-}
-
 /// `weir cancel --savepoint` mid-stream: the tasks stop with a final
 /// checkpoint and fire no open window (every window in the output so far
 /// is complete and there once); the job submitted again under the same
@@ -407,13 +391,17 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
     assert!(early.len() >= 12, "windows fire before the cancel");
     let text = c.weir_ok(&["cancel", JOB, "--savepoint"]);
     assert!(text.contains("cancelled"), "{text}");
-    let before = windows_of(&read_topic(
-        &c.brokers,
-        &output,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::from_secs(3),
-    ));
+    let before = windows_by_key(
+        &read_topic(
+            &c.brokers,
+            &output,
+            usize::MAX,
+            Duration::from_secs(5),
+            Duration::from_secs(3),
+        ),
+        user_window,
+        "count",
+    );
     let partial: Vec<String> = before
         .iter()
         .filter(|(k, counts)| counts.as_slice() != [want[*k]])
@@ -468,19 +456,18 @@ fn cancel_with_a_savepoint_then_resubmit_then_drain_counts_every_window_once() {
         Duration::from_secs(30),
         |c| !service_common::kafka::topic_exists(&c.brokers, &internal),
     );
-    let got = windows_of(&read_topic(
-        &c.brokers,
-        &output,
-        want.len(),
-        Duration::from_secs(30),
-        Duration::from_secs(3),
-    ));
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k).map(Vec::as_slice) != Some(&[**v][..]))
-        .take(10)
-        .map(|(k, v)| format!("{k:?}: want [{v}], got {:?}", got.get(k)))
-        .collect();
+    let got = windows_by_key(
+        &read_topic(
+            &c.brokers,
+            &output,
+            want.len(),
+            Duration::from_secs(30),
+            Duration::from_secs(3),
+        ),
+        user_window,
+        "count",
+    );
+    let wrong = wrong_windows(&want, &got);
     assert!(
         wrong.is_empty() && got.len() == want.len(),
         "wrong or missing (first 10): {wrong:?}; {} of {}\n{}",

@@ -486,22 +486,8 @@ pub fn assert_every_window_once<K: Ord + std::fmt::Debug>(
         Duration::from_secs(120),
         Duration::from_secs(3),
     );
-    let mut seen: BTreeMap<K, Vec<u64>> = BTreeMap::new();
-    for g in &got {
-        let v = g.json();
-        let Some(k) = key_of(&v) else { continue };
-        seen.entry(k).or_default().push(
-            v[field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{field} in {v}")),
-        );
-    }
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, n)| seen.get(*k).map(Vec::as_slice) != Some(&[**n][..]))
-        .take(10)
-        .map(|(k, n)| format!("{k:?}: want [{n}], got {:?}", seen.get(k)))
-        .collect();
+    let seen = windows_by_key(&got, key_of, field);
+    let wrong = wrong_windows(want, &seen);
     let twice = seen.values().filter(|v| v.len() > 1).count();
     if wrong.is_empty() && seen.len() == want.len() {
         return;
@@ -528,6 +514,40 @@ pub fn assert_every_window_once<K: Ord + std::fmt::Debug>(
         c.status(),
         c.logs()
     );
+}
+
+/// The values (in `field`) the output records `got` hold for each window,
+/// in the order read, the window from `key_of` (`None`: not a window of
+/// the test's, skipped).
+pub fn windows_by_key<K: Ord>(
+    got: &[Got],
+    key_of: impl Fn(&Value) -> Option<K>,
+    field: &str,
+) -> BTreeMap<K, Vec<u64>> {
+    let mut seen: BTreeMap<K, Vec<u64>> = BTreeMap::new();
+    for g in got {
+        let v = g.json();
+        let Some(k) = key_of(&v) else { continue };
+        seen.entry(k).or_default().push(
+            v[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field} in {v}")),
+        );
+    }
+    seen
+}
+
+/// The first 10 windows of `want` that `seen` does not hold exactly once
+/// with their exact value, each described.
+pub fn wrong_windows<K: Ord + std::fmt::Debug>(
+    want: &BTreeMap<K, u64>,
+    seen: &BTreeMap<K, Vec<u64>>,
+) -> Vec<String> {
+    want.iter()
+        .filter(|(k, n)| seen.get(*k).map(Vec::as_slice) != Some(&[**n][..]))
+        .take(10)
+        .map(|(k, n)| format!("{k:?}: want [{n}], got {:?}", seen.get(k)))
+        .collect()
 }
 
 /// The `(user, window_start)` of one per-user window count; `None` for
